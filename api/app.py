@@ -1,0 +1,78 @@
+"""The application factory: settings in, a FastAPI app out; database and first admin set up in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
+from api.routes import admin, auth, health, keys
+from api.services.users import bootstrap_admin
+from api.settings import Settings, load_settings, resolve_secret_key
+from db.migrate import SchemaState, schema_state
+from db.session import create_engine, create_sessionmaker
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is behind the code's migrations: the server refuses to run on it."""
+
+    def __init__(self, state: SchemaState) -> None:
+        super().__init__(
+            f"the database schema is at revision {state.current or 'none (empty database)'}, "
+            f"the code needs {', '.join(state.heads)}; run `llmws db upgrade` first"
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    metrics = RequestMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.secret_key = resolve_secret_key(settings)
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            state = await schema_state(engine)
+            if not state.at_head:
+                raise SchemaNotCurrent(state)
+            app.state.db_engine = engine
+            app.state.sessionmaker = create_sessionmaker(engine)
+            async with app.state.sessionmaker() as session:
+                password = settings.admin_password.get_secret_value() if settings.admin_password else None
+                generated = await bootstrap_admin(session, settings.admin_username, password)
+            if generated:
+                _announce_generated_password(settings.admin_username, generated)
+            log.info("LLMWS API ready (database %s)", engine.url.render_as_string(hide_password=True))
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="LLMWS", version=VERSION, lifespan=lifespan,
+                  description="Self-hosted LLM gateway: OpenAI-compatible API, native streaming chat, admin REST.")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for router in (health.router, auth.public_router, auth.router, keys.router, admin.router):
+        app.include_router(router)
+    return app
+
+
+def _announce_generated_password(username: str, password: str) -> None:
+    # Straight to the console, never to the log file, so the password is not kept on disk.
+    print(
+        "\n" + "=" * 72 + f"\nLLMWS created the first admin user '{username}' with the password:\n\n    {password}\n\n"
+        "It is shown this once. Log in and change it (POST /auth/password or `llmws users set-password`).\n"
+        + "=" * 72 + "\n",
+        file=sys.stdout, flush=True,
+    )

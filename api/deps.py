@@ -1,0 +1,74 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the database session (one unit of work per request), the caller,
+and the admin check."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.services.auth import Principal, authenticate
+from api.services.errors import AuthenticationFailed, PermissionDenied
+from api.settings import Settings
+
+
+async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the route returns, rolled back when anything raises."""
+    async with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+# scope="function": the commit happens before the response is sent, so a client that sees 200 sees the data.
+SessionDep = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise AuthenticationFailed("missing credentials: send 'Authorization: Bearer <token or API key>'",
+                                   code="missing_credentials")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("the Authorization header must be 'Bearer <token or API key>'",
+                                   code="invalid_authorization_header")
+    return token.strip()
+
+
+async def current_principal(request: Request, session: SessionDep) -> Principal:
+    principal = await authenticate(session, bearer_token(request))
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def admin_principal(principal: CurrentPrincipal) -> Principal:
+    if not principal.user.is_admin:
+        raise PermissionDenied("this needs the admin role", code="admin_required")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+ClientIP = Annotated[str | None, Depends(client_ip)]

@@ -1,0 +1,129 @@
+"""One error shape for every failure: ``{"error": {"message", "type", "param", "code"}}``.
+
+Domain errors, validation errors, unknown routes and unhandled exceptions all leave through here; clients never
+see a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.services.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ServiceError,
+)
+
+log = logging.getLogger(__name__)
+
+# (HTTP status, OpenAI-style error type) per domain error.
+SERVICE_ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
+    InvalidInput: (400, "invalid_request_error"),
+    AuthenticationFailed: (401, "authentication_error"),
+    PermissionDenied: (403, "permission_error"),
+    NotFound: (404, "not_found_error"),
+    Conflict: (409, "conflict_error"),
+    RateLimited: (429, "rate_limit_error"),
+}
+
+STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(message: str, *, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(
+    status: int, message: str, *, code: str | None = None, param: str | None = None,
+    type_: str | None = None, headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    kind = type_ or STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return JSONResponse(error_body(message, type_=kind, code=code, param=param), status_code=status,
+                        headers=headers)
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    status, kind = next(
+        (mapped for cls, mapped in SERVICE_ERROR_STATUS.items() if isinstance(exc, cls)), (400, "invalid_request_error")
+    )
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, AuthenticationFailed):
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(status, exc.message, code=exc.code, param=exc.param, type_=kind, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message, code = f"no route for {request.method} {request.url.path}", "unknown_route"
+    elif exc.status_code == 405:
+        message, code = f"method {request.method} is not allowed on {request.url.path}", "method_not_allowed"
+    elif exc.status_code == 413:
+        message, code = str(exc.detail), "body_too_large"
+    else:
+        message, code = str(exc.detail), None
+    return error_response(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "request body is not valid JSON", code="invalid_json")
+    if tuple(first.get("loc", ())) == ("body",):
+        return error_response(400, "request body must be a JSON object sent as application/json",
+                              code="invalid_json")
+    param = _param_name(first.get("loc", ()))
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    code = "missing_field" if first.get("type") == "missing" else "invalid_value"
+    if first.get("type") == "extra_forbidden":
+        code, message = "unknown_field", f"{param}: unknown field"
+    return error_response(400, message, code=code, param=param)
+
+
+def _param_name(location: tuple[Any, ...] | list[Any]) -> str | None:
+    # ("body", "messages", 0, "content") -> "messages[0].content"; the source ("body", "query") is implied.
+    parts = list(location)
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or None
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal server error", code="internal_error", type_="server_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled_error)

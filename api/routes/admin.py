@@ -1,0 +1,69 @@
+"""Admin REST over users, everyone's API keys, and the audit log. The whole router needs the admin role."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.deps import AdminPrincipal, ClientIP, SessionDep, admin_principal
+from api.schemas.admin import AdminUserCreate, AdminUserUpdate, AuditOut
+from api.schemas.auth import UserOut
+from api.schemas.common import ListOut
+from api.schemas.keys import ApiKeyOut
+from api.services import api_keys, audit
+from api.services import users as user_service
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])
+
+Offset = Annotated[int, Query(ge=0)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.get("/users")
+async def list_users(session: SessionDep, offset: Offset = 0, limit: Limit = 100) -> ListOut[UserOut]:
+    rows = await user_service.list_users(session, offset=offset, limit=limit)
+    return ListOut[UserOut](data=[UserOut.model_validate(row) for row in rows], offset=offset, limit=limit)
+
+
+@router.post("/users", status_code=201)
+async def create_user(body: AdminUserCreate, admin: AdminPrincipal, session: SessionDep, ip: ClientIP) -> UserOut:
+    user = await user_service.create_user(session, body.username, body.password, role=body.role,
+                                          email=body.email, actor_user_id=admin.user.id, ip=ip)
+    return UserOut.model_validate(user)
+
+
+@router.get("/users/{user_id}")
+async def get_user(user_id: int, session: SessionDep) -> UserOut:
+    return UserOut.model_validate(await user_service.get_user(session, user_id))
+
+
+@router.patch("/users/{user_id}")
+async def update_user(user_id: int, body: AdminUserUpdate, admin: AdminPrincipal, session: SessionDep,
+                      ip: ClientIP) -> UserOut:
+    user = await user_service.get_user(session, user_id)
+    await user_service.update_user(session, user, role=body.role, is_active=body.is_active, email=body.email,
+                                   actor_user_id=admin.user.id, ip=ip)
+    if body.password is not None:
+        await user_service.set_password(session, user, body.password, actor_user_id=admin.user.id, ip=ip)
+    return UserOut.model_validate(user)
+
+
+@router.get("/keys")
+async def list_keys(session: SessionDep, user_id: int | None = None, include_revoked: bool = True,
+                    offset: Offset = 0, limit: Limit = 100) -> ListOut[ApiKeyOut]:
+    rows = await api_keys.list_keys(session, user_id=user_id, include_revoked=include_revoked, offset=offset,
+                                    limit=limit)
+    return ListOut[ApiKeyOut](data=[ApiKeyOut.model_validate(row) for row in rows], offset=offset, limit=limit)
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: int, admin: AdminPrincipal, session: SessionDep, ip: ClientIP) -> ApiKeyOut:
+    return ApiKeyOut.model_validate(await api_keys.revoke_key(session, key_id, admin.user, ip=ip))
+
+
+@router.get("/audit")
+async def list_audit(session: SessionDep, action: str | None = None, offset: Offset = 0,
+                     limit: Limit = 100) -> ListOut[AuditOut]:
+    rows = await audit.list_entries(session, action=action, offset=offset, limit=limit)
+    return ListOut[AuditOut](data=[AuditOut.model_validate(row) for row in rows], offset=offset, limit=limit)

@@ -1,0 +1,59 @@
+"""Liveness, readiness and Prometheus metrics: the three routes open to anyone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from db.migrate import schema_state
+
+router = APIRouter(tags=["health"])
+
+READINESS_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. Touches nothing else, so it stays fast when the database is not."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: every check with its own verdict; 503 while any fails."""
+    checks = {"database": await _check_database(request)}
+    checks["migrations"] = await _check_migrations(request) if checks["database"]["ok"] else {
+        "ok": False, "detail": "database unreachable"}
+    ready = all(check["ok"] for check in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+async def _check_database(request: Request) -> dict[str, Any]:
+    async def ping() -> None:
+        async with request.app.state.db_engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(ping(), READINESS_TIMEOUT_S)
+    except Exception as exc:  # any failure means not ready; the detail says which
+        return {"ok": False, "detail": type(exc).__name__}
+    return {"ok": True}
+
+
+async def _check_migrations(request: Request) -> dict[str, Any]:
+    try:
+        state = await asyncio.wait_for(schema_state(request.app.state.db_engine), READINESS_TIMEOUT_S)
+    except Exception as exc:
+        return {"ok": False, "detail": type(exc).__name__}
+    return {"ok": state.at_head, "current": state.current, "head": list(state.heads)}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,48 @@
+"""Bodies of the /auth routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from api.schemas.common import RequestBody, ResponseBody
+from api.services.passwords import MAX_PASSWORD_LENGTH
+from db.models import Role
+
+
+class LoginRequest(RequestBody):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
+class RegisterRequest(RequestBody):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(max_length=MAX_PASSWORD_LENGTH)
+    email: str | None = Field(None, max_length=255, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class PasswordChangeRequest(RequestBody):
+    current_password: str = Field(max_length=MAX_PASSWORD_LENGTH)
+    new_password: str = Field(max_length=MAX_PASSWORD_LENGTH)
+
+
+class UserOut(ResponseBody):
+    id: int
+    username: str
+    email: str | None
+    role: Role
+    is_active: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class MeOut(UserOut):
+    credential: str = Field(description="`session` or `api_key`: what this request authenticated with.")
+
+
+class TokenOut(ResponseBody):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: datetime
+    user: UserOut

@@ -1,0 +1,129 @@
+"""Logging in and out, and turning a bearer credential (session token or API key) into a principal."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.services import audit
+from api.services.credentials import credential_hash, is_api_key, new_session_token
+from api.services.errors import AuthenticationFailed, InvalidInput, PermissionDenied, RateLimited
+from api.services.login_throttle import LOGIN_FAILED, ThrottlePolicy, retry_after_seconds
+from api.services.passwords import hash_password, password_context, verify_password
+from api.services.users import get_user_by_username, normalize_username, set_password
+from db.models import ApiKey, AuthSession, User
+from db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# Recording every use would turn each request into a write; a minute's precision is plenty for "last used".
+LAST_USED_PRECISION = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and with which credential."""
+
+    user: User
+    session_id: int | None = None
+    api_key_id: int | None = None
+
+    @property
+    def credential(self) -> str:
+        return "api_key" if self.api_key_id is not None else "session"
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str
+    auth_session: AuthSession
+
+
+async def login(
+    session: AsyncSession, username: str, password: str, *, policy: ThrottlePolicy, lifetime: timedelta,
+    ip: str | None = None, user_agent: str | None = None,
+) -> LoginResult:
+    name = normalize_username(username)
+    wait = await retry_after_seconds(session, policy, name, ip)
+    if wait:
+        log.warning("login throttled for user %r from %s; retry in %ss", name, ip, wait)
+        raise RateLimited("too many failed logins; try again later", retry_after_s=wait, code="login_throttled")
+
+    user = await get_user_by_username(session, name)
+    if not await verify_password(password, user.password_hash if user else None) or user is None:
+        log.warning("failed login for user %r from %s", name, ip)
+        audit.record(session, LOGIN_FAILED, actor_user_id=user.id if user else None, subject=name, ip=ip)
+        # Committed here because the request itself ends in an error, and the failure must still count.
+        await session.commit()
+        raise AuthenticationFailed("invalid username or password")
+    if not user.is_active:
+        raise PermissionDenied("this account is disabled", code="account_disabled")
+
+    if password_context.needs_update(user.password_hash):
+        user.password_hash = await hash_password(password)
+    token = new_session_token()
+    now = utcnow()
+    auth_session = AuthSession(user=user, token_hash=credential_hash(token), expires_at=now + lifetime,
+                               ip=ip, user_agent=(user_agent or "")[:255] or None, last_used_at=now)
+    session.add(auth_session)
+    user.last_login_at = now
+    await session.flush()
+    audit.record(session, "auth.login", actor_user_id=user.id, subject=name, target_type="auth_session",
+                 target_id=auth_session.id, ip=ip)
+    return LoginResult(token=token, auth_session=auth_session)
+
+
+async def authenticate(session: AsyncSession, token: str) -> Principal:
+    """The principal behind a bearer credential; raises when it is unknown, revoked, expired or disabled."""
+    now = utcnow()
+    if is_api_key(token):
+        key = (await session.execute(select(ApiKey).where(ApiKey.key_hash == credential_hash(token)))).scalar()
+        if key is None or key.revoked_at is not None:
+            raise AuthenticationFailed("invalid or revoked API key", code="invalid_api_key")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise AuthenticationFailed("this API key has expired", code="expired_api_key")
+        _check_active(key.user)
+        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_PRECISION:
+            key.last_used_at = now
+        return Principal(user=key.user, api_key_id=key.id)
+
+    query = select(AuthSession).where(AuthSession.token_hash == credential_hash(token))
+    auth_session = (await session.execute(query)).scalar()
+    if auth_session is None or auth_session.revoked_at is not None:
+        raise AuthenticationFailed("invalid or revoked token", code="invalid_token")
+    if auth_session.expires_at <= now:
+        raise AuthenticationFailed("this token has expired; log in again", code="token_expired")
+    _check_active(auth_session.user)
+    if auth_session.last_used_at is None or now - auth_session.last_used_at >= LAST_USED_PRECISION:
+        auth_session.last_used_at = now
+    return Principal(user=auth_session.user, session_id=auth_session.id)
+
+
+def _check_active(user: User) -> None:
+    if not user.is_active:
+        raise PermissionDenied("this account is disabled", code="account_disabled")
+
+
+async def logout(session: AsyncSession, principal: Principal, *, ip: str | None = None) -> None:
+    if principal.session_id is None:
+        raise InvalidInput("logout ends a login session; revoke API keys with DELETE /v1/keys/{id}",
+                           code="not_a_session")
+    auth_session = await session.get(AuthSession, principal.session_id)
+    if auth_session is not None and auth_session.revoked_at is None:
+        auth_session.revoked_at = utcnow()
+    audit.record(session, "auth.logout", actor_user_id=principal.user.id, subject=principal.user.username,
+                 target_type="auth_session", target_id=principal.session_id, ip=ip)
+
+
+async def change_own_password(
+    session: AsyncSession, principal: Principal, current_password: str, new_password: str, *, ip: str | None = None
+) -> None:
+    """Change the caller's password; every other login of theirs ends, the current one stays."""
+    if not await verify_password(current_password, principal.user.password_hash):
+        raise AuthenticationFailed("current password is wrong", code="wrong_password")
+    await set_password(session, principal.user, new_password, actor_user_id=principal.user.id, ip=ip,
+                       keep_session_id=principal.session_id)

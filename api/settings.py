@@ -1,0 +1,162 @@
+"""The one place LLMWS reads its configuration: ``LLMWS_*`` environment variables and an optional ``.env``.
+
+Everything else receives a ``Settings`` instance; nothing else reads ``os.environ``. A bad value stops the start
+with a message naming the variable (see ``describe_settings_error``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LLMWS_"
+SECRET_KEY_FILE = "secret.key"
+MIN_SECRET_KEY_LENGTH = 32
+# Values people paste from examples; refused in production whatever their length.
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "development", "dev", "test", "llmws"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="`production` refuses a missing or weak secret key."
+    )
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    ui_port: int = Field(5006, ge=1, le=65535, description="Port `llmws ui` serves the Panel app on.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the UI reaches the API.")
+    data_dir: Path = Field(Path("var"), description="Runtime data: database, secret key, logs, downloads.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default a SQLite file `<data_dir>/llmws.db`."
+    )
+    model_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("models"), Path("var/models")],
+        description="Folders scanned for models, separated by commas or the OS path separator.",
+    )
+    default_model: str | None = Field(None, description="Model loaded when several are found.")
+    secret_key: SecretStr | None = Field(
+        None, description=f"Server secret; generated into `<data_dir>/{SECRET_KEY_FILE}` when unset."
+    )
+    admin_username: str = Field("admin", min_length=1, max_length=64, description="First admin's name.")
+    admin_password: SecretStr | None = Field(
+        None, description="First admin's password; generated and printed once when unset."
+    )
+    open_registration: bool = Field(False, description="Whether `POST /auth/register` is open to anyone.")
+    token_lifetime: timedelta = Field(
+        timedelta(days=7), description="Login token lifetime (seconds or ISO 8601 duration)."
+    )
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    login_max_failures: int = Field(5, ge=1, description="Failed logins per user or address before slowing.")
+    login_failure_window: timedelta = Field(
+        timedelta(minutes=15), description="Window in which failed logins are counted."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _split_model_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = value.replace(os.pathsep, ",").split(",")
+            return [part.strip() for part in parts if part.strip()]
+        return value
+
+    @field_validator("token_lifetime", "login_failure_window")
+    @classmethod
+    def _positive_duration(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # Operators paste plain URLs; the service needs the async drivers.
+        for plain, async_url in (("postgresql://", "postgresql+asyncpg://"), ("postgres://", "postgresql+asyncpg://"),
+                                 ("sqlite://", "sqlite+aiosqlite://")):
+            if value.startswith(plain):
+                return async_url + value[len(plain):]
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _production_secret(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key is None:
+                raise ValueError("LLMWS_SECRET_KEY must be set in production")
+            problem = weak_secret_reason(self.secret_key.get_secret_value())
+            if problem:
+                raise ValueError(f"LLMWS_SECRET_KEY is weak: {problem}")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'llmws.db'}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def weak_secret_reason(secret: str) -> str | None:
+    """Why a secret key is too weak for production, or None when it is acceptable."""
+    if secret.strip().lower() in PLACEHOLDER_SECRETS:
+        return "it is a placeholder value"
+    if len(secret) < MIN_SECRET_KEY_LENGTH:
+        return f"it has {len(secret)} characters, at least {MIN_SECRET_KEY_LENGTH} are required"
+    if len(set(secret)) < 8:
+        return "it repeats too few distinct characters"
+    return None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment; raises ``SettingsError`` naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_error(exc)) from None
+
+
+class SettingsError(Exception):
+    """A configuration value that stops the start."""
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "configuration"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """The configured secret key, else the one in ``<data_dir>/secret.key``, generated there (0600) on first run."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    path = settings.data_dir / SECRET_KEY_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two replicas starting together must not each write a different key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        key = secrets.token_urlsafe(48)
+        handle.write(key + "\n")
+    return key

@@ -1,0 +1,57 @@
+"""Alembic driven from code: upgrade, downgrade, current revision, and whether a database is at head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import migrations
+
+MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic config for this URL that works from any working directory and from an installed package."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolation would choke on '%' in passwords.
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    command.downgrade(alembic_config(database_url), revision)
+
+
+def head_revisions(database_url: str) -> tuple[str, ...]:
+    return tuple(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    current: str | None
+    heads: tuple[str, ...]
+
+    @property
+    def at_head(self) -> bool:
+        return self.current is not None and self.current in self.heads
+
+
+async def schema_state(engine: AsyncEngine) -> SchemaState:
+    def current(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as connection:
+        revision = await connection.run_sync(current)
+    return SchemaState(current=revision, heads=head_revisions(engine.url.render_as_string(False)))

@@ -1,0 +1,1 @@
+"""The inference engine: model registry, loading, continuous batching, sampling. Free of HTTP and of ``db/``."""

@@ -1,0 +1,156 @@
+"""Logging in and out, tokens, registration, password changes and login throttling, over HTTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import select, update
+
+from db.models import AuditLog, AuthSession, Role
+from db.types import utcnow
+from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.conftest import ADMIN_PASSWORD
+
+
+async def test_first_admin_is_created_from_settings_and_can_log_in(client: httpx.AsyncClient) -> None:
+    response = await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["user"]["role"] == "admin"
+    me = await client.get("/auth/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200
+    assert me.json()["username"] == "admin"
+    assert me.json()["credential"] == "session"
+
+
+async def test_usernames_are_case_insensitive(client: httpx.AsyncClient, make_user: MakeUser) -> None:
+    await make_user("Carol")
+    token = await login(client, "CAROL", USER_PASSWORD)
+    assert (await client.get("/auth/me", headers=bearer(token))).json()["username"] == "carol"
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_answer(
+    client: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    await make_user("bob")
+    wrong = await client.post("/auth/login", json={"username": "bob", "password": "not-his-password"})
+    unknown = await client.post("/auth/login", json={"username": "nobody", "password": "whatever-it-is"})
+    assert assert_error(wrong, 401, "invalid_credentials") == assert_error(unknown, 401, "invalid_credentials")
+    assert wrong.headers["www-authenticate"] == "Bearer"
+
+
+async def test_logout_revokes_the_token(client: httpx.AsyncClient, user_token: str) -> None:
+    assert (await client.post("/auth/logout", headers=bearer(user_token))).status_code == 204
+    assert_error(await client.get("/auth/me", headers=bearer(user_token)), 401, "invalid_token")
+
+
+async def test_expired_token_is_refused(app: FastAPI, client: httpx.AsyncClient, user_token: str) -> None:
+    async with app.state.sessionmaker() as session:
+        await session.execute(update(AuthSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+        await session.commit()
+    assert_error(await client.get("/auth/me", headers=bearer(user_token)), 401, "token_expired")
+
+
+async def test_token_lifetime_comes_from_settings(client: httpx.AsyncClient, make_user: MakeUser) -> None:
+    await make_user("dave")
+    response = await client.post("/auth/login", json={"username": "dave", "password": USER_PASSWORD})
+    expires_at = response.json()["expires_at"]
+    from datetime import datetime
+
+    remaining = datetime.fromisoformat(expires_at) - utcnow()
+    assert timedelta(days=6, hours=23) < remaining <= timedelta(days=7)
+
+
+async def test_malformed_authorization_headers(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/auth/me"), 401, "missing_credentials")
+    assert_error(await client.get("/auth/me", headers={"Authorization": "Basic abc"}), 401,
+                 "invalid_authorization_header")
+    assert_error(await client.get("/auth/me", headers=bearer("llmws-sess-forged")), 401, "invalid_token")
+    assert_error(await client.get("/auth/me", headers=bearer("sk-llmws-forged")), 401, "invalid_api_key")
+
+
+async def test_disabled_user_cannot_log_in_and_loses_open_sessions(
+    client: httpx.AsyncClient, admin_token: str, user_token: str
+) -> None:
+    users = (await client.get("/admin/users", headers=bearer(admin_token))).json()["data"]
+    alice = next(user for user in users if user["username"] == "alice")
+    response = await client.patch(f"/admin/users/{alice['id']}", json={"is_active": False},
+                                  headers=bearer(admin_token))
+    assert response.status_code == 200 and response.json()["is_active"] is False
+    assert_error(await client.get("/auth/me", headers=bearer(user_token)), 401, "invalid_token")
+    refused = await client.post("/auth/login", json={"username": "alice", "password": USER_PASSWORD})
+    assert_error(refused, 403, "account_disabled")
+
+
+async def test_registration_is_closed_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.post("/auth/register", json={"username": "eve", "password": "long-enough-pw"})
+    assert_error(response, 403, "registration_closed")
+    assert_error(await client.post("/auth/login", json={"username": "eve", "password": "long-enough-pw"}), 401)
+
+
+async def test_open_registration_creates_a_plain_user(app: FastAPI, client: httpx.AsyncClient) -> None:
+    app.state.settings = app.state.settings.model_copy(update={"open_registration": True})
+    response = await client.post("/auth/register", json={"username": "Eve", "password": "long-enough-pw"})
+    assert response.status_code == 201, response.text
+    assert response.json()["username"] == "eve" and response.json()["role"] == "user"
+    assert_error(await client.post("/auth/register", json={"username": "eve", "password": "another-pw-1"}),
+                 409, "username_taken")
+    assert_error(await client.post("/auth/register", json={"username": "frank", "password": "short"}),
+                 400, "weak_password")
+    assert_error(await client.post("/auth/register", json={"username": "bad name!", "password": "long-enough"}),
+                 400, "invalid_username")
+    token = await login(client, "eve", "long-enough-pw")
+    assert (await client.get("/auth/me", headers=bearer(token))).json()["role"] == "user"
+
+
+async def test_password_change_keeps_this_session_and_ends_the_others(
+    client: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    await make_user("gina")
+    laptop = await login(client, "gina", USER_PASSWORD)
+    phone = await login(client, "gina", USER_PASSWORD)
+    wrong = await client.post("/auth/password", headers=bearer(laptop),
+                              json={"current_password": "nope-nope", "new_password": "brand-new-password"})
+    assert_error(wrong, 401, "wrong_password")
+    changed = await client.post("/auth/password", headers=bearer(laptop),
+                                json={"current_password": USER_PASSWORD, "new_password": "brand-new-password"})
+    assert changed.status_code == 204
+    assert (await client.get("/auth/me", headers=bearer(laptop))).status_code == 200
+    assert_error(await client.get("/auth/me", headers=bearer(phone)), 401, "invalid_token")
+    assert_error(await client.post("/auth/login", json={"username": "gina", "password": USER_PASSWORD}), 401)
+    await login(client, "gina", "brand-new-password")
+
+
+async def test_repeated_failures_are_slowed_down_and_audited(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    await make_user("henry")
+    limit = app.state.settings.login_max_failures
+    for _ in range(limit):
+        assert_error(await client.post("/auth/login", json={"username": "henry", "password": "guess-guess"}), 401)
+    # Even the right password waits now: the guesser cannot tell which attempt would have worked.
+    throttled = await client.post("/auth/login", json={"username": "henry", "password": USER_PASSWORD})
+    assert_error(throttled, 429, "login_throttled")
+    assert 1 <= int(throttled.headers["retry-after"]) <= 5
+    # Another account from the same address is not locked by henry's failures.
+    assert (await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})).status_code == 200
+
+    async with app.state.sessionmaker() as session:
+        failures = (await session.execute(select(AuditLog).where(AuditLog.action == "auth.login_failed"))).scalars()
+        rows = list(failures)
+    assert len(rows) == limit
+    assert all(row.subject == "henry" and row.ip == "203.0.113.7" for row in rows)
+
+
+async def test_logins_are_audited(app: FastAPI, client: httpx.AsyncClient, admin_token: str) -> None:
+    response = await client.get("/admin/audit", params={"action": "auth.login"}, headers=bearer(admin_token))
+    entries = response.json()["data"]
+    assert len(entries) == 1
+    assert entries[0]["subject"] == "admin" and entries[0]["ip"] == "203.0.113.7"
+
+
+async def test_plain_user_role_is_user(client: httpx.AsyncClient, user_token: str) -> None:
+    assert (await client.get("/auth/me", headers=bearer(user_token))).json()["role"] == Role.USER.value
