@@ -7,6 +7,7 @@ with a message naming the variable (see ``describe_settings_error``).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from datetime import timedelta
@@ -17,10 +18,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "LLMWS_"
-SECRET_KEY_FILE = "secret.key"
+SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a name, not a secret)
 MIN_SECRET_KEY_LENGTH = 32
 # Values people paste from examples; refused in production whatever their length.
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "development", "dev", "test", "llmws"}
+
+
+DURATION_SHORTHAND = re.compile(r"(?P<amount>-?\d+)\s*(?P<unit>[smhd]?)")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Settings(BaseSettings):
@@ -53,7 +58,7 @@ class Settings(BaseSettings):
     )
     open_registration: bool = Field(False, description="Whether `POST /auth/register` is open to anyone.")
     token_lifetime: timedelta = Field(
-        timedelta(days=7), description="Login token lifetime (seconds or ISO 8601 duration)."
+        timedelta(days=7), description="Login token lifetime: seconds, `12h`, `7d` or ISO 8601 (`P7D`)."
     )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     login_max_failures: int = Field(5, ge=1, description="Failed logins per user or address before slowing.")
@@ -68,6 +73,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             parts = value.replace(os.pathsep, ",").split(",")
             return [part.strip() for part in parts if part.strip()]
+        return value
+
+    @field_validator("token_lifetime", "login_failure_window", mode="before")
+    @classmethod
+    def _duration_shorthand(cls, value: object) -> object:
+        """Accept plain seconds and `90s`, `15m`, `12h`, `7d` as well as ISO 8601 (`P7D`)."""
+        if isinstance(value, str) and (match := DURATION_SHORTHAND.fullmatch(value.strip())):
+            return timedelta(seconds=int(match["amount"]) * DURATION_UNITS[match["unit"] or "s"])
         return value
 
     @field_validator("token_lifetime", "login_failure_window")

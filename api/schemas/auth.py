@@ -43,6 +43,6 @@ class MeOut(UserOut):
 
 class TokenOut(ResponseBody):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 (a name, not a secret)
     expires_at: datetime
     user: UserOut

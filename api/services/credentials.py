@@ -10,7 +10,7 @@ import hashlib
 import secrets
 
 API_KEY_PREFIX = "sk-llmws-"
-SESSION_TOKEN_PREFIX = "llmws-sess-"
+SESSION_TOKEN_PREFIX = "llmws-sess-"  # noqa: S105 (a name, not a secret)
 # How much of a key is kept in clear so its owner can recognise it in a list.
 VISIBLE_KEY_CHARS = len(API_KEY_PREFIX) + 6
 

@@ -1,0 +1,45 @@
+# The two commands: `make run` and `make test`. Each sets everything up on a fresh machine first.
+PYTHON ?= python3
+TORCH ?= torch
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstalled when pyproject.toml changes (or the torch requirement does).
+INSTALLED := $(VENV)/.installed-$(subst =,-,$(subst <,-,$(subst >,-,$(TORCH))))
+
+.PHONY: run test install migrate api ui lint clean
+
+run: migrate
+	@echo "LLMWS: API on http://127.0.0.1:$${LLMWS_PORT:-8000}, UI on http://127.0.0.1:$${LLMWS_UI_PORT:-5006} (Ctrl-C stops both)"
+	@trap 'kill 0' INT TERM EXIT; $(BIN)/llmws ui & $(BIN)/llmws serve
+
+test: lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check api db engine ui migrations tests bench
+
+install: $(INSTALLED)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "LLMWS needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	# torch first, so that the requirement in pyproject.toml is already met by the build chosen here.
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev,postgres]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+migrate: install
+	$(BIN)/llmws db upgrade
+
+api: migrate
+	$(BIN)/llmws serve
+
+ui: install
+	$(BIN)/llmws ui
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

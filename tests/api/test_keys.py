@@ -1,0 +1,82 @@
+"""API keys: shown once, stored as a hash, usable as a bearer, revocable by the owner or an admin only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+
+from db.types import utcnow
+from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+
+
+async def create_key(client: httpx.AsyncClient, token: str, name: str = "laptop", **extra: object) -> dict:
+    response = await client.post("/v1/keys", json={"name": name, **extra}, headers=bearer(token))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_key_is_shown_once_and_then_only_by_prefix(client: httpx.AsyncClient, user_token: str) -> None:
+    created = await create_key(client, user_token)
+    assert created["key"].startswith("sk-llmws-") and len(created["key"]) > 40
+    assert created["key"].startswith(created["prefix"]) and created["prefix"] != created["key"]
+    listed = (await client.get("/v1/keys", headers=bearer(user_token))).json()["data"]
+    assert [key["id"] for key in listed] == [created["id"]]
+    assert "key" not in listed[0]
+    assert created["key"] not in (await client.get("/v1/keys", headers=bearer(user_token))).text
+
+
+async def test_key_authenticates_and_records_last_use(client: httpx.AsyncClient, user_token: str) -> None:
+    created = await create_key(client, user_token)
+    assert created["last_used_at"] is None
+    me = await client.get("/auth/me", headers=bearer(created["key"]))
+    assert me.status_code == 200 and me.json() | {"credential": "api_key"} == me.json()
+    listed = (await client.get("/v1/keys", headers=bearer(user_token))).json()["data"]
+    assert listed[0]["last_used_at"] is not None
+
+
+async def test_revoked_key_stops_working(client: httpx.AsyncClient, user_token: str) -> None:
+    created = await create_key(client, user_token)
+    revoked = await client.delete(f"/v1/keys/{created['id']}", headers=bearer(user_token))
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert_error(await client.get("/auth/me", headers=bearer(created["key"])), 401, "invalid_api_key")
+    assert (await client.get("/v1/keys", headers=bearer(user_token))).json()["data"] == []
+    with_revoked = await client.get("/v1/keys", params={"include_revoked": True}, headers=bearer(user_token))
+    assert len(with_revoked.json()["data"]) == 1
+
+
+async def test_expired_key_is_refused(client: httpx.AsyncClient, user_token: str) -> None:
+    assert_error(await client.post("/v1/keys", json={"name": "old", "expires_at": "2000-01-01T00:00:00Z"},
+                                   headers=bearer(user_token)), 400, "invalid_value")
+    soon = (utcnow() + timedelta(days=1)).isoformat()
+    created = await create_key(client, user_token, expires_at=soon)
+    assert created["expires_at"] is not None
+
+
+async def test_a_user_cannot_see_or_revoke_another_users_key(
+    client: httpx.AsyncClient, user_token: str, make_user: MakeUser
+) -> None:
+    alices = await create_key(client, user_token)
+    await make_user("mallory")
+    mallory = await login(client, "mallory", USER_PASSWORD)
+    assert (await client.get("/v1/keys", headers=bearer(mallory))).json()["data"] == []
+    assert_error(await client.delete(f"/v1/keys/{alices['id']}", headers=bearer(mallory)), 404, "not_found")
+    assert (await client.get("/auth/me", headers=bearer(alices["key"]))).status_code == 200
+
+
+async def test_admin_lists_and_revokes_anyones_keys(
+    client: httpx.AsyncClient, user_token: str, admin_token: str
+) -> None:
+    alices = await create_key(client, user_token)
+    listed = (await client.get("/admin/keys", headers=bearer(admin_token))).json()["data"]
+    assert [key["id"] for key in listed] == [alices["id"]]
+    assert (await client.delete(f"/admin/keys/{alices['id']}", headers=bearer(admin_token))).status_code == 200
+    assert_error(await client.get("/auth/me", headers=bearer(alices["key"])), 401, "invalid_api_key")
+    audit = (await client.get("/admin/audit", headers=bearer(admin_token))).json()["data"]
+    assert {"api_key.created", "api_key.revoked"} <= {entry["action"] for entry in audit}
+
+
+async def test_logout_with_an_api_key_is_refused(client: httpx.AsyncClient, user_token: str) -> None:
+    created = await create_key(client, user_token)
+    assert_error(await client.post("/auth/logout", headers=bearer(created["key"])), 400, "not_a_session")
+    assert (await client.get("/auth/me", headers=bearer(created["key"]))).status_code == 200

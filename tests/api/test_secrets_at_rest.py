@@ -1,0 +1,38 @@
+"""Acceptance: read the database directly and find Argon2id hashes, and no plaintext password, token or key."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from db.base import Base
+from tests.api.conftest import USER_PASSWORD, MakeUser, bearer, login
+from tests.conftest import ADMIN_PASSWORD
+
+
+async def test_database_holds_only_hashes(app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser) -> None:
+    await make_user("petra")
+    token = await login(client, "petra", USER_PASSWORD)
+    key = (await client.post("/v1/keys", json={"name": "ci"}, headers=bearer(token))).json()["key"]
+    changed_password = "petras-new-password"
+    await client.post("/auth/password", headers=bearer(token),
+                      json={"current_password": USER_PASSWORD, "new_password": changed_password})
+    await client.post("/auth/login", json={"username": "petra", "password": "a-wrong-guess-1"})
+
+    everything = ""
+    async with app.state.db_engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            for row in await connection.execute(text(f"SELECT * FROM {table.name}")):
+                everything += " | ".join(repr(value) for value in row) + "\n"
+        hashes = [row[0] for row in await connection.execute(text("SELECT password_hash FROM users"))]
+        token_hashes = [row[0] for row in await connection.execute(text("SELECT token_hash FROM auth_sessions"))]
+        key_rows = list(await connection.execute(text("SELECT key_hash, prefix FROM api_keys")))
+
+    for secret in (USER_PASSWORD, changed_password, "a-wrong-guess-1", ADMIN_PASSWORD, token, key):
+        assert secret not in everything
+    assert len(hashes) == 2 and all(value.startswith("$argon2id$") for value in hashes)
+    assert hashlib.sha256(token.encode()).hexdigest() in token_hashes
+    assert key_rows == [(hashlib.sha256(key.encode()).hexdigest(), key[:15])]

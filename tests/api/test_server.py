@@ -1,0 +1,120 @@
+"""The real thing: `llmws` processes, uvicorn on a free port, the API reached over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+LLMWS = str(Path(sys.executable).with_name("llmws"))
+START_TIMEOUT_S = 60
+PASSWORD_MARKER = "with the password:"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    console: Path
+
+    def stop(self) -> str:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        return self.console.read_text()
+
+
+def start_server(tmp_path: Path, env: dict[str, str], name: str) -> Server:
+    port = free_port()
+    console = tmp_path / f"{name}.console"
+    with console.open("wb") as sink:
+        process = subprocess.Popen([LLMWS, "serve"], env={**env, "LLMWS_PORT": str(port)}, cwd=tmp_path,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, console)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not start:\n{console.read_text()}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("LLMWS_")}
+    return clean | {"LLMWS_DATA_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"}
+
+
+def test_serve_refuses_a_database_that_is_behind(tmp_path: Path, env: dict[str, str]) -> None:
+    result = subprocess.run([LLMWS, "serve"], env=env | {"LLMWS_PORT": str(free_port())}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert result.returncode == 1
+    assert "run `llmws db upgrade` first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def server(tmp_path: Path, env: dict[str, str], database_url: str) -> Iterator[Server]:
+    """`llmws serve` on a migrated database of each backend, with no admin password configured."""
+    env["LLMWS_DATABASE_URL"] = database_url
+    running = start_server(tmp_path, env, "first")
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+def test_served_api_end_to_end(server: Server, tmp_path: Path, env: dict[str, str]) -> None:
+    base = server.base_url
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200 and set(ready.json()["checks"]) == {"database", "migrations"}
+
+    # The first admin's password was generated and printed once on the console.
+    password = server.console.read_text().split(PASSWORD_MARKER)[1].split()[0]
+    login = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password})
+    assert login.status_code == 200
+    token = login.json()["access_token"]
+    key = httpx.post(f"{base}/v1/keys", json={"name": "e2e"}, headers={"Authorization": f"Bearer {token}"})
+    me = httpx.get(f"{base}/auth/me", headers={"Authorization": f"Bearer {key.json()['key']}"})
+    assert me.json()["username"] == "admin" and me.json()["credential"] == "api_key"
+
+    metrics = httpx.get(f"{base}/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'llmws_http_requests_total{method="POST",route="/auth/login",status="200"} 1.0' in metrics.text
+
+    console = server.stop()
+    # Uvicorn re-raises SIGTERM after a clean shutdown, so -15 is the orderly exit here.
+    assert server.process.returncode in (0, -15) and "Application shutdown complete" in console, console
+    log_file = tmp_path / "var" / "logs" / "llmws.log"
+    log_lines = log_file.read_text().splitlines()
+    assert log_lines and all(json.loads(line)["message"] is not None for line in log_lines)
+    assert password not in log_file.read_text()
+    assert stat.S_IMODE((tmp_path / "var" / "secret.key").stat().st_mode) == 0o600
+
+    # A restart on the same database keeps the admin and prints no new password.
+    again = start_server(tmp_path, env, "second")
+    try:
+        relogin = httpx.post(f"{again.base_url}/auth/login", json={"username": "admin", "password": password})
+        assert relogin.status_code == 200
+    finally:
+        assert PASSWORD_MARKER not in again.stop()
