@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed-$(subst =,-,$(subst <,-,$(subst >,-,$(TORCH))))
 
 run: migrate
 	@echo "LLMWS: API on http://127.0.0.1:$${LLMWS_PORT:-8000}, UI on http://127.0.0.1:$${LLMWS_UI_PORT:-5006} (Ctrl-C stops both)"
-	@trap 'kill 0' INT TERM EXIT; $(BIN)/llmws ui & $(BIN)/llmws serve
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; $(BIN)/llmws ui & $(BIN)/llmws serve
 
 test: lint
 	$(BIN)/pytest

@@ -102,9 +102,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
     app_file = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     port = str(args.port or settings.ui_port)
-    command = [sys.executable, "-m", "panel", "serve", str(app_file), "--port", port, "--address", settings.host,
-               "--allow-websocket-origin", f"localhost:{port}", "--allow-websocket-origin", f"127.0.0.1:{port}",
-               "--allow-websocket-origin", f"{settings.host}:{port}"]
+    command = [sys.executable, "-m", "panel", "serve", str(app_file), "--port", port, "--address", settings.host]
+    for origin in dict.fromkeys(("localhost", "127.0.0.1", settings.host)):
+        command += ["--allow-websocket-origin", f"{origin}:{port}"]
     os.execv(sys.executable, command)  # noqa: S606 (a fixed argument list, no shell)
 
 
