@@ -154,3 +154,13 @@ async def test_logins_are_audited(app: FastAPI, client: httpx.AsyncClient, admin
 
 async def test_plain_user_role_is_user(client: httpx.AsyncClient, user_token: str) -> None:
     assert (await client.get("/auth/me", headers=bearer(user_token))).json()["role"] == Role.USER.value
+
+
+async def test_one_address_guessing_many_usernames_is_slowed_down(app: FastAPI, client: httpx.AsyncClient) -> None:
+    allowance = app.state.settings.login_max_failures * 4
+    for attempt in range(allowance):
+        response = await client.post("/auth/login", json={"username": f"guess{attempt}", "password": "nope-nope"})
+        assert_error(response, 401)
+    throttled = await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert_error(throttled, 429, "login_throttled")
+    assert int(throttled.headers["retry-after"]) >= 1
