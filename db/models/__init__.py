@@ -1,0 +1,27 @@
+"""Every LLMWS table; importing this package registers them all on ``Base.metadata`` (Alembic relies on it)."""
+
+from db.models.audit import AuditLog
+from db.models.chat import Conversation, Message, Project, SystemPrompt
+from db.models.gateway import ModelEntry, Provider
+from db.models.jobs import BackgroundJob
+from db.models.usage import UsageLog
+from db.models.users import ApiKey, AuthSession, Role, User
+from db.models.ws import WsEvent, WsSession
+
+__all__ = [
+    "ApiKey",
+    "AuditLog",
+    "AuthSession",
+    "BackgroundJob",
+    "Conversation",
+    "Message",
+    "ModelEntry",
+    "Project",
+    "Provider",
+    "Role",
+    "SystemPrompt",
+    "UsageLog",
+    "User",
+    "WsEvent",
+    "WsSession",
+]
