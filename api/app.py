@@ -14,22 +14,12 @@ from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetric
 from api.routes import admin, auth, health, keys
 from api.services.users import bootstrap_admin
 from api.settings import Settings, load_settings, resolve_secret_key
-from db.migrate import SchemaState, schema_state
+from db.migrate import SchemaNotCurrent, schema_state
 from db.session import create_engine, create_sessionmaker
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-
-
-class SchemaNotCurrent(RuntimeError):
-    """The database is behind the code's migrations: the server refuses to run on it."""
-
-    def __init__(self, state: SchemaState) -> None:
-        super().__init__(
-            f"the database schema is at revision {state.current or 'none (empty database)'}, "
-            f"the code needs {', '.join(state.heads)}; run `llmws db upgrade` first"
-        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,9 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise SchemaNotCurrent(state)
             app.state.db_engine = engine
             app.state.sessionmaker = create_sessionmaker(engine)
-            async with app.state.sessionmaker() as session:
-                password = settings.admin_password.get_secret_value() if settings.admin_password else None
-                generated = await bootstrap_admin(session, settings.admin_username, password)
+            password = settings.admin_password.get_secret_value() if settings.admin_password else None
+            generated = await bootstrap_admin(app.state.sessionmaker, settings.admin_username, password)
             if generated:
                 _announce_generated_password(settings.admin_username, generated)
             log.info("LLMWS API ready (database %s)", engine.url.render_as_string(hide_password=True))

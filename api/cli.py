@@ -128,7 +128,7 @@ def _db_current(settings: Settings, _args: argparse.Namespace) -> int:
     from db import migrate
 
     current = _current_revision(settings)
-    heads = migrate.head_revisions(settings.resolved_database_url)
+    heads = migrate.head_revisions()
     status = "up to date" if current in heads else "behind: run `llmws db upgrade`"
     print(f"{current or 'base (empty)'} ({status})")
     return 0
@@ -154,8 +154,7 @@ def _require_current_schema(settings: Settings) -> None:
 
 async def _in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run ``work`` in one committed transaction, on a database whose schema is current."""
-    from api.app import SchemaNotCurrent
-    from db.migrate import schema_state
+    from db.migrate import SchemaNotCurrent, schema_state
     from db.session import create_engine, create_sessionmaker
 
     engine = create_engine(settings.resolved_database_url)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services.auth import Principal, authenticate
 from api.services.errors import AuthenticationFailed, PermissionDenied
@@ -28,6 +28,14 @@ async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the commit happens before the response is sent, so a client that sees 200 sees the data.
 SessionDep = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+
+
+def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For the few writes that must outlive a failing request (a failed password attempt)."""
+    return request.app.state.sessionmaker
+
+
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessionmaker)]
 
 
 def _settings(request: Request) -> Settings:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.services.errors import (
@@ -117,6 +118,13 @@ def _param_name(location: tuple[Any, ...] | list[Any]) -> str | None:
     return name or None
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Lost connections, a locked SQLite file, a failover: transient, so the client is told to retry.
+    log.error("database error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+    return error_response(503, "the database is unavailable or busy; try again shortly", code="database_unavailable",
+                          type_="server_error", headers={"Retry-After": "1"})
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal server error", code="internal_error", type_="server_error")
@@ -126,4 +134,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled_error)

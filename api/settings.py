@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from api.services.account_rules import password_problem, username_problem
+
 ENV_PREFIX = "LLMWS_"
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a name, not a secret)
 MIN_SECRET_KEY_LENGTH = 32
@@ -66,6 +68,22 @@ class Settings(BaseSettings):
         timedelta(minutes=15), description="Window in which failed logins are counted."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("admin_username")
+    @classmethod
+    def _valid_admin_username(cls, value: str) -> str:
+        problem = username_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("admin_password")
+    @classmethod
+    def _valid_admin_password(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = value and password_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("model_dirs", mode="before")
     @classmethod

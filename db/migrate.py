@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -36,8 +37,12 @@ def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-def head_revisions(database_url: str) -> tuple[str, ...]:
-    return tuple(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+@cache
+def head_revisions() -> tuple[str, ...]:
+    """The revisions the code expects; read from the scripts once (they do not change while running)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return tuple(ScriptDirectory.from_config(config).get_heads())
 
 
 @dataclass(frozen=True)
@@ -56,4 +61,14 @@ async def schema_state(engine: AsyncEngine) -> SchemaState:
 
     async with engine.connect() as connection:
         revision = await connection.run_sync(current)
-    return SchemaState(current=revision, heads=head_revisions(engine.url.render_as_string(False)))
+    return SchemaState(current=revision, heads=head_revisions())
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is behind the code's migrations: nothing should run on it."""
+
+    def __init__(self, state: SchemaState) -> None:
+        super().__init__(
+            f"the database schema is at revision {state.current or 'none (empty database)'}, "
+            f"the code needs {', '.join(state.heads)}; run `llmws db upgrade` first"
+        )

@@ -41,11 +41,9 @@ async def get_user(user_id: int, session: SessionDep) -> UserOut:
 @router.patch("/users/{user_id}")
 async def update_user(user_id: int, body: AdminUserUpdate, admin: AdminPrincipal, session: SessionDep,
                       ip: ClientIP) -> UserOut:
-    user = await user_service.get_user(session, user_id)
-    await user_service.update_user(session, user, role=body.role, is_active=body.is_active, email=body.email,
-                                   actor_user_id=admin.user.id, ip=ip)
-    if body.password is not None:
-        await user_service.set_password(session, user, body.password, actor_user_id=admin.user.id, ip=ip)
+    user = await user_service.admin_update(session, user_id, role=body.role, is_active=body.is_active,
+                                           email=body.email, password=body.password, actor_user_id=admin.user.id,
+                                           ip=ip)
     return UserOut.model_validate(user)
 
 

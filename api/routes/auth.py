@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from api.deps import ClientIP, CurrentPrincipal, SessionDep, SettingsDep, current_principal
+from api.deps import ClientIP, CurrentPrincipal, SessionDep, SessionmakerDep, SettingsDep, current_principal
 from api.schemas.auth import LoginRequest, MeOut, PasswordChangeRequest, RegisterRequest, TokenOut, UserOut
 from api.services import auth as auth_service
 from api.services import users as user_service
-from api.services.errors import PermissionDenied
 from api.services.login_throttle import ThrottlePolicy
 
 public_router = APIRouter(prefix="/auth", tags=["auth"])
@@ -16,21 +15,19 @@ router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(current_
 
 
 @public_router.post("/login")
-async def login(body: LoginRequest, request: Request, session: SessionDep, settings: SettingsDep,
-                ip: ClientIP) -> TokenOut:
-    policy = ThrottlePolicy(settings.login_max_failures, settings.login_failure_window)
-    result = await auth_service.login(session, body.username, body.password, policy=policy,
-                                      lifetime=settings.token_lifetime, ip=ip,
-                                      user_agent=request.headers.get("user-agent"))
+async def login(body: LoginRequest, request: Request, session: SessionDep, sessionmaker: SessionmakerDep,
+                settings: SettingsDep, ip: ClientIP) -> TokenOut:
+    result = await auth_service.login(session, sessionmaker, body.username, body.password,
+                                      policy=ThrottlePolicy.from_settings(settings), lifetime=settings.token_lifetime,
+                                      ip=ip, user_agent=request.headers.get("user-agent"))
     return TokenOut(access_token=result.token, expires_at=result.auth_session.expires_at,
                     user=UserOut.model_validate(result.auth_session.user))
 
 
 @public_router.post("/register", status_code=201)
 async def register(body: RegisterRequest, session: SessionDep, settings: SettingsDep, ip: ClientIP) -> UserOut:
-    if not settings.open_registration:
-        raise PermissionDenied("registration is closed; ask an admin for an account", code="registration_closed")
-    user = await user_service.create_user(session, body.username, body.password, email=body.email, ip=ip)
+    user = await user_service.register(session, body.username, body.password, email=body.email, ip=ip,
+                                       open_registration=settings.open_registration)
     return UserOut.model_validate(user)
 
 
@@ -47,5 +44,6 @@ async def logout(principal: CurrentPrincipal, session: SessionDep, ip: ClientIP)
 
 @router.post("/password", status_code=204)
 async def change_password(body: PasswordChangeRequest, principal: CurrentPrincipal, session: SessionDep,
-                          ip: ClientIP) -> None:
-    await auth_service.change_own_password(session, principal, body.current_password, body.new_password, ip=ip)
+                          sessionmaker: SessionmakerDep, settings: SettingsDep, ip: ClientIP) -> None:
+    await auth_service.change_own_password(session, sessionmaker, principal, body.current_password,
+                                           body.new_password, policy=ThrottlePolicy.from_settings(settings), ip=ip)

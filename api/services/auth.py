@@ -7,19 +7,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import audit
+from api.services.account_rules import normalize_username
 from api.services.credentials import credential_hash, is_api_key, new_session_token
-from api.services.errors import AuthenticationFailed, InvalidInput, PermissionDenied, RateLimited
-from api.services.login_throttle import LOGIN_FAILED, ThrottlePolicy, retry_after_seconds
+from api.services.errors import AuthenticationFailed, InvalidInput, PermissionDenied
+from api.services.login_throttle import ThrottlePolicy, begin_attempt, settle_attempt
 from api.services.passwords import hash_password, password_context, verify_password
-from api.services.users import get_user_by_username, normalize_username, set_password
+from api.services.users import get_user_by_username, set_password
 from db.models import ApiKey, AuthSession, User
 from db.types import utcnow
 
 log = logging.getLogger(__name__)
 
+LOGIN_OK = "auth.login"
+LOGIN_REFUSED = "auth.login_refused"
+PASSWORD_CHECKED = "auth.password_checked"  # noqa: S105 (an action name)
 # Recording every use would turn each request into a write; a minute's precision is plenty for "last used".
 LAST_USED_PRECISION = timedelta(seconds=60)
 
@@ -44,23 +48,21 @@ class LoginResult:
 
 
 async def login(
-    session: AsyncSession, username: str, password: str, *, policy: ThrottlePolicy, lifetime: timedelta,
-    ip: str | None = None, user_agent: str | None = None,
+    session: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], username: str, password: str, *,
+    policy: ThrottlePolicy, lifetime: timedelta, ip: str | None = None, user_agent: str | None = None,
 ) -> LoginResult:
     name = normalize_username(username)
-    wait = await retry_after_seconds(session, policy, name, ip)
-    if wait:
-        log.warning("login throttled for user %r from %s; retry in %ss", name, ip, wait)
-        raise RateLimited("too many failed logins; try again later", retry_after_s=wait, code="login_throttled")
-
+    attempt_id = await begin_attempt(sessionmaker, policy, name, ip)
     user = await get_user_by_username(session, name)
+    # Verified even for unknown users (against a dummy hash), so timing does not reveal which names exist.
     if not await verify_password(password, user.password_hash if user else None) or user is None:
         log.warning("failed login for user %r from %s", name, ip)
-        audit.record(session, LOGIN_FAILED, actor_user_id=user.id if user else None, subject=name, ip=ip)
-        # Committed here because the request itself ends in an error, and the failure must still count.
-        await session.commit()
         raise AuthenticationFailed("invalid username or password")
     if not user.is_active:
+        # Only someone who knows the password learns that the account is disabled; they are told so.
+        async with sessionmaker() as own:
+            await settle_attempt(own, attempt_id, LOGIN_REFUSED, actor_user_id=user.id)
+            await own.commit()
         raise PermissionDenied("this account is disabled", code="account_disabled")
 
     if password_context.needs_update(user.password_hash):
@@ -72,8 +74,8 @@ async def login(
     session.add(auth_session)
     user.last_login_at = now
     await session.flush()
-    audit.record(session, "auth.login", actor_user_id=user.id, subject=name, target_type="auth_session",
-                 target_id=auth_session.id, ip=ip)
+    await settle_attempt(session, attempt_id, LOGIN_OK, actor_user_id=user.id, target_type="auth_session",
+                         target_id=auth_session.id)
     return LoginResult(token=token, auth_session=auth_session)
 
 
@@ -120,10 +122,18 @@ async def logout(session: AsyncSession, principal: Principal, *, ip: str | None 
 
 
 async def change_own_password(
-    session: AsyncSession, principal: Principal, current_password: str, new_password: str, *, ip: str | None = None
+    session: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], principal: Principal,
+    current_password: str, new_password: str, *, policy: ThrottlePolicy, ip: str | None = None,
 ) -> None:
-    """Change the caller's password; every other login of theirs ends, the current one stays."""
-    if not await verify_password(current_password, principal.user.password_hash):
-        raise AuthenticationFailed("current password is wrong", code="wrong_password")
-    await set_password(session, principal.user, new_password, actor_user_id=principal.user.id, ip=ip,
+    """Change the caller's password; every other login of theirs ends, the current one stays.
+
+    The current password is checked under the same throttle as logins, so a stolen token or key is no free
+    oracle for guessing it.
+    """
+    user = principal.user
+    attempt_id = await begin_attempt(sessionmaker, policy, user.username, ip, actor_user_id=user.id)
+    if not await verify_password(current_password, user.password_hash):
+        raise InvalidInput("the current password is wrong", param="current_password", code="wrong_password")
+    await settle_attempt(session, attempt_id, PASSWORD_CHECKED)
+    await set_password(session, user, new_password, actor_user_id=user.id, ip=ip,
                        keep_session_id=principal.session_id)

@@ -7,11 +7,8 @@ from functools import cache
 
 from passlib.context import CryptContext
 
+from api.services.account_rules import MAX_PASSWORD_LENGTH, password_problem
 from api.services.errors import InvalidInput
-
-MIN_PASSWORD_LENGTH = 8
-# Argon2 cost grows with input; a cap keeps a huge "password" from being a cheap denial of service.
-MAX_PASSWORD_LENGTH = 1024
 
 password_context = CryptContext(schemes=["argon2"], argon2__type="ID", deprecated="auto")
 
@@ -23,22 +20,23 @@ def _dummy_hash() -> str:
 
 
 def check_password_policy(password: str, *, param: str = "password") -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"password must have at least {MIN_PASSWORD_LENGTH} characters", param=param,
-                           code="weak_password")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise InvalidInput(f"password must have at most {MAX_PASSWORD_LENGTH} characters", param=param,
-                           code="password_too_long")
+    problem = password_problem(password)
+    if problem:
+        code = "weak_password" if "least" in problem else "password_too_long"
+        raise InvalidInput(problem, param=param, code=code)
 
 
 async def hash_password(password: str) -> str:
     return await asyncio.to_thread(password_context.hash, password)
 
 
+def _verify(password: str, password_hash: str | None) -> bool:
+    matches = password_context.verify(password, password_hash or _dummy_hash())
+    return matches and password_hash is not None
+
+
 async def verify_password(password: str, password_hash: str | None) -> bool:
     """True when the password matches; always spends one Argon2 verification, even without a hash."""
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
-    return await asyncio.to_thread(password_context.verify, password, password_hash or _dummy_hash()) and (
-        password_hash is not None
-    )
+    return await asyncio.to_thread(_verify, password, password_hash)

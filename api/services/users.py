@@ -3,38 +3,27 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from collections.abc import Sequence
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import audit
-from api.services.errors import Conflict, InvalidInput, NotFound
+from api.services.account_rules import normalize_username, username_problem
+from api.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from api.services.passwords import check_password_policy, hash_password
 from db.models import AuthSession, Role, User
 from db.types import utcnow
 
 log = logging.getLogger(__name__)
 
-USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-
-
-def normalize_username(username: str) -> str:
-    """Usernames are compared case-insensitively: `Alice` and `alice` are one account."""
-    return username.strip().lower()
-
-
 def check_username(username: str) -> str:
-    name = normalize_username(username)
-    if not USERNAME_PATTERN.fullmatch(name):
-        raise InvalidInput(
-            "username must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
-            param="username", code="invalid_username",
-        )
-    return name
+    problem = username_problem(username)
+    if problem:
+        raise InvalidInput(problem, param="username", code="invalid_username")
+    return normalize_username(username)
 
 
 async def create_user(
@@ -57,8 +46,8 @@ async def create_user(
     try:
         await session.flush()
     except IntegrityError:
-        # Another request created the same name or email between our check and this insert.
-        await session.rollback()
+        # Another request took the name or email between our check and this insert; the unit of work that
+        # owns the session rolls back.
         raise Conflict("username or email already in use", param="username", code="username_taken") from None
     audit.record(session, "user.created", actor_user_id=actor_user_id, subject=name, target_type="user",
                  target_id=user.id, ip=ip, detail={"role": user.role})
@@ -112,7 +101,7 @@ async def update_user(
 ) -> User:
     changes: dict[str, object] = {}
     loses_admin = (role is not None and role != Role.ADMIN) or is_active is False
-    if user.is_admin and user.is_active and loses_admin and await _active_admins(session) <= 1:
+    if user.is_admin and user.is_active and loses_admin and len(await _lock_active_admins(session)) <= 1:
         raise Conflict("the last active admin cannot be demoted or disabled", code="last_admin")
     if role is not None and role.value != user.role:
         changes["role"] = role.value
@@ -129,8 +118,10 @@ async def update_user(
         try:
             await session.flush()
         except IntegrityError:
-            await session.rollback()
             raise Conflict("email already in use", param="email", code="email_taken") from None
+        # Counted again inside the write: on SQLite the check above ran before this request held the write lock.
+        if loses_admin and not await _lock_active_admins(session):
+            raise Conflict("the last active admin cannot be demoted or disabled", code="last_admin")
         audit.record(session, "user.updated", actor_user_id=actor_user_id, subject=user.username,
                      target_type="user", target_id=user.id, ip=ip, detail=changes)
     return user
@@ -143,21 +134,53 @@ async def revoke_sessions(session: AsyncSession, user_id: int, *, except_session
     await session.execute(statement.values(revoked_at=utcnow()))
 
 
-async def _active_admins(session: AsyncSession) -> int:
-    query = select(func.count()).select_from(User).where(User.role == Role.ADMIN.value, User.is_active.is_(True))
-    return (await session.execute(query)).scalar_one()
+async def _lock_active_admins(session: AsyncSession) -> Sequence[int]:
+    """The active admins' ids, locked until commit (PostgreSQL), so two admins demoting each other at once
+    cannot both succeed: the second one waits, then counts again. SQLite serialises writers by itself."""
+    query = select(User.id).where(User.role == Role.ADMIN.value, User.is_active.is_(True)).with_for_update()
+    return (await session.execute(query)).scalars().all()
 
 
-async def bootstrap_admin(session: AsyncSession, username: str, password: str | None) -> str | None:
-    """Create the first admin when there are no users. Returns the generated password when one was made."""
-    if await count_users(session) > 0:
-        return None
+async def register(
+    session: AsyncSession, username: str, password: str, *, open_registration: bool, email: str | None = None,
+    ip: str | None = None,
+) -> User:
+    """Self-service sign-up, allowed only while open registration is on; new accounts are plain users."""
+    if not open_registration:
+        raise PermissionDenied("registration is closed; ask an admin for an account", code="registration_closed")
+    return await create_user(session, username, password, email=email, ip=ip)
+
+
+async def admin_update(
+    session: AsyncSession, user_id: int, *, actor_user_id: int, role: Role | None = None,
+    is_active: bool | None = None, email: str | None = None, password: str | None = None, ip: str | None = None,
+) -> User:
+    """An admin's change to an account: role, activation, email, and optionally a new password."""
+    if password is not None:
+        check_password_policy(password)  # before any change, so a bad password changes nothing
+    user = await get_user(session, user_id)
+    await update_user(session, user, role=role, is_active=is_active, email=email, actor_user_id=actor_user_id, ip=ip)
+    if password is not None:
+        await set_password(session, user, password, actor_user_id=actor_user_id, ip=ip)
+    return user
+
+
+async def bootstrap_admin(
+    sessionmaker: async_sessionmaker[AsyncSession], username: str, password: str | None
+) -> str | None:
+    """Create the first admin when there are no users, in a transaction of its own.
+
+    Returns the generated password when one was made.
+    """
     generated = None if password else secrets.token_urlsafe(12)
-    try:
-        await create_user(session, username, password or generated or "", role=Role.ADMIN)
-        await session.commit()
-    except Conflict:
-        # Another replica created the first user at the same moment.
-        return None
+    async with sessionmaker() as session:
+        if await count_users(session) > 0:
+            return None
+        try:
+            await create_user(session, username, password or generated or "", role=Role.ADMIN)
+            await session.commit()
+        except Conflict:
+            # Another replica created the first user at the same moment.
+            return None
     log.info("created the first admin user %r", normalize_username(username))
     return generated

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
-from tests.api.conftest import USER_PASSWORD, assert_error, bearer, login
+from db.models import Role
+from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
 
 
 async def test_admin_creates_a_user_who_can_log_in(client: httpx.AsyncClient, admin_token: str) -> None:
@@ -48,3 +51,23 @@ async def test_unknown_user_and_bad_role(client: httpx.AsyncClient, admin_token:
     assert_error(await client.get("/admin/users/9999", headers=bearer(admin_token)), 404)
     response = await client.patch("/admin/users/1", json={"role": "root"}, headers=bearer(admin_token))
     assert assert_error(response, 400)["param"] == "role"
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    client: httpx.AsyncClient, admin_token: str, make_user: MakeUser
+) -> None:
+    second = await make_user("root2", role=Role.ADMIN)
+    second_token = await login(client, "root2", USER_PASSWORD)
+    first_id = (await client.get("/auth/me", headers=bearer(admin_token))).json()["id"]
+    responses = await asyncio.gather(
+        client.patch(f"/admin/users/{second.id}", json={"role": "user"}, headers=bearer(admin_token)),
+        client.patch(f"/admin/users/{first_id}", json={"role": "user"}, headers=bearer(second_token)),
+    )
+    assert sorted(response.status_code for response in responses)[0] == 200
+    assert any(response.status_code in (409, 503) for response in responses), [r.text for r in responses]
+    users = (await client.get("/admin/users", headers=bearer(admin_token))).json()["data"]
+    still_admins = [user for user in users if user["role"] == "admin" and user["is_active"]]
+    if not still_admins:  # the first admin lost the role; ask as the second
+        users = (await client.get("/admin/users", headers=bearer(second_token))).json()["data"]
+        still_admins = [user for user in users if user["role"] == "admin" and user["is_active"]]
+    assert len(still_admins) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -114,7 +115,7 @@ async def test_password_change_keeps_this_session_and_ends_the_others(
     phone = await login(client, "gina", USER_PASSWORD)
     wrong = await client.post("/auth/password", headers=bearer(laptop),
                               json={"current_password": "nope-nope", "new_password": "brand-new-password"})
-    assert_error(wrong, 401, "wrong_password")
+    assert assert_error(wrong, 400, "wrong_password")["param"] == "current_password"
     changed = await client.post("/auth/password", headers=bearer(laptop),
                                 json={"current_password": USER_PASSWORD, "new_password": "brand-new-password"})
     assert changed.status_code == 204
@@ -164,3 +165,44 @@ async def test_one_address_guessing_many_usernames_is_slowed_down(app: FastAPI, 
     throttled = await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
     assert_error(throttled, 429, "login_throttled")
     assert int(throttled.headers["retry-after"]) >= 1
+
+
+async def test_a_burst_of_concurrent_guesses_is_counted(app: FastAPI, client: httpx.AsyncClient,
+                                                        make_user: MakeUser) -> None:
+    await make_user("ivy")
+    limit = app.state.settings.login_max_failures
+    responses = await asyncio.gather(*(
+        client.post("/auth/login", json={"username": "ivy", "password": f"guess-{n:04d}"}) for n in range(3 * limit)))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses.count(401) <= limit
+    assert statuses.count(429) >= 2 * limit
+    assert set(statuses) == {401, 429}
+
+
+async def test_wrong_current_passwords_count_as_failed_logins(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    await make_user("jack")
+    token = await login(client, "jack", USER_PASSWORD)
+    for _ in range(app.state.settings.login_max_failures):
+        response = await client.post("/auth/password", headers=bearer(token),
+                                     json={"current_password": "guess-guess", "new_password": "whatever-new-1"})
+        assert_error(response, 400, "wrong_password")
+    response = await client.post("/auth/password", headers=bearer(token),
+                                 json={"current_password": USER_PASSWORD, "new_password": "whatever-new-1"})
+    assert_error(response, 429, "login_throttled")
+    assert_error(await client.post("/auth/login", json={"username": "jack", "password": USER_PASSWORD}), 429)
+
+
+async def test_login_attempts_leave_one_audit_row_each(
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str, user_token: str
+) -> None:
+    await client.post("/auth/login", json={"username": "alice", "password": "wrong-password"})
+    users = (await client.get("/admin/users", headers=bearer(admin_token))).json()["data"]
+    alice = next(user for user in users if user["username"] == "alice")
+    await client.patch(f"/admin/users/{alice['id']}", json={"is_active": False}, headers=bearer(admin_token))
+    await client.post("/auth/login", json={"username": "alice", "password": USER_PASSWORD})
+    entries = (await client.get("/admin/audit", headers=bearer(admin_token))).json()["data"]
+    alices = [entry["action"] for entry in reversed(entries)
+              if entry["subject"] == "alice" and entry["action"].startswith("auth.")]
+    assert alices == ["auth.login", "auth.login_failed", "auth.login_refused"]

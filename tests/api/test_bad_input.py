@@ -15,6 +15,7 @@ from db.base import Base
 from db.models import AuthSession
 from db.types import utcnow
 from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.conftest import ADMIN_PASSWORD
 
 
 async def snapshot(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:
@@ -29,17 +30,24 @@ async def snapshot(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest.fixture
 async def world(app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser) -> dict[str, str]:
-    """A user with a live token, an expired token and a revoked key."""
+    """Users with a live token, an expired token, a revoked key, and an admin; every credential's last use is
+    backdated, so any request that authenticates stages a write that must not survive its failure."""
     await make_user("olga")
     live = await login(client, "olga", USER_PASSWORD)
     expired = await login(client, "olga", USER_PASSWORD)
+    admin = await login(client, "admin", ADMIN_PASSWORD)
     key = (await client.post("/v1/keys", json={"name": "k"}, headers=bearer(live))).json()
     await client.delete(f"/v1/keys/{key['id']}", headers=bearer(live))
+    pat = await client.post("/admin/users", headers=bearer(admin),
+                            json={"username": "pat", "password": USER_PASSWORD, "email": "pat@example.org"})
     async with app.state.sessionmaker() as session:
         await session.execute(update(AuthSession).where(AuthSession.token_hash == credential_hash(expired))
                               .values(expires_at=utcnow() - timedelta(minutes=1)))
+        await session.execute(update(AuthSession).values(last_used_at=utcnow() - timedelta(hours=1)))
         await session.commit()
-    return {"live": live, "expired": expired, "revoked_key": key["key"]}
+    olga_id = (await client.get("/admin/users", headers=bearer(admin))).json()["data"][1]["id"]
+    return {"live": live, "expired": expired, "revoked_key": key["key"], "admin": admin,
+            "olga_id": str(olga_id), "pat_email": pat.json()["email"]}
 
 
 async def test_bad_requests_change_nothing(app: FastAPI, client: httpx.AsyncClient, world: dict[str, str]) -> None:
@@ -76,6 +84,13 @@ async def test_bad_requests_change_nothing(app: FastAPI, client: httpx.AsyncClie
     assert_error(await client.get("/auth/me", headers=bearer(world["expired"])), 401, "token_expired")
     assert_error(await client.get("/auth/me", headers=bearer(world["revoked_key"])), 401, "invalid_api_key")
     assert_error(await client.post("/v1/keys", json={"name": "x"}, headers=bearer(world["revoked_key"])), 401)
+    # Fails only after the role change was flushed: the whole unit of work must roll back.
+    clash = await client.patch(f"/admin/users/{world['olga_id']}", headers=bearer(world["admin"]),
+                               json={"role": "admin", "email": world["pat_email"]})
+    assert_error(clash, 409, "email_taken")
+    weak = await client.patch(f"/admin/users/{world['olga_id']}", headers=bearer(world["admin"]),
+                              json={"is_active": False, "password": "short"})
+    assert_error(weak, 400, "weak_password")
     assert await snapshot(app) == before
 
     # A wrong password changes one thing on purpose: the failed attempt is audited.
