@@ -69,3 +69,9 @@ async def test_unhandled_errors_answer_500_without_a_stack_trace(
     assert error["type"] == "server_error"
     assert "secret internal detail" not in response.text and "Traceback" not in response.text
     assert "secret internal detail" in caplog.text
+
+
+async def test_openapi_document_describes_the_routes(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert {"/auth/login", "/v1/keys", "/admin/users/{user_id}", "/healthz"} <= set(schema["paths"])
+    assert (await client.get("/docs")).status_code == 200

@@ -56,6 +56,8 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     ("LLMWS_TOKEN_LIFETIME", "-5"),
     ("LLMWS_OPEN_REGISTRATION", "perhaps"),
     ("LLMWS_MAX_REQUEST_BYTES", "10"),
+    ("LLMWS_ADMIN_PASSWORD", "short"),
+    ("LLMWS_ADMIN_USERNAME", "bad name!"),
 ])
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str,
                                       value: str) -> None:
