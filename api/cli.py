@@ -11,6 +11,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from alembic.util import CommandError as AlembicCommandError
+from sqlalchemy.exc import DBAPIError
+
 from api.services.errors import ServiceError
 from api.settings import Settings, SettingsError, load_settings
 
@@ -32,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"llmws: {exc}", file=sys.stderr)
         return 2
-    except (ServiceError, CommandError) as exc:
+    except (ServiceError, CommandError, AlembicCommandError) as exc:
         print(f"llmws: {exc}", file=sys.stderr)
+        return 1
+    except (DBAPIError, OSError) as exc:
+        print(f"llmws: cannot use the database: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
 
 

@@ -34,6 +34,7 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 
 def downgrade(database_url: str, revision: str) -> None:
+    ensure_sqlite_folder(database_url)
     command.downgrade(alembic_config(database_url), revision)
 
 

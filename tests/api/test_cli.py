@@ -72,3 +72,13 @@ def test_bad_setting_stops_with_its_name(database: Path, capsys: pytest.CaptureF
     monkeypatch.setenv("LLMWS_PORT", "not-a-port")
     code, out = run(capsys, "db", "current")
     assert code == 2 and "LLMWS_PORT" in out
+
+
+def test_unknown_revision_and_unreachable_database_are_clear_errors(
+    database: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out = run(capsys, "db", "downgrade", "no-such-revision")
+    assert code == 1 and "no-such-revision" in out and "Traceback" not in out
+    monkeypatch.setenv("LLMWS_DATABASE_URL", "postgresql://postgres@127.0.0.1:9/gone")
+    code, out = run(capsys, "users", "list")
+    assert code == 1 and "cannot use the database" in out
