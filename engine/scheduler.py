@@ -1,0 +1,236 @@
+"""Continuous batching: one worker thread runs the model; sequences join between decode steps and leave when done.
+
+Each loop turn admits waiting sequences (prefilled together, left-padded, then merged into the running batch),
+then runs one decode step for every running sequence. A new request therefore waits at most one step, never for
+another request to finish. Events go out through each sequence's ``emit`` callback, which the async side makes
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from engine.batch_cache import BatchCache
+from engine.errors import Overloaded
+from engine.requests import EngineEvent, ErrorEvent, FinishEvent, FinishReason, TokenEvent, Usage
+from engine.sampling import SamplingState, choose_tokens
+from engine.text_stream import TextStream
+
+log = logging.getLogger(__name__)
+
+THROUGHPUT_WINDOW_S = 10.0
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One choice of one request, as the scheduler tracks it."""
+
+    request_id: str
+    index: int
+    prompt_ids: list[int]
+    sampling: SamplingState
+    text: TextStream
+    max_tokens: int
+    emit: Callable[[EngineEvent], None]
+    ignore_eos: bool = False
+    output_ids: list[int] = field(default_factory=list)
+    unsent_from: int = 0  # output_ids[unsent_from:] have not been reported in a TokenEvent yet
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    queue_depth: int
+    running: int
+    batch_size: int
+    tokens_per_s: float
+    kv_cache_bytes: int
+    steps: int
+
+
+class Scheduler:
+    def __init__(self, model: PreTrainedModel, *, eos_token_ids: set[int], pad_token_id: int, max_context: int,
+                 max_batch_size: int = 32, max_queue: int = 256) -> None:
+        self.model = model
+        self.eos_token_ids = eos_token_ids
+        self.pad_token_id = pad_token_id
+        self.max_context = max_context
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._batch: BatchCache | None = None
+        self._stopping = False
+        self._steps = 0
+        self._token_times: deque[tuple[float, int]] = deque()
+        self._thread = threading.Thread(target=self._loop, name="llmws-engine", daemon=True)
+        self._thread.start()
+
+    # --- called from any thread -------------------------------------------------------------------------------
+
+    def submit(self, sequences: list[Sequence]) -> None:
+        with self._lock:
+            if len(self._waiting) + len(sequences) > self.max_queue:
+                raise Overloaded(len(self._waiting))
+            self._waiting.extend(sequences)
+            self._wake.notify()
+
+    def cancel(self, request_id: str) -> None:
+        """End the request's streams now; its rows leave the batch at the next step."""
+        with self._lock:
+            for sequence in [*self._waiting, *self._running]:
+                if sequence.request_id == request_id and not sequence.finished:
+                    sequence.finished = True
+                    sequence.emit(FinishEvent(request_id, sequence.index, "cancelled", self._usage(sequence)))
+            self._waiting = deque(s for s in self._waiting if not s.finished)
+
+    def stats(self) -> SchedulerStats:
+        with self._lock:
+            now = time.monotonic()
+            recent = [count for at, count in self._token_times if now - at <= THROUGHPUT_WINDOW_S]
+            return SchedulerStats(
+                queue_depth=len(self._waiting), running=sum(not s.finished for s in self._running),
+                batch_size=self._batch.rows if self._batch else 0,
+                tokens_per_s=sum(recent) / THROUGHPUT_WINDOW_S,
+                kv_cache_bytes=self._batch.nbytes() if self._batch else 0, steps=self._steps,
+            )
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for sequence in [*self._waiting, *self._running]:
+                if not sequence.finished:
+                    sequence.finished = True
+                    sequence.emit(ErrorEvent(sequence.request_id, "the engine is shutting down", "engine_stopped"))
+            self._wake.notify()
+        self._thread.join(timeout=30)
+
+    # --- the worker thread ------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not self._waiting and not self._running:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                room = self.max_batch_size - len(self._running)
+                admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+            try:
+                with torch.inference_mode():
+                    self._drop_finished()
+                    if admitted:
+                        self._prefill(admitted)
+                    if self._running:
+                        self._decode_step()
+                    self._drop_finished()
+            except Exception as exc:  # noqa: BLE001 (a failed step must end its requests, not the engine)
+                log.exception("engine step failed; ending the running requests")
+                self._fail_all(f"generation failed: {type(exc).__name__}")
+
+    def _prefill(self, sequences: list[Sequence]) -> None:
+        width = max(len(s.prompt_ids) for s in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, width - len(sequence.prompt_ids):] = torch.tensor(sequence.prompt_ids)
+            mask[row, width - len(sequence.prompt_ids):] = 1
+        joining = BatchCache(DynamicCache(config=self.model.config), mask.to(self.model.device))
+        logits = self._forward(input_ids, joining)
+        if self._batch is None:
+            self._batch = joining
+        else:
+            self._batch.merge(joining)
+        with self._lock:
+            self._running.extend(sequences)
+        self._accept(sequences, logits)
+
+    def _decode_step(self) -> None:
+        assert self._batch is not None
+        input_ids = torch.tensor([[s.output_ids[-1]] for s in self._running], dtype=torch.long)
+        self._batch.append_column()
+        logits = self._forward(input_ids, self._batch, decoding=True)
+        self._accept(self._running, logits)
+
+    def _forward(self, input_ids: torch.Tensor, batch: BatchCache, *, decoding: bool = False) -> torch.Tensor:
+        positions = batch.positions() if decoding else (batch.mask.cumsum(dim=1) - 1).clamp(min=0)
+        output = self.model(input_ids=input_ids.to(self.model.device), attention_mask=batch.mask,
+                            position_ids=positions, past_key_values=batch.cache, use_cache=True, logits_to_keep=1)
+        self._steps += 1
+        return output.logits[:, -1, :].float().cpu()
+
+    def _accept(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
+        tokens = choose_tokens(logits, [s.sampling for s in sequences])
+        now = time.monotonic()
+        with self._lock:
+            for sequence, token in zip(sequences, tokens, strict=True):
+                if sequence.finished:
+                    continue
+                sequence.output_ids.append(token)
+                sequence.sampling.record(token)
+                self._emit_token(sequence, token)
+            self._token_times.append((now, len(tokens)))
+            while self._token_times and now - self._token_times[0][0] > THROUGHPUT_WINDOW_S:
+                self._token_times.popleft()
+
+    def _emit_token(self, sequence: Sequence, token: int) -> None:
+        """Turn one accepted token into text and, when it ends the sequence, a finish event. Holds the lock."""
+        if token in self.eos_token_ids and not sequence.ignore_eos:
+            self._finish(sequence, "stop", sequence.text.flush())
+            return
+        piece = sequence.text.push(token)
+        if piece.stopped:
+            self._finish(sequence, "stop", piece.text)
+            return
+        if piece.text:
+            self._emit_text(sequence, piece.text)
+        at_limit = len(sequence.output_ids) >= sequence.max_tokens
+        if at_limit or len(sequence.prompt_ids) + len(sequence.output_ids) >= self.max_context:
+            self._finish(sequence, "length", sequence.text.flush())
+
+    @staticmethod
+    def _emit_text(sequence: Sequence, text: str) -> None:
+        ids = tuple(sequence.output_ids[sequence.unsent_from:])
+        sequence.unsent_from = len(sequence.output_ids)
+        sequence.emit(TokenEvent(sequence.request_id, sequence.index, text, ids))
+
+    def _finish(self, sequence: Sequence, reason: FinishReason, last_text: str) -> None:
+        if last_text:
+            self._emit_text(sequence, last_text)
+        sequence.finished = True
+        sequence.emit(FinishEvent(sequence.request_id, sequence.index, reason, self._usage(sequence),
+                                  tuple(sequence.output_ids)))
+
+    @staticmethod
+    def _usage(sequence: Sequence) -> Usage:
+        return Usage(prompt_tokens=len(sequence.prompt_ids), completion_tokens=len(sequence.output_ids))
+
+    def _drop_finished(self) -> None:
+        with self._lock:
+            keep = [row for row, sequence in enumerate(self._running) if not sequence.finished]
+            if len(keep) == len(self._running):
+                return
+            self._running = [self._running[row] for row in keep]
+        if not keep:
+            self._batch = None
+        elif self._batch is not None:
+            self._batch.keep(keep)
+
+    def _fail_all(self, message: str) -> None:
+        with self._lock:
+            for sequence in self._running:
+                if not sequence.finished:
+                    sequence.finished = True
+                    sequence.emit(ErrorEvent(sequence.request_id, message, "generation_failed"))
+            self._running = []
+        self._batch = None

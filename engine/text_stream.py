@@ -1,0 +1,63 @@
+"""Token ids in, safe text out: incremental detokenizing and stop strings.
+
+``tokenizers.decoders.DecodeStream`` emits text only once it forms whole characters, so a multi-byte character
+split across tokens (emoji, CJK) never shows up as U+FFFD. On top of it, text that could be the start of a stop
+string is held back until it is known not to be one; a stop string itself is never emitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
+
+
+@dataclass
+class TextPiece:
+    text: str
+    stopped: bool
+
+
+@dataclass
+class TextStream:
+    tokenizer: Tokenizer
+    stop: tuple[str, ...] = ()
+    _decoder: DecodeStream = field(init=False)
+    _pending: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self._decoder = DecodeStream(skip_special_tokens=True)
+
+    def push(self, token_id: int) -> TextPiece:
+        """The text this token makes safe to emit, and whether a stop string has now appeared."""
+        piece = self._decoder.step(self.tokenizer, token_id)
+        if piece:
+            self._pending += piece
+        if not self.stop:
+            text, self._pending = self._pending, ""
+            return TextPiece(text, stopped=False)
+        for stop in self.stop:
+            at = self._pending.find(stop)
+            if at != -1:
+                text, self._pending = self._pending[:at], ""
+                return TextPiece(text, stopped=True)
+        keep = _longest_stop_prefix_suffix(self._pending, self.stop)
+        text, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+        return TextPiece(text, stopped=False)
+
+    def flush(self) -> str:
+        """Whatever was held back, when generation ends for another reason than a stop string."""
+        text, self._pending = self._pending, ""
+        return text
+
+
+def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that is the beginning of some stop string."""
+    longest = 0
+    for stop in stops:
+        for length in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:length]):
+                longest = length
+                break
+    return longest
