@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -11,7 +12,8 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
-from api.routes import admin, auth, health, keys
+from api.routes import admin, admin_engine, auth, health, keys
+from api.services.model_host import build_model_host, start_model_host
 from api.services.users import bootstrap_admin
 from api.settings import Settings, load_settings, resolve_secret_key
 from db.migrate import SchemaNotCurrent, schema_state
@@ -40,9 +42,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             generated = await bootstrap_admin(app.state.sessionmaker, settings.admin_username, password)
             if generated:
                 _announce_generated_password(settings.admin_username, generated)
+            app.state.model_host = build_model_host(settings)
+            # Loading (or converting a GGUF, the first time) can take a while: serve meanwhile, /readyz says so.
+            app.state.model_loading = asyncio.create_task(start_model_host(app.state.model_host))
             log.info("LLMWS API ready (database %s)", engine.url.render_as_string(hide_password=True))
             yield
         finally:
+            if getattr(app.state, "model_host", None) is not None:
+                app.state.model_loading.cancel()
+                await asyncio.gather(app.state.model_loading, return_exceptions=True)
+                await app.state.model_host.close()
             await engine.dispose()
 
     app = FastAPI(title="LLMWS", version=VERSION, lifespan=lifespan,
@@ -52,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for router in (health.router, auth.public_router, auth.router, keys.router, admin.router):
+    for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router):
         app.include_router(router)
     return app
 

@@ -24,6 +24,8 @@ from api.services.errors import (
     RateLimited,
     ServiceError,
 )
+from engine.errors import ContextTooLong, EngineError, InvalidParameters, NoModelLoaded, Overloaded
+from engine.host import EngineBusy
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,26 @@ def _param_name(location: tuple[Any, ...] | list[Any]) -> str | None:
     return name or None
 
 
+ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
+    InvalidParameters: (400, "invalid_request_error"),
+    ContextTooLong: (400, "invalid_request_error"),
+    EngineBusy: (409, "conflict_error"),
+    Overloaded: (503, "server_error"),
+    NoModelLoaded: (503, "server_error"),
+}
+
+
+async def _engine_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EngineError)
+    status, kind = next((mapped for cls, mapped in ENGINE_ERROR_STATUS.items() if isinstance(exc, cls)),
+                        (500, "server_error"))
+    body = error_body(exc.message, type_=kind, code=exc.code, param=exc.param)
+    if isinstance(exc, ContextTooLong):
+        body["error"] |= {"max_context": exc.max_context, "input_tokens": exc.input_tokens}
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # Lost connections, a locked SQLite file, a failover: transient, so the client is told to retry.
     log.error("database error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
@@ -132,6 +154,7 @@ async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _database_unavailable)

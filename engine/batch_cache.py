@@ -11,7 +11,55 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual name)
-from transformers import DynamicCache
+from transformers import DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
+
+
+class GrowableLayer(DynamicLayer):
+    """A layer whose keys and values live in buffers with room to spare, so a decode step writes one column in
+    place instead of copying the whole cache (`DynamicLayer` concatenates: a fifth of a CPU step at batch 16)."""
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._key_buffer: torch.Tensor | None = None
+        self._value_buffer: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+        needed = length + key_states.shape[-2]
+        if self._key_buffer is None or needed > self._key_buffer.shape[-2]:
+            self._reserve(needed, key_states, value_states, length)
+        assert self._key_buffer is not None and self._value_buffer is not None
+        self._key_buffer[..., length:needed, :] = key_states
+        self._value_buffer[..., length:needed, :] = value_states
+        self.keys = self._key_buffer[..., :needed, :]
+        self.values = self._value_buffer[..., :needed, :]
+        return self.keys, self.values
+
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Take new tensors (after rows joined or left); the next update moves them into fresh buffers."""
+        self.keys, self.values = keys, values
+        self._key_buffer = self._value_buffer = None
+
+    def _reserve(self, needed: int, key_states: torch.Tensor, value_states: torch.Tensor, length: int) -> None:
+        capacity = needed + max(64, needed // 2)
+        batch, heads, _, dim = key_states.shape
+        key_buffer = key_states.new_empty((batch, heads, capacity, dim))
+        value_buffer = value_states.new_empty((batch, value_states.shape[1], capacity, value_states.shape[-1]))
+        if length:
+            key_buffer[..., :length, :] = self.keys
+            value_buffer[..., :length, :] = self.values
+        self._key_buffer, self._value_buffer = key_buffer, value_buffer
+
+
+def new_cache(config: PretrainedConfig) -> DynamicCache:
+    """A cache for the model, with growable layers wherever the model uses plain full attention."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowableLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 @dataclass
@@ -35,8 +83,8 @@ class BatchCache:
         """Append ``other``'s rows below ours, left-padding whichever is shorter."""
         width = max(self.mask.shape[1], other.mask.shape[1])
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)], dim=0)
-            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)], dim=0)
+            _set(mine, torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)], dim=0),
+                 torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)], dim=0))
         self.mask = torch.cat([_left_pad_mask(self.mask, width), _left_pad_mask(other.mask, width)], dim=0)
 
     def keep(self, rows: list[int]) -> None:
@@ -46,13 +94,20 @@ class BatchCache:
         used = self.mask.sum(dim=0).nonzero()
         start = int(used[0]) if used.numel() else self.mask.shape[1]
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[..., start:, :]
-            layer.values = layer.values.index_select(0, index)[..., start:, :]
+            _set(layer, layer.keys.index_select(0, index)[..., start:, :],
+                 layer.values.index_select(0, index)[..., start:, :])
         self.mask = self.mask[:, start:]
 
     def nbytes(self) -> int:
         return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.cache.layers
                    if getattr(layer, "keys", None) is not None)
+
+
+def _set(layer: DynamicLayer, keys: torch.Tensor, values: torch.Tensor) -> None:
+    if isinstance(layer, GrowableLayer):
+        layer.adopt(keys, values)
+    else:
+        layer.keys, layer.values = keys, values
 
 
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
-from engine.batch_cache import BatchCache
+from engine.batch_cache import BatchCache, new_cache
 from engine.errors import Overloaded
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, FinishReason, TokenEvent, Usage
 from engine.sampling import SamplingState, choose_tokens
@@ -27,6 +27,8 @@ from engine.text_stream import TextStream
 log = logging.getLogger(__name__)
 
 THROUGHPUT_WINDOW_S = 10.0
+# After idling, wait this long for more arrivals, so requests sent together are prefilled as one batch.
+GATHER_WINDOW_S = 0.005
 
 
 @dataclass(eq=False)
@@ -120,10 +122,13 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._lock:
+                idle = not self._running
                 while not self._stopping and not self._waiting and not self._running:
                     self._wake.wait()
                 if self._stopping:
                     return
+                if idle:
+                    self._wake.wait(GATHER_WINDOW_S)
                 room = self.max_batch_size - len(self._running)
                 admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
             try:
@@ -145,7 +150,7 @@ class Scheduler:
         for row, sequence in enumerate(sequences):
             input_ids[row, width - len(sequence.prompt_ids):] = torch.tensor(sequence.prompt_ids)
             mask[row, width - len(sequence.prompt_ids):] = 1
-        joining = BatchCache(DynamicCache(config=self.model.config), mask.to(self.model.device))
+        joining = BatchCache(new_cache(self.model.config), mask.to(self.model.device))
         logits = self._forward(input_ids, joining)
         if self._batch is None:
             self._batch = joining

@@ -29,6 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks = {"database": await _check_database(request)}
     checks["migrations"] = await _check_migrations(request) if checks["database"]["ok"] else {
         "ok": False, "detail": "database unreachable"}
+    checks["engine"] = await _check_engine(request)
     ready = all(check["ok"] for check in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                         status_code=200 if ready else 503)
@@ -52,6 +53,15 @@ async def _check_migrations(request: Request) -> dict[str, Any]:
     except Exception as exc:
         return {"ok": False, "detail": type(exc).__name__}
     return {"ok": state.at_head, "current": state.current, "head": list(state.heads)}
+
+
+async def _check_engine(request: Request) -> dict[str, Any]:
+    """A real one-token generation (cached a few seconds by the engine): a wedged engine shows red here."""
+    host = request.app.state.model_host
+    if host.local is None:
+        return {"ok": False, "detail": host.reason}
+    health = await host.local.check_health()
+    return {"ok": health.ok, "detail": health.detail, "model": host.loaded.info.name if host.loaded else None}
 
 
 @router.get("/metrics")

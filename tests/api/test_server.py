@@ -73,10 +73,27 @@ def test_serve_refuses_a_database_that_is_behind(tmp_path: Path, env: dict[str, 
     assert "Traceback" not in result.stderr
 
 
+def test_without_a_model_the_server_starts_and_says_why_it_is_not_ready(
+    tmp_path: Path, env: dict[str, str], sqlite_template: Path
+) -> None:
+    database = tmp_path / "llmws.db"
+    database.write_bytes(sqlite_template.read_bytes())
+    env |= {"LLMWS_DATABASE_URL": f"sqlite:///{database}", "LLMWS_MODEL_DIRS": str(tmp_path / "no-models")}
+    running = start_server(tmp_path, env, "no-model")
+    try:
+        ready = httpx.get(f"{running.base_url}/readyz")
+        assert ready.status_code == 503
+        assert "no model found" in ready.json()["checks"]["engine"]["detail"]
+        assert ready.json()["checks"]["database"]["ok"] is True
+    finally:
+        running.stop()
+
+
 @pytest.fixture
-def server(tmp_path: Path, env: dict[str, str], database_url: str) -> Iterator[Server]:
-    """`llmws serve` on a migrated database of each backend, with no admin password configured."""
+def server(tmp_path: Path, env: dict[str, str], database_url: str, tiny_model_dir: Path) -> Iterator[Server]:
+    """`llmws serve` on a migrated database of each backend, serving the tiny model, with no admin password."""
     env["LLMWS_DATABASE_URL"] = database_url
+    env["LLMWS_MODEL_DIRS"] = str(tiny_model_dir.parent)
     running = start_server(tmp_path, env, "first")
     yield running
     if running.process.poll() is None:
@@ -87,7 +104,14 @@ def test_served_api_end_to_end(server: Server, tmp_path: Path, env: dict[str, st
     base = server.base_url
     assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{base}/readyz")
-    assert ready.status_code == 200 and set(ready.json()["checks"]) == {"database", "migrations"}
+    for _ in range(100):  # the model loads after the API starts answering
+        if ready.status_code == 200:
+            break
+        time.sleep(0.2)
+        ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) == {"database", "migrations", "engine"}
+    assert ready.json()["checks"]["engine"]["model"] == "tiny-llama"
 
     # The first admin's password was generated and printed once on the console.
     password = server.console.read_text().split(PASSWORD_MARKER)[1].split()[0]

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.api.conftest import assert_error
 
 
-async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
+async def test_healthz_and_readyz_without_a_model(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200
+    assert ready.status_code == 503
     body = ready.json()
-    assert body["status"] == "ready"
+    assert body["status"] == "not_ready"
+    assert body["checks"]["engine"]["ok"] is False
+    assert "no model found" in body["checks"]["engine"]["detail"]
     assert body["checks"]["database"] == {"ok": True}
     assert body["checks"]["migrations"]["ok"] is True
     assert body["checks"]["migrations"]["current"] == body["checks"]["migrations"]["head"][0]

@@ -8,38 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from engine.demo_model import demo_model_path
-from engine.loader import converted_folder
 from engine.local import LocalEngine
 from engine.requests import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
-
-REPO = Path(__file__).resolve().parents[2]
-# Shared with `make run` (default data dir): the GGUF is converted once per machine, not once per test run.
-CONVERSION_CACHE = REPO / "var" / "cache" / "converted"
-
-
-@pytest.fixture(scope="session")
-def demo_folder() -> Path:
-    gguf = demo_model_path(REPO / "models")
-    if not gguf.is_file():
-        pytest.fail(f"the demo model is missing at {gguf}: run `make demo-model` (make test does it)")
-    return converted_folder(gguf, CONVERSION_CACHE)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(demo_folder: Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(demo_folder)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
-    torch.manual_seed(1234)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,27 @@
+"""Building the engine's model host from settings, and starting it without letting a bad model stop the API."""
+
+from __future__ import annotations
+
+import logging
+
+from api.settings import Settings
+from engine.host import HostConfig, ModelHost
+from engine.loader import choose_runtime
+
+log = logging.getLogger(__name__)
+
+
+def build_model_host(settings: Settings) -> ModelHost:
+    return ModelHost(HostConfig(
+        model_dirs=list(settings.model_dirs), default_model=settings.default_model,
+        cache_dir=settings.model_cache_dir, runtime=choose_runtime(cpu_threads=settings.torch_threads),
+        max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
+    ))
+
+
+async def start_model_host(host: ModelHost) -> None:
+    try:
+        await host.start()
+    except Exception as exc:  # noqa: BLE001 (a broken model file must leave the API up and say why)
+        log.exception("could not load a model")
+        host.reason = f"loading the model failed: {type(exc).__name__}: {exc}"

@@ -1,0 +1,179 @@
+"""Engine throughput on the demo model, in one process and one run, against plain transformers.
+
+Three ways to serve C concurrent requests of 128 new tokens (end-of-sequence ignored): sequential
+`model.generate`, one left-padded `model.generate` batch of C, and the LLMWS engine serving C closed-loop clients
+(several requests each, lengths varying around the same mean, so later requests join a running batch). Prints
+aggregate tokens/s, TTFT p50/p95 and inter-token latency p50/p95, then the ratios the issue's goals are stated in.
+Run: `.venv/bin/python bench/engine_throughput.py [--concurrency 1 4 16 32] [--tokens 128] [--rounds 3]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from engine.demo_model import demo_model_path
+from engine.loader import choose_runtime, load
+from engine.local import LocalEngine
+from engine.registry import scan
+from engine.requests import FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+
+REPO = Path(__file__).resolve().parents[1]
+TOPICS = ["the sea", "mountains", "a city at night", "bread", "rain", "a library", "trains", "winter", "bees",
+          "a garden", "the moon", "coffee", "a market", "rivers", "clocks", "music"]
+
+
+@dataclass
+class Run:
+    way: str
+    concurrency: int
+    tokens: int
+    seconds: float
+    ttft: list[float]
+    itl: list[float]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+class StepClock(LogitsProcessor):
+    """Called once per generated token position: the times at which `generate` produced each step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def generate_timed(model: torch.nn.Module, prompts: list[list[int]], new_tokens: int, pad_id: int
+                   ) -> tuple[float, list[float]]:
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    clock = StepClock()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                       do_sample=False, pad_token_id=pad_id, logits_processor=LogitsProcessorList([clock]))
+    return started, clock.times
+
+
+def run_sequential(model: torch.nn.Module, prompts: list[list[int]], new_tokens: int, pad_id: int) -> Run:
+    ttft, itl, began = [], [], time.perf_counter()
+    for prompt in prompts:
+        started, times = generate_timed(model, [prompt], new_tokens, pad_id)
+        ttft.append(times[0] - began)  # a sequential server makes later requests wait for earlier ones
+        itl += [b - a for a, b in zip(times, times[1:], strict=False)]
+    return Run("sequential generate", len(prompts), len(prompts) * new_tokens, time.perf_counter() - began, ttft, itl)
+
+
+def run_padded(model: torch.nn.Module, prompts: list[list[int]], new_tokens: int, pad_id: int) -> Run:
+    started, times = generate_timed(model, prompts, new_tokens, pad_id)
+    steps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return Run("padded generate batch", len(prompts), len(prompts) * new_tokens, times[-1] - started,
+               [times[0] - started] * len(prompts), steps * len(prompts))
+
+
+async def run_engine(engine: LocalEngine, prompts: list[list[int]], new_tokens: int, rounds: int) -> list[Run]:
+    """C closed-loop clients, each sending ``rounds`` requests back to back. Lengths vary around ``new_tokens``
+    (same mean), as real answers do, so after the first round arrivals spread out and join a running batch."""
+    lengths = [new_tokens // 2 + (new_tokens * ((i * 7) % 11)) // 10 for i in range(len(prompts) * rounds)]
+    by_round: list[list[tuple[float, list[float], int]]] = [[] for _ in range(rounds)]
+
+    async def one(prompt: list[int], max_tokens: int) -> tuple[float, list[float], int]:
+        params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+        started, last, ttft, gaps, tokens = time.perf_counter(), None, 0.0, [], 0
+        async for event in engine.generate(GenerationRequest(prompt_ids=prompt, sampling=params)):
+            now = time.perf_counter()
+            if isinstance(event, TokenEvent) and event.token_ids:
+                if last is None:
+                    ttft = now - started
+                else:
+                    gaps.extend([(now - last) / len(event.token_ids)] * len(event.token_ids))
+                last = now
+            elif isinstance(event, FinishEvent):
+                tokens = event.usage.completion_tokens
+        return ttft, gaps, tokens
+
+    async def client(index: int) -> None:
+        for round_ in range(rounds):
+            by_round[round_].append(await one(prompts[index], lengths[round_ * len(prompts) + index]))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(index) for index in range(len(prompts))))
+    seconds = time.perf_counter() - started
+    tokens = sum(result[2] for results in by_round for result in results)
+
+    def summary(way: str, results: list[tuple[float, list[float], int]]) -> Run:
+        return Run(way, len(prompts), tokens, seconds, [r[0] for r in results], [g for r in results for g in r[1]])
+
+    everything = [result for results in by_round for result in results]
+    steady = [result for results in by_round[1:] for result in results]
+    return [summary("LLMWS engine", everything), summary("  rounds 2+ (steady)", steady or everything)]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="requests per engine client")
+    args = parser.parse_args()
+
+    runtime = choose_runtime(cpu_threads=args.threads)
+    info = next(model for model in scan([REPO / "models"]) if model.path == demo_model_path(REPO / "models"))
+    loaded = load(info, cache_dir=REPO / "var" / "cache" / "converted", runtime=runtime)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    engine = LocalEngine(model, tokenizer, max_context=4096, max_batch_size=max(args.concurrency))
+    prompts_all = [engine.encode_messages([{"role": "user", "content": f"Write a short poem about {topic}."}])
+                   for topic in TOPICS * 4]
+    print(f"demo model {info.name} on {runtime.reason}; {args.tokens} new tokens per request")
+
+    runs: list[Run] = []
+    generate_timed(model, [prompts_all[0]], 4, pad_id)  # warm-up
+    asyncio.run(run_engine(engine, prompts_all[:2], 4, 1))
+    for concurrency in args.concurrency:
+        prompts = prompts_all[:concurrency]
+        runs.append(run_sequential(model, prompts, args.tokens, pad_id))
+        runs.append(run_padded(model, prompts, args.tokens, pad_id))
+        runs.extend(asyncio.run(run_engine(engine, prompts, args.tokens, args.rounds)))
+    engine.close()
+
+    print(f"\n{'way':<22} {'conc':>4} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'ITL p50':>8} {'ITL p95':>8}")
+    for run in runs:
+        print(f"{run.way:<22} {run.concurrency:>4} {run.tokens_per_s:>8.1f} {percentile(run.ttft, .5) * 1e3:>7.0f}ms "
+              f"{percentile(run.ttft, .95) * 1e3:>7.0f}ms {percentile(run.itl, .5) * 1e3:>6.0f}ms "
+              f"{percentile(run.itl, .95) * 1e3:>6.0f}ms")
+    by = {(run.way, run.concurrency): run for run in runs}
+    print(f"\n{'conc':>4} {'engine/padded':>14} {'engine/sequential':>18} {'TTFT p50 / conc-1, all':>23} "
+          f"{'steady':>7}")
+    first = by[("LLMWS engine", args.concurrency[0])]
+    for concurrency in args.concurrency:
+        mine, steady = by[("LLMWS engine", concurrency)], by[("  rounds 2+ (steady)", concurrency)]
+        print(f"{concurrency:>4} {mine.tokens_per_s / by[('padded generate batch', concurrency)].tokens_per_s:>13.2f}x "
+              f"{mine.tokens_per_s / by[('sequential generate', concurrency)].tokens_per_s:>17.2f}x "
+              f"{statistics.median(mine.ttft) / statistics.median(first.ttft):>22.2f}x "
+              f"{statistics.median(steady.ttft) / statistics.median(first.ttft):>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The local model the API serves: chosen from the registry at start, switched or unloaded on request.
+
+Only one model is resident at a time. A switch refuses while requests are running (the caller may retry once they
+drain), then unloads the old model, frees the allocator's caches and loads the new one, reporting each stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import EngineError, NoModelLoaded
+from engine.loader import LoadedModel, Runtime, load
+from engine.local import LocalEngine
+from engine.memory import context_budget
+from engine.registry import ModelInfo, scan, select
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+class EngineBusy(EngineError):
+    code = "engine_busy"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    model_dirs: list[Path]
+    default_model: str | None
+    cache_dir: Path
+    runtime: Runtime
+    max_batch_size: int = 32
+    max_queue: int = 256
+
+
+class ModelHost:
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.loaded: LoadedModel | None = None
+        self.local: LocalEngine | None = None
+        self.reason = "no model loaded yet"
+        self._switching = asyncio.Lock()
+
+    def available(self) -> list[ModelInfo]:
+        return scan(self.config.model_dirs)
+
+    async def start(self) -> None:
+        """Load the model the selection rule picks; without one, stay up and say why."""
+        models = await asyncio.to_thread(self.available)
+        preferred = self.config.model_dirs[0] if self.config.model_dirs else None
+        chosen = select(models, self.config.default_model, preferred)
+        if chosen is None:
+            folders = ", ".join(str(folder) for folder in self.config.model_dirs) or "no folders configured"
+            self.reason = f"no model found in {folders}; add one or run `llmws models pull-demo`"
+            log.warning("starting without a model: %s", self.reason)
+            return
+        await self.switch(chosen)
+
+    def engine(self) -> LocalEngine:
+        if self.local is None:
+            raise NoModelLoaded(self.reason)
+        return self.local
+
+    async def switch(self, info: ModelInfo, progress: Progress | None = None) -> LoadedModel:
+        report = progress or (lambda stage, fraction: log.info("model switch: %s (%.0f%%)", stage, fraction * 100))
+        async with self._switching:
+            if self.local is not None and (self.local.stats().running or self.local.stats().queue_depth):
+                raise EngineBusy("requests are running on the current model; retry when they have finished")
+            report("unloading", 0.0)
+            await asyncio.to_thread(self._unload)
+            report(f"loading {info.name}", 0.1)
+            self.reason = f"loading {info.name}"
+            loaded = await asyncio.to_thread(load, info, cache_dir=self.config.cache_dir, runtime=self.config.runtime)
+            budget = context_budget(loaded.model.config, loaded.runtime.torch_dtype, loaded.runtime.device)
+            self.local = LocalEngine(loaded.model, loaded.tokenizer, max_context=budget.max_context,
+                                     max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue)
+            self.loaded = loaded
+            log.info("serving %s: %s; max context %d tokens (%d bytes of KV cache per token)", info.name,
+                     loaded.runtime.reason, budget.max_context, budget.kv_bytes_per_token)
+            report(f"serving {info.name}", 1.0)
+            return loaded
+
+    async def unload(self) -> None:
+        async with self._switching:
+            if self.local is not None and self.local.stats().running:
+                raise EngineBusy("requests are running on the current model; retry when they have finished")
+            await asyncio.to_thread(self._unload)
+            self.reason = "the model was unloaded"
+
+    def _unload(self) -> None:
+        if self.local is not None:
+            self.local.close()
+        self.local = None
+        self.loaded = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def metadata(self) -> dict[str, Any] | None:
+        if self.loaded is None or self.local is None:
+            return None
+        return {**self.loaded.metadata(), "max_context": self.local.max_context}
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._unload)

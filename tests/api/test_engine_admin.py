@@ -1,0 +1,84 @@
+"""The engine inside the app: loaded in the lifespan, probed by /readyz, and managed through /admin."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from api.settings import Settings
+from engine.requests import GenerationRequest, SamplingParams
+from tests.api.conftest import assert_error, bearer
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A model folder with two copies of the tiny model, to switch between."""
+    folder = tmp_path / "models"
+    for name in ("tiny-a", "tiny-b"):
+        shutil.copytree(tiny_model_dir, folder / name)
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, models_dir: Path) -> Settings:
+    return make_settings(tmp_path / "var", database_url, model_dirs=[models_dir], default_model="tiny-a")
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        await application.state.model_loading
+        yield application
+
+
+async def test_readyz_probes_the_loaded_model(client: httpx.AsyncClient) -> None:
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["engine"] == {"ok": True, "detail": "generated a token", "model": "tiny-a"}
+
+
+async def test_resources_report_the_model_and_its_choices(client: httpx.AsyncClient, admin_token: str) -> None:
+    body = (await client.get("/admin/resources", headers=bearer(admin_token))).json()
+    model = body["model"]
+    assert model["name"] == "tiny-a" and model["device"] == "cpu" and model["dtype"] == "float32"
+    assert model["attention"] == "sdpa" and 0 < model["max_context"] <= 512
+    assert body["engine"]["running"] == 0 and body["cpu"]["memory_total_bytes"] > 0
+    assert body["gpus"] == []
+    listed = (await client.get("/admin/engine/models", headers=bearer(admin_token))).json()["data"]
+    assert {(entry["name"], entry["loaded"]) for entry in listed} == {("tiny-a", True), ("tiny-b", False)}
+
+
+async def test_switch_and_unload(client: httpx.AsyncClient, admin_token: str) -> None:
+    switched = await client.post("/admin/engine/switch", json={"model": "tiny-b"}, headers=bearer(admin_token))
+    assert switched.status_code == 200, switched.text
+    assert switched.json()["model"]["name"] == "tiny-b"
+    assert [stage["stage"] for stage in switched.json()["progress"]] == ["unloading", "loading tiny-b",
+                                                                         "serving tiny-b"]
+    missing = await client.post("/admin/engine/switch", json={"model": "nope"}, headers=bearer(admin_token))
+    assert_error(missing, 404)
+    assert (await client.post("/admin/engine/unload", headers=bearer(admin_token))).status_code == 204
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["engine"]["detail"] == "the model was unloaded"
+
+
+async def test_switch_is_refused_while_requests_run(app: FastAPI, client: httpx.AsyncClient,
+                                                    admin_token: str) -> None:
+    engine = app.state.model_host.engine()
+    request = GenerationRequest(prompt_ids=[1, 2, 3], sampling=SamplingParams(temperature=0, max_tokens=400,
+                                                                             ignore_eos=True))
+    stream = engine.generate(request)
+    await anext(stream)
+    busy = await client.post("/admin/engine/switch", json={"model": "tiny-b"}, headers=bearer(admin_token))
+    assert_error(busy, 409, "engine_busy")
+    await stream.aclose()
+    await asyncio.sleep(0)
+    assert app.state.model_host.loaded.info.name == "tiny-a"
