@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
 from api.routes import admin, admin_engine, auth, health, keys
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Self-hosted LLM gateway: OpenAI-compatible API, native streaming chat, admin REST.")
     app.state.settings = settings
     app.state.metrics = metrics
+    metrics.registry.register(EngineCollector(app.state))
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

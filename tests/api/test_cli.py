@@ -82,3 +82,18 @@ def test_unknown_revision_and_unreachable_database_are_clear_errors(
     monkeypatch.setenv("LLMWS_DATABASE_URL", "postgresql://postgres@127.0.0.1:9/gone")
     code, out = run(capsys, "users", "list")
     assert code == 1 and "cannot use the database" in out
+
+
+def test_models_list_and_convert(database: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+    monkeypatch.setenv("LLMWS_MODEL_DIRS", str(tiny_model_dir.parent))
+    code, out = run(capsys, "models", "list")
+    assert code == 0
+    line = next(line for line in out.splitlines() if "tiny-llama" in line)
+    assert line.startswith("*") and "safetensors" in line and "LlamaForCausalLM" in line
+    code, out = run(capsys, "models", "convert", "tiny-llama")
+    assert code == 1 and "not a GGUF" in out
+    code, out = run(capsys, "models", "convert", "nothing-like-it")
+    assert code == 1 and "no model named" in out
+    monkeypatch.setenv("LLMWS_MODEL_DIRS", str(database.parent / "empty"))
+    assert "llmws models pull-demo" in run(capsys, "models", "list")[1]

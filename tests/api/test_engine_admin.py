@@ -82,3 +82,9 @@ async def test_switch_is_refused_while_requests_run(app: FastAPI, client: httpx.
     await stream.aclose()
     await asyncio.sleep(0)
     assert app.state.model_host.loaded.info.name == "tiny-a"
+
+
+async def test_metrics_include_the_engine(client: httpx.AsyncClient) -> None:
+    text = (await client.get("/metrics")).text
+    assert "llmws_engine_model_loaded 1.0" in text
+    assert "llmws_engine_queue_depth 0.0" in text and "llmws_engine_max_context_tokens" in text

@@ -1,0 +1,32 @@
+"""Engine gauges for /metrics, read from the model host at scrape time (no bookkeeping on the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.datastructures import State
+
+
+class EngineCollector(Collector):
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        host = getattr(self.state, "model_host", None)
+        local = host.local if host is not None else None
+        yield GaugeMetricFamily("llmws_engine_model_loaded", "1 when a local model is being served",
+                                value=1 if local is not None else 0)
+        if local is None:
+            return
+        stats = local.stats()
+        for name, help_text, value in (
+            ("queue_depth", "sequences waiting for a batch slot", stats.queue_depth),
+            ("running", "sequences being decoded", stats.running),
+            ("batch_size", "rows in the running batch", stats.batch_size),
+            ("tokens_per_second", "tokens generated per second over the last 10 s", stats.tokens_per_s),
+            ("kv_cache_bytes", "bytes held by the running batch's KV cache", stats.kv_cache_bytes),
+            ("max_context_tokens", "longest request the memory budget allows", local.max_context),
+        ):
+            yield GaugeMetricFamily(f"llmws_engine_{name}", help_text, value=value)
