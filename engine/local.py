@@ -17,7 +17,6 @@ from engine.requests import (
     FinishEvent,
     GenerationRequest,
     SamplingParams,
-    TokenEvent,
 )
 from engine.sampling import SamplingState
 from engine.scheduler import Scheduler, Sequence
@@ -131,6 +130,3 @@ def plain_chat_prompt(messages: list[dict[str, str]]) -> str:
     turns = [f"{message.get('role', 'user').capitalize()}: {message.get('content', '')}" for message in messages]
     return "\n".join([*turns, "Assistant:"])
 
-
-def collect_text(events: list[EngineEvent], index: int = 0) -> str:
-    return "".join(event.text for event in events if isinstance(event, TokenEvent) and event.index == index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 
 import pytest
@@ -193,3 +194,18 @@ async def test_health_probe_generates(tiny_engine: LocalEngine) -> None:
     health = await tiny_engine.check_health()
     assert health.ok
     assert tiny_engine.scheduler.stats().steps >= 1
+
+
+async def test_a_model_without_a_chat_template_gets_a_plain_layout(
+    tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    engine = LocalEngine(tiny_model, plain, max_context=512)
+    try:
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        assert engine.encode_messages(messages) == plain.encode("System: Be brief.\nUser: Hi\nAssistant:")
+        with pytest.raises(InvalidParameters):
+            engine.encode_messages([])
+    finally:
+        engine.close()
