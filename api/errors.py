@@ -25,7 +25,8 @@ from api.services.errors import (
     ServiceError,
 )
 from engine.errors import ContextTooLong, EngineError, InvalidParameters, NoModelLoaded, Overloaded
-from engine.host import EngineBusy
+from engine.host import EngineBusy, ModelLoadFailed
+from engine.scheduler import EngineStopped
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
     InvalidParameters: (400, "invalid_request_error"),
     ContextTooLong: (400, "invalid_request_error"),
     EngineBusy: (409, "conflict_error"),
+    EngineStopped: (503, "server_error"),
+    ModelLoadFailed: (500, "server_error"),
     Overloaded: (503, "server_error"),
     NoModelLoaded: (503, "server_error"),
 }

@@ -31,6 +31,10 @@ class EngineBusy(EngineError):
     code = "engine_busy"
 
 
+class ModelLoadFailed(EngineError):
+    code = "model_load_failed"
+
+
 @dataclass(frozen=True)
 class HostConfig:
     model_dirs: list[Path]
@@ -78,7 +82,12 @@ class ModelHost:
             await asyncio.to_thread(self._unload)
             report(f"loading {info.name}", 0.1)
             self.reason = f"loading {info.name}"
-            loaded = await asyncio.to_thread(load, info, cache_dir=self.config.cache_dir, runtime=self.config.runtime)
+            try:
+                loaded = await asyncio.to_thread(load, info, cache_dir=self.config.cache_dir,
+                                                 runtime=self.config.runtime)
+            except Exception as exc:
+                self.reason = f"loading {info.name} failed: {type(exc).__name__}: {exc}"
+                raise ModelLoadFailed(self.reason) from exc
             budget = context_budget(loaded.model.config, loaded.runtime.torch_dtype, loaded.runtime.device)
             self.local = LocalEngine(loaded.model, loaded.tokenizer, max_context=budget.max_context,
                                      max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue)
@@ -90,16 +99,16 @@ class ModelHost:
 
     async def unload(self) -> None:
         async with self._switching:
-            if self.local is not None and self.local.stats().running:
+            if self.local is not None and (self.local.stats().running or self.local.stats().queue_depth):
                 raise EngineBusy("requests are running on the current model; retry when they have finished")
             await asyncio.to_thread(self._unload)
             self.reason = "the model was unloaded"
 
     def _unload(self) -> None:
-        if self.local is not None:
-            self.local.close()
-        self.local = None
-        self.loaded = None
+        # Out of reach first, so no new request is submitted to an engine that is stopping.
+        local, self.local, self.loaded = self.local, None, None
+        if local is not None:
+            local.close()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -110,4 +119,5 @@ class ModelHost:
         return {**self.loaded.metadata(), "max_context": self.local.max_context}
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._unload)
+        async with self._switching:  # a switch finishing after shutdown would leak its model
+            await asyncio.to_thread(self._unload)

@@ -62,13 +62,19 @@ class LocalEngine:
         prompt_ids = self.encode(request)
         if not prompt_ids:
             raise InvalidParameters("the prompt is empty", param="messages")
+        vocabulary = self.model.config.vocab_size
+        if any(not 0 <= token < vocabulary for token in prompt_ids):
+            raise InvalidParameters(f"prompt token ids must be in [0, {vocabulary})", param="prompt_ids")
         if len(prompt_ids) >= self.max_context:
             raise ContextTooLong(len(prompt_ids), self.max_context)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
         def emit(event: EngineEvent) -> None:  # called from the engine thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:
+                pass  # the caller's event loop is closed: nobody is listening any more
 
         params = request.sampling
         sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit) for index in range(params.n)]

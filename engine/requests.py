@@ -39,6 +39,7 @@ class SamplingParams:
             ("presence_penalty", -2 <= self.presence_penalty <= 2, "between -2 and 2"),
             ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "between -2 and 2"),
             ("max_tokens", self.max_tokens >= 1, "at least 1"),
+            ("seed", self.seed is None or 0 <= self.seed < 2**62, "between 0 and 2**62"),
             ("n", 1 <= self.n <= 16, "between 1 and 16"),
             ("stop", len(self.stop) <= 8 and all(0 < len(s) <= 200 for s in self.stop),
              "at most 8 non-empty strings of at most 200 characters"),

@@ -72,7 +72,7 @@ def _sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Gener
     if params.top_p < 1:
         sorted_probs, order = probabilities.sort(descending=True)
         # Keep the smallest set whose mass reaches top_p (the token that crosses it included).
-        outside = sorted_probs.cumsum(0) - sorted_probs > params.top_p
+        outside = sorted_probs.cumsum(0) - sorted_probs >= params.top_p
         sorted_probs[outside] = 0
         probabilities = torch.zeros_like(probabilities).scatter(0, order, sorted_probs)
     return int(torch.multinomial(probabilities, 1, generator=generator))

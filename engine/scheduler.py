@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedModel
 
 from engine.batch_cache import BatchCache, new_cache
-from engine.errors import Overloaded
+from engine.errors import EngineError, Overloaded
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, FinishReason, TokenEvent, Usage
 from engine.sampling import SamplingState, choose_tokens
 from engine.text_stream import TextStream
@@ -27,6 +27,11 @@ from engine.text_stream import TextStream
 log = logging.getLogger(__name__)
 
 THROUGHPUT_WINDOW_S = 10.0
+
+
+class EngineStopped(EngineError):
+    code = "engine_stopped"
+
 # After idling, wait this long for more arrivals, so requests sent together are prefilled as one batch.
 GATHER_WINDOW_S = 0.005
 
@@ -82,6 +87,8 @@ class Scheduler:
 
     def submit(self, sequences: list[Sequence]) -> None:
         with self._lock:
+            if self._stopping:
+                raise EngineStopped("the engine is shutting down; retry shortly")
             if len(self._waiting) + len(sequences) > self.max_queue:
                 raise Overloaded(len(self._waiting))
             self._waiting.extend(sequences)
@@ -100,11 +107,11 @@ class Scheduler:
         with self._lock:
             now = time.monotonic()
             recent = [count for at, count in self._token_times if now - at <= THROUGHPUT_WINDOW_S]
+            batch = self._batch  # read once: the worker replaces it outside the lock
             return SchedulerStats(
                 queue_depth=len(self._waiting), running=sum(not s.finished for s in self._running),
-                batch_size=self._batch.rows if self._batch else 0,
-                tokens_per_s=sum(recent) / THROUGHPUT_WINDOW_S,
-                kv_cache_bytes=self._batch.nbytes() if self._batch else 0, steps=self._steps,
+                batch_size=batch.rows if batch else 0, tokens_per_s=sum(recent) / THROUGHPUT_WINDOW_S,
+                kv_cache_bytes=batch.nbytes() if batch else 0, steps=self._steps,
             )
 
     def stop(self) -> None:
@@ -125,17 +132,23 @@ class Scheduler:
                 idle = not self._running
                 while not self._stopping and not self._waiting and not self._running:
                     self._wake.wait()
+                if idle and not self._stopping:
+                    deadline = time.monotonic() + GATHER_WINDOW_S
+                    while not self._stopping and (left := deadline - time.monotonic()) > 0:
+                        self._wake.wait(left)
                 if self._stopping:
                     return
-                if idle:
-                    self._wake.wait(GATHER_WINDOW_S)
-                room = self.max_batch_size - len(self._running)
-                admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
             try:
                 with torch.inference_mode():
                     self._drop_finished()
+                    with self._lock:
+                        room = self.max_batch_size - len(self._running)
+                        admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                        # Listed as running from now on, so cancel, stop and failures reach them mid-prefill.
+                        self._running.extend(admitted)
                     if admitted:
                         self._prefill(admitted)
+                        self._drop_finished()  # a cancel during the prefill leaves a row with no token
                     if self._running:
                         self._decode_step()
                     self._drop_finished()
@@ -156,8 +169,6 @@ class Scheduler:
             self._batch = joining
         else:
             self._batch.merge(joining)
-        with self._lock:
-            self._running.extend(sequences)
         self._accept(sequences, logits)
 
     def _decode_step(self) -> None:

@@ -37,11 +37,10 @@ class TextStream:
         if not self.stop:
             text, self._pending = self._pending, ""
             return TextPiece(text, stopped=False)
-        for stop in self.stop:
-            at = self._pending.find(stop)
-            if at != -1:
-                text, self._pending = self._pending[:at], ""
-                return TextPiece(text, stopped=True)
+        found = [at for stop in self.stop if (at := self._pending.find(stop)) != -1]
+        if found:  # the earliest stop string in the text wins, whatever its place in the list
+            text, self._pending = self._pending[: min(found)], ""
+            return TextPiece(text, stopped=True)
         keep = _longest_stop_prefix_suffix(self._pending, self.stop)
         text, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
         return TextPiece(text, stopped=False)

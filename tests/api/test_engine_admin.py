@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -73,14 +72,15 @@ async def test_switch_and_unload(client: httpx.AsyncClient, admin_token: str) ->
 async def test_switch_is_refused_while_requests_run(app: FastAPI, client: httpx.AsyncClient,
                                                     admin_token: str) -> None:
     engine = app.state.model_host.engine()
-    request = GenerationRequest(prompt_ids=[1, 2, 3], sampling=SamplingParams(temperature=0, max_tokens=400,
-                                                                             ignore_eos=True))
-    stream = engine.generate(request)
-    await anext(stream)
+    # Eight long requests keep the batch busy for seconds; the switch request takes milliseconds.
+    params = SamplingParams(temperature=0, max_tokens=engine.max_context - 8, ignore_eos=True)
+    streams = [engine.generate(GenerationRequest(prompt_ids=[1, 2, 3], sampling=params)) for _ in range(8)]
+    for stream in streams:
+        await anext(stream)
     busy = await client.post("/admin/engine/switch", json={"model": "tiny-b"}, headers=bearer(admin_token))
     assert_error(busy, 409, "engine_busy")
-    await stream.aclose()
-    await asyncio.sleep(0)
+    for stream in streams:
+        await stream.aclose()
     assert app.state.model_host.loaded.info.name == "tiny-a"
 
 

@@ -3,6 +3,7 @@ shares its tokenizer, seeded so its greedy output is the same on every run."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def demo_engine(demo_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase)
 
 
 async def run(engine: LocalEngine, **request: object) -> list[EngineEvent]:
-    return [event async for event in engine.generate(GenerationRequest(**request))]  # type: ignore[arg-type]
+    async with asyncio.timeout(120):  # a stream that never finishes is a failure, not a hang
+        return [event async for event in engine.generate(GenerationRequest(**request))]  # type: ignore[arg-type]
 
 
 def greedy(max_tokens: int = 24, **extra: object) -> SamplingParams:
