@@ -7,6 +7,7 @@ see a stack trace.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -52,6 +53,11 @@ STATUS_TYPES = {
 }
 
 
+def _mapped(exc: Exception, table: Mapping[type, tuple[int, str]], default: tuple[int, str]) -> tuple[int, str]:
+    """(status, type) of the first class in ``table`` that ``exc`` is an instance of."""
+    return next((mapped for cls, mapped in table.items() if isinstance(exc, cls)), default)
+
+
 def error_body(message: str, *, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -67,9 +73,7 @@ def error_response(
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    status, kind = next(
-        (mapped for cls, mapped in SERVICE_ERROR_STATUS.items() if isinstance(exc, cls)), (400, "invalid_request_error")
-    )
+    status, kind = _mapped(exc, SERVICE_ERROR_STATUS, (400, "invalid_request_error"))
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
@@ -134,8 +138,7 @@ ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
 
 async def _engine_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
-    status, kind = next((mapped for cls, mapped in ENGINE_ERROR_STATUS.items() if isinstance(exc, cls)),
-                        (500, "server_error"))
+    status, kind = _mapped(exc, ENGINE_ERROR_STATUS, (500, "server_error"))
     body = error_body(exc.message, type_=kind, code=exc.code, param=exc.param)
     if isinstance(exc, ContextTooLong):
         body["error"] |= {"max_context": exc.max_context, "input_tokens": exc.input_tokens}

@@ -123,9 +123,7 @@ class LocalEngine:
         return health
 
     def stats(self) -> EngineStats:
-        stats = self.scheduler.stats()
-        return EngineStats(queue_depth=stats.queue_depth, running=stats.running, batch_size=stats.batch_size,
-                           tokens_per_s=stats.tokens_per_s, kv_cache_bytes=stats.kv_cache_bytes)
+        return self.scheduler.stats()
 
     def close(self) -> None:
         self.scheduler.stop()
