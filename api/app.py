@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,8 +13,11 @@ from fastapi import FastAPI
 from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
-from api.routes import admin, admin_engine, auth, health, keys
+from api.routes import admin, admin_engine, auth, chat, health, keys, library, openai, usage
+from api.services.backends import Backend, Backends
+from api.services.chat_streams import StreamHub
 from api.services.model_host import build_model_host, start_model_host
+from api.services.usage_writer import UsageWriter
 from api.services.users import bootstrap_admin
 from api.settings import Settings, load_settings, resolve_secret_key
 from db.migrate import SchemaNotCurrent, schema_state
@@ -25,7 +28,8 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Backend] = ()) -> FastAPI:
+    """The app; ``extra_backends`` are served beside the local model (the API benchmark's zero-cost engine)."""
     settings = settings or load_settings()
     metrics = RequestMetrics()
 
@@ -44,11 +48,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if generated:
                 _announce_generated_password(settings.admin_username, generated)
             app.state.model_host = build_model_host(settings)
+            app.state.backends = Backends(app.state.model_host)
+            for backend in extra_backends:
+                app.state.backends.register(backend)
+            app.state.usage_writer = UsageWriter(app.state.sessionmaker,
+                                                 interval_s=settings.usage_flush_interval.total_seconds())
+            app.state.usage_writer.start()
+            app.state.stream_hub = StreamHub(app.state.sessionmaker,
+                                             resume_window_s=settings.stream_resume_window.total_seconds(),
+                                             retention_s=settings.stream_retention.total_seconds())
+            app.state.stream_hub.start()
             # Loading (or converting a GGUF, the first time) can take a while: serve meanwhile, /readyz says so.
             app.state.model_loading = asyncio.create_task(start_model_host(app.state.model_host))
             log.info("LLMWS API ready (database %s)", engine.url.render_as_string(hide_password=True))
             yield
         finally:
+            # Streams first (their cancelled generations still record usage), then usage, then the model.
+            if getattr(app.state, "stream_hub", None) is not None:
+                await app.state.stream_hub.close()
+            if getattr(app.state, "usage_writer", None) is not None:
+                await app.state.usage_writer.close()
             if getattr(app.state, "model_host", None) is not None:
                 app.state.model_loading.cancel()
                 await asyncio.gather(app.state.model_loading, return_exceptions=True)
@@ -63,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router):
+    for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router,
+                   openai.router, chat.router, library.router, usage.router):
         app.include_router(router)
     return app
 

@@ -77,6 +77,7 @@ async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
+        kind = exc.error_type or kind
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = "Bearer"
     return error_response(status, exc.message, code=exc.code, param=exc.param, type_=kind, headers=headers)

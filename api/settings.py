@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     login_failure_window: timedelta = Field(
         timedelta(minutes=15), description="Window in which failed logins are counted."
     )
+    stream_resume_window: timedelta = Field(
+        timedelta(seconds=60), description="How long a native stream nobody follows keeps generating before it "
+        "is cancelled (a client may reconnect with Last-Event-ID meanwhile).")
+    stream_retention: timedelta = Field(
+        timedelta(hours=1), description="How long a finished native stream's events stay available for resume.")
+    usage_flush_interval: timedelta = Field(
+        timedelta(milliseconds=500), description="How often usage rows are written (in batches, off the hot path).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     @field_validator("admin_username")
@@ -96,7 +103,8 @@ class Settings(BaseSettings):
             return [part.strip() for part in parts if part.strip()]
         return value
 
-    @field_validator("token_lifetime", "login_failure_window", mode="before")
+    @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",
+                     "usage_flush_interval", mode="before")
     @classmethod
     def _duration_shorthand(cls, value: object) -> object:
         """Accept plain seconds and `90s`, `15m`, `12h`, `7d` as well as ISO 8601 (`P7D`)."""
@@ -104,7 +112,8 @@ class Settings(BaseSettings):
             return timedelta(seconds=int(match["amount"]) * DURATION_UNITS[match["unit"] or "s"])
         return value
 
-    @field_validator("token_lifetime", "login_failure_window")
+    @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",
+                     "usage_flush_interval")
     @classmethod
     def _positive_duration(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

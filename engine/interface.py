@@ -26,7 +26,8 @@ class Health:
 
 class EngineClient(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
-        """Events for the request until each of its choices has finished (or an error event)."""
+        """A `StartEvent` once admitted, then events until each choice has finished (or an error event).
+        Refusals (bad parameters, a prompt over the context, a full queue) raise before the `StartEvent`."""
         ...
 
     def abort(self, request_id: str) -> None:

@@ -17,6 +17,7 @@ from engine.requests import (
     FinishEvent,
     GenerationRequest,
     SamplingParams,
+    StartEvent,
 )
 from engine.sampling import SamplingState
 from engine.scheduler import Scheduler, Sequence
@@ -81,6 +82,7 @@ class LocalEngine:
         self.scheduler.submit(sequences)
         open_choices = params.n
         try:
+            yield StartEvent(request.request_id, len(prompt_ids), params.max_tokens)
             while open_choices:
                 event = await events.get()
                 yield event

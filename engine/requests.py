@@ -84,6 +84,15 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class StartEvent:
+    """The request was admitted: the first event of every stream, before any token."""
+
+    request_id: str
+    prompt_tokens: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     """New text for choice ``index``: whole characters, never a (partial) stop string. ``token_ids`` are the
     tokens generated since the previous event (some tokens only complete a character later)."""
@@ -110,4 +119,4 @@ class ErrorEvent:
     code: str
 
 
-EngineEvent = TokenEvent | FinishEvent | ErrorEvent
+EngineEvent = StartEvent | TokenEvent | FinishEvent | ErrorEvent

@@ -59,6 +59,20 @@ def tiny_model_dir(tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerB
     return models / "tiny-llama"
 
 
+@pytest.fixture(scope="session")
+def chat_model_dir(tokenizer: PreTrainedTokenizerBase, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny seeded Llama like ``tiny_model`` but with a 4096-token context, so an API test can keep a generation
+    running for seconds (resume windows, cancels): `<dir>/tiny-chat/`."""
+    torch.manual_seed(4321)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path_factory.mktemp("chat-models") / "tiny-chat"
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 POSTGRES_ENV = "LLMWS_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgres"]
 

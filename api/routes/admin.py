@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import AdminPrincipal, ClientIP, SessionDep, admin_principal
-from api.schemas.admin import AdminUserCreate, AdminUserUpdate, AuditOut
+from api.schemas.admin import AdminUserCreate, AdminUserUpdate, AuditOut, LimitsIn, LimitsOut
 from api.schemas.auth import UserOut
 from api.schemas.common import ListOut
 from api.schemas.keys import ApiKeyOut
 from api.services import api_keys, audit
 from api.services import users as user_service
+from api.services.auth import Principal
+from db.models import ApiKey, User
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])
 
@@ -45,6 +48,31 @@ async def update_user(user_id: int, body: AdminUserUpdate, admin: AdminPrincipal
                                            email=body.email, password=body.password, actor_user_id=admin.user.id,
                                            ip=ip)
     return UserOut.model_validate(user)
+
+
+@router.put("/users/{user_id}/limits")
+async def set_user_limits(user_id: int, body: LimitsIn, admin: AdminPrincipal, session: SessionDep,
+                          ip: ClientIP) -> LimitsOut:
+    user = await user_service.get_user(session, user_id)
+    _apply_limits(session, user, body, admin, ip, target_type="user", subject=user.username)
+    return LimitsOut.model_validate(user)
+
+
+@router.put("/keys/{key_id}/limits")
+async def set_key_limits(key_id: int, body: LimitsIn, admin: AdminPrincipal, session: SessionDep,
+                         ip: ClientIP) -> LimitsOut:
+    key = await api_keys.get_key(session, key_id)
+    _apply_limits(session, key, body, admin, ip, target_type="api_key", subject=key.user.username)
+    return LimitsOut.model_validate(key)
+
+
+def _apply_limits(session: AsyncSession, row: User | ApiKey, body: LimitsIn, admin: Principal, ip: str | None, *,
+                  target_type: str, subject: str) -> None:
+    limits = body.model_dump()
+    for name, value in limits.items():
+        setattr(row, name, value)
+    audit.record(session, f"{target_type}.limits_set", actor_user_id=admin.user.id, subject=subject,
+                 target_type=target_type, target_id=row.id, ip=ip, detail=limits)
 
 
 @router.get("/keys")

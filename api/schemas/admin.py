@@ -36,3 +36,17 @@ class AuditOut(ResponseBody):
     target_id: str | None
     ip: str | None
     detail: dict[str, Any] | None
+
+
+class LimitsIn(RequestBody):
+    """Limits for a user (all their keys and logins together) or one API key; null means unlimited."""
+
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0)
+    monthly_token_quota: int | None = Field(None, ge=0)
+
+
+class LimitsOut(ResponseBody):
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    monthly_token_quota: int | None

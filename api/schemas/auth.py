@@ -35,6 +35,9 @@ class UserOut(ResponseBody):
     is_active: bool
     created_at: datetime
     last_login_at: datetime | None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    monthly_token_quota: int | None = None
 
 
 class MeOut(UserOut):

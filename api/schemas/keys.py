@@ -23,6 +23,9 @@ class ApiKeyOut(ResponseBody):
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    monthly_token_quota: int | None = None
 
 
 class ApiKeyCreated(ApiKeyOut):

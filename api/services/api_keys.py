@@ -55,6 +55,13 @@ async def list_keys(
     return (await session.execute(query)).scalars().all()
 
 
+async def get_key(session: AsyncSession, key_id: int) -> ApiKey:
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"no API key with id {key_id}", param="key_id")
+    return key
+
+
 async def revoke_key(
     session: AsyncSession, key_id: int, actor: User, *, owner_id: int | None = None, ip: str | None = None
 ) -> ApiKey:

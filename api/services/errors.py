@@ -37,6 +37,9 @@ class PermissionDenied(ServiceError):
 class RateLimited(ServiceError):
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None,
+                 error_type: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
+        # OpenAI clients tell a rate limit from a spent quota by the error's type.
+        self.error_type = error_type

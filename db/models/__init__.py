@@ -4,6 +4,8 @@ from db.models.audit import AuditLog
 from db.models.chat import Conversation, Message, Project, SystemPrompt
 from db.models.gateway import ModelEntry, Provider
 from db.models.jobs import BackgroundJob
+from db.models.limits import RateWindow
+from db.models.streams import ChatStream, ChatStreamEvent
 from db.models.usage import UsageLog
 from db.models.users import ApiKey, AuthSession, Role, User
 from db.models.ws import WsEvent, WsSession
@@ -13,11 +15,14 @@ __all__ = [
     "AuditLog",
     "AuthSession",
     "BackgroundJob",
+    "ChatStream",
+    "ChatStreamEvent",
     "Conversation",
     "Message",
     "ModelEntry",
     "Project",
     "Provider",
+    "RateWindow",
     "Role",
     "SystemPrompt",
     "UsageLog",

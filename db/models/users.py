@@ -29,6 +29,10 @@ class User(Timestamps, Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Limits across all of the user's keys and logins (a key's own limits apply on top); None = unlimited.
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    monthly_token_quota: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def is_admin(self) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,8 @@ from api.app import create_app
 from api.services.users import create_user
 from api.settings import Settings
 from db.models import Role, User
-from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.api.live import LiveApi, start_server, wait_ready
+from tests.conftest import ADMIN_PASSWORD, BACKENDS, make_settings, truncate_all
 
 USER_PASSWORD = "user-password-123"
 
@@ -82,3 +86,34 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert body["error"]["code"] == code, body
     return body["error"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path,
+             chat_model_dir: Path) -> Iterator[LiveApi]:
+    """`llmws serve` serving the tiny chat model, on a migrated database of each backend, shared by a module's
+    tests (each test makes its own account). Native streams nobody follows are cancelled after 2 s."""
+    folder = tmp_path_factory.mktemp("live")
+    if request.param == "sqlite":
+        database = folder / "llmws.db"
+        shutil.copyfile(sqlite_template, database)
+        url = f"sqlite:///{database}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LLMWS_")}
+    env |= {"LLMWS_DATA_DIR": str(folder / "var"), "LLMWS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1",
+            "LLMWS_MODEL_DIRS": str(chat_model_dir.parent), "LLMWS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "LLMWS_STREAM_RESUME_WINDOW": str(LIVE_RESUME_WINDOW_S), "LLMWS_USAGE_FLUSH_INTERVAL": "1"}
+    server = start_server(folder, env, "live")
+    try:
+        wait_ready(server)
+        token = httpx.post(f"{server.base_url}/auth/login",
+                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
+        yield LiveApi(server, token)
+    finally:
+        server.stop()
+        if request.param == "postgres":
+            asyncio.run(truncate_all(request.getfixturevalue("postgres_url")))
+
+
+LIVE_RESUME_WINDOW_S = 2

@@ -4,59 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-LLMWS = str(Path(sys.executable).with_name("llmws"))
-START_TIMEOUT_S = 60
+from tests.api.live import LLMWS, START_TIMEOUT_S, Server, free_port, start_server
+
 PASSWORD_MARKER = "with the password:"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Server:
-    base_url: str
-    process: subprocess.Popen[bytes]
-    console: Path
-
-    def stop(self) -> str:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        return self.console.read_text()
-
-
-def start_server(tmp_path: Path, env: dict[str, str], name: str) -> Server:
-    port = free_port()
-    console = tmp_path / f"{name}.console"
-    with console.open("wb") as sink:
-        process = subprocess.Popen([LLMWS, "serve"], env={**env, "LLMWS_PORT": str(port)}, cwd=tmp_path,
-                                   stdout=sink, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, console)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not start:\n{console.read_text()}")
-        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -175,7 +175,11 @@ async def test_the_queue_is_bounded(tiny_model: LlamaForCausalLM, tokenizer: Pre
 
     try:
         running = engine.generate(requests[0])
-        await anext(running)  # the one batch slot is taken
+        await anext(running)  # admitted to the queue
+        for _ in range(200):
+            if engine.stats().running == 1:  # and now in the one batch slot
+                break
+            await asyncio.sleep(0.01)
         waiting = [asyncio.create_task(drain(request)) for request in requests[1:3]]
         for _ in range(200):
             if engine.stats().queue_depth == 2:

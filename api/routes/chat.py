@@ -1,0 +1,116 @@
+"""The native chat: ``POST /v1/chat`` (JSON) and ``/v1/chat/stream`` (resumable SSE), saved into conversations."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
+
+from api.deps import CurrentPrincipal, SessionDep, current_principal
+from api.schemas.chat import NativeChatRequest
+from api.services import conversations, serving
+from api.services.chat_streams import StreamHub, parse_last_event_id
+from api.services.errors import NotFound
+from engine.requests import GenerationRequest, SamplingParams
+
+router = APIRouter(prefix="/v1/chat", tags=["chat"], dependencies=[Depends(current_principal)])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
+
+
+def _generation_request(body: NativeChatRequest, prompt: list[dict[str, str]]) -> GenerationRequest:
+    params = SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+                            max_tokens=body.max_tokens, stop=tuple(body.stop), seed=body.seed,
+                            repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
+                            frequency_penalty=body.frequency_penalty)
+    return GenerationRequest(messages=prompt, sampling=params, request_id=f"chat-{uuid.uuid4().hex}")
+
+
+async def _start(body: NativeChatRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
+                 ) -> tuple[serving.Generation, uuid.UUID]:
+    """Plan the turn (nothing written), start the generation (refusals raise here), then store the user's turn."""
+    exchange = await conversations.plan_exchange(
+        session, principal.user.id, body.message, conversation_id=body.conversation_id, project_id=body.project_id,
+        system_prompt=body.system_prompt)
+    generation = await serving.begin(request, session, principal, body.model,
+                                     _generation_request(body, exchange.prompt))
+    try:
+        conversation = await conversations.store_exchange(session, principal.user.id, exchange,
+                                                          generation.backend.model)
+        await session.commit()  # the reply is saved by another session, possibly before this request returns
+    except BaseException:
+        await generation.close()
+        raise
+    return generation, conversation.id
+
+
+async def _save_reply(request: Request, conversation_id: uuid.UUID, text: str, generation: serving.Generation
+                      ) -> None:
+    meter = generation.meter
+    await conversations.save_reply(request.app.state.sessionmaker, conversation_id, text,
+                                   model=generation.backend.model, prompt_tokens=meter.prompt_tokens,
+                                   completion_tokens=meter.completion_tokens)
+
+
+@router.post("")
+async def chat(body: NativeChatRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
+               ) -> dict[str, Any]:
+    started = time.perf_counter()
+    generation, conversation_id = await _start(body, request, principal, session)
+    choice = (await serving.collect(generation, request))[0]
+    text, meter = "".join(choice.text), generation.meter
+    await _save_reply(request, conversation_id, text, generation)
+    ttft = meter.ttft_s
+    return {
+        "id": generation.request.request_id, "conversation_id": str(conversation_id),
+        "model": generation.backend.model, "message": {"role": "assistant", "content": text},
+        "finish_reason": choice.finish_reason,
+        "usage": {"prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
+                  "total_tokens": meter.prompt_tokens + meter.completion_tokens},
+        "metrics": {"ttft_ms": None if ttft is None else round(ttft * 1000, 1),
+                    "tokens_per_s": meter.tokens_per_s(),
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 1)},
+    }
+
+
+@router.post("/stream")
+async def chat_stream(body: NativeChatRequest, request: Request, principal: CurrentPrincipal, session: SessionDep,
+                      last_event_id: LastEventId = None) -> StreamingResponse:
+    """Start a generation and stream it; with ``Last-Event-ID``, resume that stream instead of starting anew."""
+    hub: StreamHub = request.app.state.stream_hub
+    if last_event_id:
+        stream_id, seq = parse_last_event_id(last_event_id)
+        return _sse(await hub.follow(stream_id, principal.user.id, seq))
+    generation, conversation_id = await _start(body, request, principal, session)
+
+    async def on_finish(text: str, finished: serving.Generation) -> None:
+        await _save_reply(request, conversation_id, text, finished)
+
+    run = await hub.launch(generation, user_id=principal.user.id, conversation_id=conversation_id,
+                           on_finish=on_finish)
+    return _sse(hub.follow_run(run))
+
+
+@router.get("/stream/{stream_id}")
+async def resume_stream(stream_id: uuid.UUID, request: Request, principal: CurrentPrincipal,
+                        last_event_id: LastEventId = None, after: int | None = None) -> StreamingResponse:
+    """The rest of a stream after ``Last-Event-ID`` (or ``?after=<event number>``; from the start without)."""
+    hub: StreamHub = request.app.state.stream_hub
+    seq = parse_last_event_id(last_event_id, stream_id)[1] if last_event_id else max(after or 0, 0)
+    return _sse(await hub.follow(stream_id, principal.user.id, seq))
+
+
+@router.post("/stream/{stream_id}/cancel")
+async def cancel_stream(stream_id: uuid.UUID, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    hub: StreamHub = request.app.state.stream_hub
+    if not hub.cancel(stream_id, principal.user.id):
+        raise NotFound("no running stream with this id here", param="stream_id", code="stream_not_found")
+    return {"id": str(stream_id), "cancelled": True}
+
+
+def _sse(body: Any) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,40 @@
+"""Usage: the caller's own (``/v1/usage``) and everyone's for admins (``/admin/usage``, also as CSV)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from pydantic import AwareDatetime
+
+from api.deps import CurrentPrincipal, SessionDep, admin_principal, current_principal
+from api.services import usage_reports
+from api.services.usage_reports import GroupBy
+
+router = APIRouter(tags=["usage"], dependencies=[Depends(current_principal)])
+
+
+@router.get("/v1/usage")
+async def own_usage(principal: CurrentPrincipal, session: SessionDep, since: AwareDatetime | None = None,
+                    until: AwareDatetime | None = None, group_by: GroupBy = "day") -> dict[str, Any]:
+    start, end = usage_reports.period(since, until)
+    rows = await usage_reports.aggregate(session, group_by, start, end, user_id=principal.user.id)
+    total = await usage_reports.totals(session, start, end, user_id=principal.user.id)
+    return {"since": start, "until": end, "group_by": group_by, "totals": asdict(total),
+            "data": [asdict(row) for row in rows]}
+
+
+@router.get("/admin/usage", dependencies=[Depends(admin_principal)], response_model=None)
+async def admin_usage(session: SessionDep, since: AwareDatetime | None = None, until: AwareDatetime | None = None,
+                      group_by: GroupBy = "day", user_id: int | None = None,
+                      format: Literal["json", "csv"] = "json") -> dict[str, Any] | Response:  # noqa: A002
+    start, end = usage_reports.period(since, until)
+    rows = await usage_reports.aggregate(session, group_by, start, end, user_id=user_id)
+    if format == "csv":
+        return Response(usage_reports.to_csv(group_by, rows), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="usage-by-{group_by}.csv"'})
+    total = await usage_reports.totals(session, start, end, user_id=user_id)
+    return {"since": start, "until": end, "group_by": group_by, "totals": asdict(total),
+            "data": [asdict(row) for row in rows]}

@@ -1,0 +1,171 @@
+"""Projects, conversations and their messages, always scoped to their owner (someone else's id is a 404)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.services.errors import NotFound
+from db.models import Conversation, Message, Project
+from db.types import utcnow
+
+UNSET: Any = object()  # "not given" for fields where None means "clear it"
+TITLE_LENGTH = 60
+
+
+async def list_projects(session: AsyncSession, owner_id: int, offset: int, limit: int) -> tuple[list[Project], int]:
+    query = select(Project).where(Project.owner_id == owner_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(query.order_by(Project.created_at.desc(), Project.id).offset(offset).limit(limit))
+    return list(rows), total
+
+
+async def get_project(session: AsyncSession, owner_id: int, project_id: uuid.UUID) -> Project:
+    project = await session.get(Project, project_id)
+    if project is None or project.owner_id != owner_id:
+        raise NotFound("no such project", param="project_id", code="project_not_found")
+    return project
+
+
+async def create_project(session: AsyncSession, owner_id: int, **fields: Any) -> Project:
+    project = Project(owner_id=owner_id, **fields)
+    session.add(project)
+    await session.flush()
+    return project
+
+
+def update_fields(row: object, fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        if value is not UNSET:
+            setattr(row, name, value)
+
+
+async def delete_project(session: AsyncSession, project: Project) -> None:
+    """The project goes; its conversations stay, outside any project."""
+    await session.delete(project)
+
+
+async def list_conversations(session: AsyncSession, owner_id: int, offset: int, limit: int,
+                             project_id: uuid.UUID | None = None) -> tuple[list[Conversation], int]:
+    query = select(Conversation).where(Conversation.owner_id == owner_id)
+    if project_id is not None:
+        query = query.where(Conversation.project_id == project_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(query.order_by(Conversation.updated_at.desc(), Conversation.id)
+                                 .offset(offset).limit(limit))
+    return list(rows), total
+
+
+async def get_conversation(session: AsyncSession, owner_id: int, conversation_id: uuid.UUID) -> Conversation:
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.owner_id != owner_id:
+        raise NotFound("no such conversation", param="conversation_id", code="conversation_not_found")
+    return conversation
+
+
+async def create_conversation(session: AsyncSession, owner_id: int, *, title: str | None = None,
+                              project_id: uuid.UUID | None = None, model: str | None = None,
+                              system_prompt: str | None = None) -> Conversation:
+    if project_id is not None:
+        await get_project(session, owner_id, project_id)
+    conversation = Conversation(owner_id=owner_id, title=title or "New chat", project_id=project_id, model=model,
+                                system_prompt=system_prompt)
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def update_conversation(session: AsyncSession, conversation: Conversation, *, title: str = UNSET,
+                              project_id: uuid.UUID | None = UNSET, system_prompt: str | None = UNSET
+                              ) -> Conversation:
+    if project_id is not UNSET and project_id is not None:
+        await get_project(session, conversation.owner_id, project_id)
+    update_fields(conversation, {"title": title, "project_id": project_id, "system_prompt": system_prompt})
+    await session.flush()
+    return conversation
+
+
+async def messages_of(session: AsyncSession, conversation_id: uuid.UUID) -> list[Message]:
+    rows = await session.scalars(select(Message).where(Message.conversation_id == conversation_id)
+                                 .order_by(Message.id))
+    return list(rows)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A new user turn and everything the model should see with it (system prompt, earlier turns). Planned
+    without writing anything, so a refused generation leaves no trace; stored once the generation has started."""
+
+    text: str
+    conversation: Conversation | None  # None: a new conversation will be created
+    project_id: uuid.UUID | None
+    system_prompt: str | None
+    prompt: list[dict[str, str]]
+
+
+async def plan_exchange(session: AsyncSession, owner_id: int, text: str, *, conversation_id: uuid.UUID | None,
+                        project_id: uuid.UUID | None, system_prompt: str | None) -> Exchange:
+    conversation = (await get_conversation(session, owner_id, conversation_id)
+                    if conversation_id is not None else None)
+    if conversation is not None:
+        project_id = conversation.project_id
+    project = await get_project(session, owner_id, project_id) if project_id is not None else None
+    system = system_prompt or (conversation.system_prompt if conversation else None) or (
+        project.system_prompt if project else None)
+    history = ([{"role": m.role, "content": m.content} for m in await messages_of(session, conversation.id)]
+               if conversation is not None else [])
+    prompt = ([{"role": "system", "content": system}] if system else []) + history + [
+        {"role": "user", "content": text}]
+    return Exchange(text, conversation, project_id, system_prompt, prompt)
+
+
+async def store_exchange(session: AsyncSession, owner_id: int, exchange: Exchange, model: str) -> Conversation:
+    conversation = exchange.conversation or await create_conversation(
+        session, owner_id, title=_title(exchange.text), project_id=exchange.project_id, model=model,
+        system_prompt=exchange.system_prompt)
+    session.add(Message(conversation_id=conversation.id, role="user", content=exchange.text))
+    conversation.updated_at = utcnow()
+    await session.flush()
+    return conversation
+
+
+async def save_reply(sessionmaker: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, text: str, *,
+                     model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    async with sessionmaker() as session:
+        session.add(Message(conversation_id=conversation_id, role="assistant", content=text, model=model,
+                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is not None:
+            conversation.updated_at = utcnow()
+        await session.commit()
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_LENGTH else line[:TITLE_LENGTH - 1] + "…"
+
+
+def export_json(conversation: Conversation, messages: list[Message]) -> str:
+    return json.dumps({
+        "id": str(conversation.id), "title": conversation.title, "model": conversation.model,
+        "project_id": str(conversation.project_id) if conversation.project_id else None,
+        "system_prompt": conversation.system_prompt, "created_at": conversation.created_at.isoformat(),
+        "messages": [{"role": m.role, "content": m.content, "model": m.model, "created_at": m.created_at.isoformat(),
+                      "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens}
+                     for m in messages],
+    }, ensure_ascii=False, indent=2)
+
+
+def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
+    lines = [f"# {conversation.title}", "", f"*{conversation.created_at:%Y-%m-%d %H:%M} UTC*"]
+    if conversation.system_prompt:
+        lines += ["", "## System", "", conversation.system_prompt]
+    for message in messages:
+        who = message.role.capitalize() + (f" ({message.model})" if message.model else "")
+        lines += ["", f"## {who}", "", message.content]
+    return "\n".join(lines) + "\n"

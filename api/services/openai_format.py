@@ -1,0 +1,130 @@
+"""OpenAI's shapes: requests turned into engine requests, results and stream chunks turned into OpenAI JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from api.schemas.openai import (
+    UNSUPPORTED_CHAT_FIELDS,
+    UNSUPPORTED_COMPLETION_FIELDS,
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingFields,
+)
+from api.services.errors import InvalidInput
+from api.services.serving import Choice, Generation, GenerationFailed
+from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+
+DEFAULT_CHAT_MAX_TOKENS = 512
+DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's own default for /v1/completions
+FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
+
+
+def refuse_unsupported(body: SamplingFields, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        value = getattr(body, name)
+        if value is not None and value is not False:
+            raise InvalidInput(f"'{name}' is not supported by this server yet", param=name,
+                               code="unsupported_parameter")
+
+
+def sampling(body: SamplingFields, max_tokens: int | None, default_max_tokens: int) -> SamplingParams:
+    return SamplingParams(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p, top_k=body.top_k or 0,
+        repetition_penalty=body.repetition_penalty or 1.0, presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty, seed=body.seed, max_tokens=max_tokens or default_max_tokens,
+        stop=body.stop_strings(), n=body.n)
+
+
+def chat_request(body: ChatCompletionRequest) -> GenerationRequest:
+    refuse_unsupported(body, UNSUPPORTED_CHAT_FIELDS)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    params = sampling(body, body.max_completion_tokens or body.max_tokens, DEFAULT_CHAT_MAX_TOKENS)
+    return GenerationRequest(messages=messages, sampling=params, request_id=f"chatcmpl-{uuid.uuid4().hex}")
+
+
+def completion_request(body: CompletionRequest) -> GenerationRequest:
+    refuse_unsupported(body, UNSUPPORTED_COMPLETION_FIELDS)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise InvalidInput("send one prompt per request", param="prompt", code="invalid_value")
+    params = sampling(body, body.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS)
+    return GenerationRequest(prompt=prompts[0], sampling=params, request_id=f"cmpl-{uuid.uuid4().hex}")
+
+
+def usage_dict(generation: Generation) -> dict[str, int]:
+    prompt, completion = generation.meter.prompt_tokens, generation.meter.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def chat_response(generation: Generation, choices: list[Choice]) -> dict[str, Any]:
+    return {
+        "id": generation.request.request_id, "object": "chat.completion", "created": int(time.time()),
+        "model": generation.backend.model, "system_fingerprint": None,
+        "choices": [{"index": index, "message": {"role": "assistant", "content": "".join(choice.text)},
+                     "logprobs": None, "finish_reason": FINISH_REASONS.get(choice.finish_reason or "stop", "stop")}
+                    for index, choice in enumerate(choices)],
+        "usage": usage_dict(generation),
+    }
+
+
+def completion_response(generation: Generation, choices: list[Choice]) -> dict[str, Any]:
+    return {
+        "id": generation.request.request_id, "object": "text_completion", "created": int(time.time()),
+        "model": generation.backend.model, "system_fingerprint": None,
+        "choices": [{"index": index, "text": "".join(choice.text), "logprobs": None,
+                     "finish_reason": FINISH_REASONS.get(choice.finish_reason or "stop", "stop")}
+                    for index, choice in enumerate(choices)],
+        "usage": usage_dict(generation),
+    }
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def stream_chunks(generation: Generation, *, chat: bool, include_usage: bool) -> AsyncIterator[bytes]:
+    """The SSE body: (chat: a role chunk per choice first) content chunks, a finish chunk per choice, the usage
+    chunk when asked, then ``[DONE]``. A client that goes away cancels this, which stops the generation."""
+    created = int(time.time())
+    head = {"id": generation.request.request_id, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created, "model": generation.backend.model, "system_fingerprint": None}
+
+    def chunk(index: int, content: str | None, finish: str | None, role: bool = False) -> bytes:
+        if chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else (
+                {"content": content} if content is not None else {})
+            choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": content or "", "logprobs": None, "finish_reason": finish}
+        return _sse({**head, "choices": [choice]})
+
+    try:
+        if chat:
+            for index in range(generation.request.sampling.n):
+                yield chunk(index, None, None, role=True)
+        async for event in generation.events:
+            generation.meter.observe(event)
+            if isinstance(event, TokenEvent):
+                if event.text:
+                    yield chunk(event.index, event.text, None)
+            elif isinstance(event, FinishEvent):
+                yield chunk(event.index, None, FINISH_REASONS.get(event.finish_reason, "stop"))
+            elif isinstance(event, ErrorEvent):
+                failure = GenerationFailed(event.message)
+                yield _sse({"error": {"message": failure.message, "type": "server_error", "param": None,
+                                      "code": event.code}})
+                return
+        if include_usage:
+            yield _sse({**head, "choices": [], "usage": usage_dict(generation)})
+        yield DONE
+    finally:
+        await generation.close()

@@ -1,0 +1,110 @@
+"""Serving one generation for a caller: limits, the backend, the first event (refusals surface before any response
+is sent), usage metering, and stopping the engine's work when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.services import limits
+from api.services.auth import Principal
+from api.services.backends import Backend
+from api.services.errors import RateLimited, ServiceError
+from api.services.metering import Meter
+from engine.errors import EngineError
+from engine.requests import EngineEvent, ErrorEvent, FinishEvent, GenerationRequest, StartEvent, TokenEvent
+
+
+class GenerationFailed(EngineError):
+    code = "generation_failed"
+
+
+@dataclass
+class Generation:
+    backend: Backend
+    request: GenerationRequest
+    meter: Meter
+    start: StartEvent
+    events: AsyncIterator[EngineEvent]  # what follows the start event
+
+    def abort(self) -> None:
+        self.backend.client.abort(self.request.request_id)
+
+    async def close(self) -> None:
+        """Stop the engine's work if it is still running, and record usage (once)."""
+        closer = getattr(self.events, "aclose", None)
+        if closer is not None:
+            await closer()  # an unfinished stream aborts its request in the engine
+        self.meter.record(None if self.finished else "cancelled")
+
+    @property
+    def finished(self) -> bool:
+        return len(self.meter.finish_reasons) >= self.request.sampling.n or self.meter.error is not None
+
+
+async def begin(request: Request, session: AsyncSession, principal: Principal, model: str | None,
+                generation: GenerationRequest) -> Generation:
+    """Admit the request (limits), pick its backend and start it; a refusal raises before anything is streamed
+    and leaves a usage row with status ``rejected``.
+
+    The limits are counted in the request's own session, which is committed here: a request then holds no
+    database connection while it generates (two at once per request would exhaust the pool under load)."""
+    state = request.app.state
+    backend: Backend = state.backends.resolve(model)
+    meter = Meter.for_principal(state.usage_writer, principal, generation.request_id, backend.model, backend.kind)
+    try:
+        await limits.admit(session, principal)
+        events = backend.client.generate(generation)
+        first = await anext(aiter(events))
+    except (RateLimited, EngineError, ServiceError):
+        meter.record("rejected")
+        raise
+    meter.observe(first)
+    if not isinstance(first, StartEvent):
+        meter.record("error")
+        message = first.message if isinstance(first, ErrorEvent) else "the backend did not start the request"
+        raise GenerationFailed(message)
+    return Generation(backend, generation, meter, first, events)
+
+
+@dataclass
+class Choice:
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+async def collect(generation: Generation, request: Request) -> list[Choice]:
+    """Run a generation to its end for a non-streaming answer; a client that disconnects meanwhile stops it."""
+    choices = [Choice() for _ in range(generation.request.sampling.n)]
+    try:
+        async with abort_on_disconnect(request, generation.abort):
+            async for event in generation.events:
+                generation.meter.observe(event)
+                if isinstance(event, TokenEvent):
+                    choices[event.index].text.append(event.text)
+                elif isinstance(event, FinishEvent):
+                    choices[event.index].finish_reason = event.finish_reason
+                elif isinstance(event, ErrorEvent):
+                    raise GenerationFailed(event.message)
+    finally:
+        await generation.close()
+    return choices
+
+
+@contextlib.asynccontextmanager
+async def abort_on_disconnect(request: Request, abort: Callable[[], None]) -> AsyncIterator[None]:
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        abort()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()

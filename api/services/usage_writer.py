@@ -1,0 +1,126 @@
+"""Usage rows written off the hot path: requests hand their record to a queue, a background task inserts them in
+batches (and adds their tokens to the shared per-minute rate windows). Nothing is lost on a client disconnect:
+the record is queued by the request's own cleanup, and closing the writer flushes what is left."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.models import RateWindow, UsageLog
+
+log = logging.getLogger(__name__)
+
+# Past this many unwritten rows (a database down for a long time) the oldest are dropped, loudly.
+MAX_PENDING = 100_000
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    user_id: int | None
+    api_key_id: int | None
+    model: str
+    backend: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None
+    latency_ms: float
+    tokens_per_s: float | None
+    status: str  # ok, cancelled, error, rejected
+    count_source: str  # engine, upstream, estimated
+
+    def rate_subjects(self) -> list[str]:
+        subjects = [f"user:{self.user_id}"] if self.user_id is not None else []
+        return subjects + ([f"key:{self.api_key_id}"] if self.api_key_id is not None else [])
+
+
+class UsageWriter:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, interval_s: float = 0.5,
+                 batch_size: int = 500) -> None:
+        self._sessionmaker = sessionmaker
+        self._interval_s = interval_s
+        self._batch_size = batch_size
+        self._pending: list[tuple[UsageRecord, int]] = []  # (record, the minute it finished in)
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="llmws-usage-writer")
+
+    def record(self, record: UsageRecord) -> None:
+        self._pending.append((record, int(time.time()) // 60))
+        if len(self._pending) > MAX_PENDING:
+            dropped = len(self._pending) - MAX_PENDING
+            del self._pending[:dropped]
+            log.error("usage writer: the database has been unreachable too long; dropped %d usage rows", dropped)
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write everything recorded so far."""
+        async with self._lock:
+            while self._pending:
+                batch, self._pending = self._pending[:self._batch_size], self._pending[self._batch_size:]
+                try:
+                    await self._write(batch)
+                except SQLAlchemyError:
+                    self._pending[:0] = batch  # kept for the next try
+                    raise
+
+    async def close(self) -> None:
+        # The loop is asked to stop, not cancelled: a cancel in the middle of a write can leave SQLite locked.
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.flush()
+        except SQLAlchemyError:
+            log.exception("usage writer: %d usage rows could not be written at shutdown", len(self._pending))
+
+    async def _loop(self) -> None:
+        while not self._closing:
+            try:
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except SQLAlchemyError:
+                log.exception("usage writer: writing usage failed; retrying")
+
+    async def _write(self, batch: list[tuple[UsageRecord, int]]) -> None:
+        tokens: Counter[tuple[str, int]] = Counter()
+        for record, minute in batch:
+            for subject in record.rate_subjects():
+                tokens[(subject, minute)] += record.prompt_tokens + record.completion_tokens
+        async with self._sessionmaker() as session:
+            await session.execute(insert(UsageLog), [asdict(record) for record, _ in batch])
+            for (subject, minute), count in tokens.items():
+                await add_window_tokens(session, subject, minute, count)
+            await session.commit()
+
+
+async def add_window_tokens(session: AsyncSession, subject: str, minute: int, count: int) -> None:
+    """Add tokens to a rate window, creating it if needed (portable: no dialect-specific upsert)."""
+    statement = (update(RateWindow).where(RateWindow.subject == subject, RateWindow.minute == minute)
+                 .values(tokens=RateWindow.tokens + count))
+    if (await session.execute(statement)).rowcount:  # type: ignore[attr-defined]
+        return
+    try:
+        async with session.begin_nested():
+            session.add(RateWindow(subject=subject, minute=minute, requests=0, tokens=count))
+    except IntegrityError:  # another replica created it in between
+        await session.execute(statement)

@@ -1,0 +1,156 @@
+"""Acceptance 2 and 3 of the HTTP API: the native chat, its resumable SSE stream, cancels, and saved conversations."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from tests.api.conftest import LIVE_RESUME_WINDOW_S
+from tests.api.live import Account, LiveApi
+
+
+@dataclass
+class Event:
+    id: str
+    event: str
+    data: dict
+
+    @property
+    def seq(self) -> int:
+        return int(self.id.rpartition(":")[2])
+
+
+def events_of(response: httpx.Response) -> Iterator[Event]:
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if fields:
+                yield Event(fields["id"], fields["event"], json.loads(fields["data"]))
+            fields = {}
+            continue
+        name, _, value = line.partition(": ")
+        fields[name] = value
+
+
+@contextlib.contextmanager
+def stream(live_api: LiveApi, account: Account, body: dict, headers: dict[str, str] | None = None
+           ) -> Iterator[httpx.Response]:
+    """POST /v1/chat/stream, read as it comes; leaving the block drops the connection."""
+    with httpx.stream("POST", f"{live_api.base_url}/v1/chat/stream", json=body, timeout=60,
+                      headers={**account.headers, **(headers or {})}) as response:
+        assert response.status_code == 200, response.read()
+        yield response
+
+
+GREEDY = {"message": "Write about rivers.", "temperature": 0, "max_tokens": 60}
+
+
+def texts(events: list[Event]) -> str:
+    return "".join(event.data["text"] for event in events if event.event == "token")
+
+
+def test_a_dropped_stream_resumes_where_it_left_off(live_api: LiveApi) -> None:
+    account = live_api.new_account("resumer")
+    with stream(live_api, account, GREEDY) as whole:
+        uninterrupted = list(events_of(whole))
+    assert [event.event for event in uninterrupted][:1] == ["start"]
+    assert [event.event for event in uninterrupted][-2:] == ["metrics", "done"]
+
+    with stream(live_api, account, GREEDY) as first:
+        head = []
+        for event in events_of(first):
+            head.append(event)
+            if len(head) == 5:
+                break
+    with stream(live_api, account, GREEDY, headers={"Last-Event-ID": head[-1].id}) as again:
+        rest = list(events_of(again))
+    received = head + rest
+    assert [event.seq for event in received] == list(range(1, len(received) + 1))  # none repeated, none missing
+    assert len({event.id.rpartition(":")[0] for event in received}) == 1  # one generation, not a new one
+    assert texts(received) == texts(uninterrupted)
+    assert received[-1].data["usage"] == uninterrupted[-1].data["usage"]
+
+    # The exchange was saved in a new conversation, which the stream named at its start.
+    conversation = received[0].data["conversation_id"]
+    saved = httpx.get(f"{live_api.base_url}/v1/conversations/{conversation}", headers=account.headers).json()
+    assert [(m["role"], m["content"]) for m in saved["messages"]] == [
+        ("user", GREEDY["message"]), ("assistant", texts(uninterrupted))]
+    # The same stream can be read again from the start by id.
+    stream_id = received[0].data["stream_id"]
+    with httpx.stream("GET", f"{live_api.base_url}/v1/chat/stream/{stream_id}", headers=account.headers) as replay:
+        assert texts(list(events_of(replay))) == texts(uninterrupted)
+
+
+def test_an_unattached_stream_is_cancelled_after_the_resume_window(live_api: LiveApi) -> None:
+    account = live_api.new_account("abandoner")
+    with stream(live_api, account, {"message": "Go on and on.", "max_tokens": 3500, "temperature": 0}) as response:
+        seen = []
+        for event in events_of(response):
+            seen.append(event)
+            if sum(e.event == "token" for e in seen) == 3:
+                break
+    left = time.monotonic()
+    assert live_api.engine_stats()["running"] == 1  # still generating into its buffer
+    live_api.wait_engine_idle(within_s=LIVE_RESUME_WINDOW_S + 3)
+    assert time.monotonic() - left >= LIVE_RESUME_WINDOW_S - 0.5
+    usage = live_api.usage_by_status(account, expect_requests=1)
+    assert set(usage) == {"cancelled"} and usage["cancelled"]["completion_tokens"] >= 3
+    # Reattaching later still gets the whole story, ending in a cancelled "done".
+    with httpx.stream("GET", f"{live_api.base_url}/v1/chat/stream/{seen[0].data['stream_id']}",
+                      headers={**account.headers, "Last-Event-ID": seen[-1].id}) as late:
+        rest = list(events_of(late))
+    assert rest[-1].event == "done" and rest[-1].data["finish_reason"] == "cancelled"
+
+
+def test_an_explicit_cancel_stops_the_stream_at_once(live_api: LiveApi) -> None:
+    account = live_api.new_account("canceller")
+    with stream(live_api, account, {"message": "Tell a long story.", "max_tokens": 3500}) as response:
+        events = events_of(response)
+        start = next(events)
+        next(event for event in events if event.event == "token")
+        asked = time.monotonic()
+        cancel = httpx.post(f"{live_api.base_url}/v1/chat/stream/{start.data['stream_id']}/cancel",
+                            headers=account.headers)
+        assert cancel.status_code == 200, cancel.text
+        rest = list(events)
+        ended = time.monotonic() - asked
+    assert ended < 1.0
+    assert rest[-1].event == "done" and rest[-1].data["finish_reason"] == "cancelled"
+    assert live_api.wait_engine_idle(within_s=1.0) < 1.0
+    assert set(live_api.usage_by_status(account, expect_requests=1)) == {"cancelled"}
+
+
+def test_someone_elses_stream_is_not_found(live_api: LiveApi) -> None:
+    owner, other = live_api.new_account("owner"), live_api.new_account("other")
+    with stream(live_api, owner, {**GREEDY, "max_tokens": 4}) as response:
+        start, *_ = list(events_of(response))
+    stream_id = start.data["stream_id"]
+    assert httpx.get(f"{live_api.base_url}/v1/chat/stream/{stream_id}", headers=other.headers).status_code == 404
+    assert httpx.post(f"{live_api.base_url}/v1/chat/stream/{stream_id}/cancel",
+                      headers=other.headers).status_code == 404
+    refused = httpx.post(f"{live_api.base_url}/v1/chat/stream", json=GREEDY,
+                         headers={**owner.headers, "Last-Event-ID": "not-an-id"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "Last-Event-ID"
+
+
+def test_native_chat_continues_a_conversation(live_api: LiveApi) -> None:
+    account = live_api.new_account("talker")
+    project = httpx.post(f"{live_api.base_url}/v1/projects", headers=account.headers,
+                         json={"name": "Poems", "system_prompt": "You write poems."}).json()
+    first = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers,
+                       json={"message": "A poem about bees", "project_id": project["id"], "max_tokens": 8}).json()
+    second = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers,
+                        json={"message": "Another one", "conversation_id": first["conversation_id"],
+                              "max_tokens": 8}).json()
+    assert second["conversation_id"] == first["conversation_id"]
+    # The second turn saw the system prompt and the first exchange: its prompt is longer by all of that.
+    assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"] + 5
+    saved = httpx.get(f"{live_api.base_url}/v1/conversations/{first['conversation_id']}",
+                      headers=account.headers).json()
+    assert saved["project_id"] == project["id"]
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant", "user", "assistant"]
