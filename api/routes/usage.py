@@ -1,4 +1,5 @@
-"""Usage: the caller's own (``/v1/usage``) and everyone's for admins (``/admin/usage``, also as CSV)."""
+"""Usage: the caller's own (``/v1/usage``) and everyone's for admins (``/admin/usage``, also as CSV). Reports cover
+whole UTC days: from ``since``'s day through ``until``'s (default: the last 30 days)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ router = APIRouter(tags=["usage"], dependencies=[Depends(current_principal)])
 @router.get("/v1/usage")
 async def own_usage(principal: CurrentPrincipal, session: SessionDep, since: AwareDatetime | None = None,
                     until: AwareDatetime | None = None, group_by: GroupBy = "day") -> dict[str, Any]:
-    start, end = usage_reports.period(since, until)
-    rows = await usage_reports.aggregate(session, group_by, start, end, user_id=principal.user.id)
-    total = await usage_reports.totals(session, start, end, user_id=principal.user.id)
-    return {"since": start, "until": end, "group_by": group_by, "totals": asdict(total),
+    days = usage_reports.period(since, until)
+    rows = await usage_reports.aggregate(session, group_by, days, user_id=principal.user.id)
+    total = await usage_reports.totals(session, days, user_id=principal.user.id)
+    return {"since": days[0], "until": days[1], "group_by": group_by, "totals": asdict(total),
             "data": [asdict(row) for row in rows]}
 
 
@@ -30,11 +31,11 @@ async def own_usage(principal: CurrentPrincipal, session: SessionDep, since: Awa
 async def admin_usage(session: SessionDep, since: AwareDatetime | None = None, until: AwareDatetime | None = None,
                       group_by: GroupBy = "day", user_id: int | None = None,
                       format: Literal["json", "csv"] = "json") -> dict[str, Any] | Response:  # noqa: A002
-    start, end = usage_reports.period(since, until)
-    rows = await usage_reports.aggregate(session, group_by, start, end, user_id=user_id)
+    days = usage_reports.period(since, until)
+    rows = await usage_reports.aggregate(session, group_by, days, user_id=user_id)
     if format == "csv":
         return Response(usage_reports.to_csv(group_by, rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="usage-by-{group_by}.csv"'})
-    total = await usage_reports.totals(session, start, end, user_id=user_id)
-    return {"since": start, "until": end, "group_by": group_by, "totals": asdict(total),
+    total = await usage_reports.totals(session, days, user_id=user_id)
+    return {"since": days[0], "until": days[1], "group_by": group_by, "totals": asdict(total),
             "data": [asdict(row) for row in rows]}

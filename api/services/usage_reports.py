@@ -1,18 +1,19 @@
-"""Usage aggregates, computed in SQL (each filter starts with a time range the usage indexes serve)."""
+"""Usage aggregates, computed in SQL over the per-day rollup (``usage_daily``) the usage writer keeps, so a
+month of a million requests sums a few thousand rows."""
 
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.errors import InvalidInput
-from db.models import ApiKey, UsageLog, User
+from db.models import ApiKey, UsageDaily, User
 from db.types import utcnow
 
 GroupBy = Literal["day", "model", "user", "key", "backend", "status"]
@@ -31,58 +32,55 @@ class UsageRow:
     avg_latency_ms: float | None
 
 
-def period(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+def period(since: datetime | None, until: datetime | None) -> tuple[date, date]:
+    """The UTC days a report covers, both included (the rollup is per day): default the last 30."""
     until = until or utcnow()
     since = since or until - DEFAULT_PERIOD
     if since >= until:
         raise InvalidInput("'since' must be before 'until'", param="since")
-    return since, until
+    return since.astimezone(UTC).date(), until.astimezone(UTC).date()
 
 
-def _day(session: AsyncSession) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", UsageLog.created_at), "YYYY-MM-DD")
-    return func.date(UsageLog.created_at)  # SQLite keeps UTC text
-
-
-def _group_column(session: AsyncSession, group_by: GroupBy) -> ColumnElement[Any]:
-    return {"day": _day(session), "model": UsageLog.model, "backend": UsageLog.backend, "status": UsageLog.status,
-            "user": func.coalesce(User.username, func.cast(UsageLog.user_id, User.username.type)),
+def _group_column(group_by: GroupBy) -> ColumnElement[Any]:
+    return {"day": UsageDaily.day, "model": UsageDaily.model, "backend": UsageDaily.backend,
+            "status": UsageDaily.status,
+            "user": func.coalesce(User.username, "(deleted user)"),
             "key": func.coalesce(ApiKey.prefix, "(no key)")}[group_by]
 
 
-async def aggregate(session: AsyncSession, group_by: GroupBy, since: datetime, until: datetime, *,
+def _sums() -> tuple[ColumnElement[Any], ...]:
+    return (func.coalesce(func.sum(UsageDaily.requests), 0), func.coalesce(func.sum(UsageDaily.prompt_tokens), 0),
+            func.coalesce(func.sum(UsageDaily.completion_tokens), 0),
+            func.coalesce(func.sum(UsageDaily.ttft_ms_sum), 0), func.coalesce(func.sum(UsageDaily.ttft_count), 0),
+            func.coalesce(func.sum(UsageDaily.latency_ms_sum), 0))
+
+
+def _row(group: object, sums: tuple[Any, ...]) -> UsageRow:
+    requests, prompt, completion, ttft_sum, ttft_count, latency_sum = (float(value) for value in sums)
+    return UsageRow(None if group is None else str(group), int(requests), int(prompt), int(completion),
+                    int(prompt + completion), round(ttft_sum / ttft_count, 1) if ttft_count else None,
+                    round(latency_sum / requests, 1) if requests else None)
+
+
+def _in_period(query: Select[Any], days: tuple[date, date], user_id: int | None) -> Select[Any]:
+    query = query.where(UsageDaily.day >= days[0], UsageDaily.day <= days[1])
+    return query if user_id is None else query.where(UsageDaily.user_id == user_id)
+
+
+async def aggregate(session: AsyncSession, group_by: GroupBy, days: tuple[date, date], *,
                     user_id: int | None = None) -> list[UsageRow]:
-    group = _group_column(session, group_by).label("grp")
-    query = select(
-        group, func.count(), func.coalesce(func.sum(UsageLog.prompt_tokens), 0),
-        func.coalesce(func.sum(UsageLog.completion_tokens), 0), func.avg(UsageLog.ttft_ms),
-        func.avg(UsageLog.latency_ms),
-    ).where(UsageLog.created_at >= since, UsageLog.created_at < until)
+    group = _group_column(group_by).label("grp")
+    query = _in_period(select(group, *_sums()), days, user_id)
     if group_by == "user":
-        query = query.outerjoin(User, User.id == UsageLog.user_id)
+        query = query.outerjoin(User, User.id == UsageDaily.user_id)
     if group_by == "key":
-        query = query.outerjoin(ApiKey, ApiKey.id == UsageLog.api_key_id)
-    if user_id is not None:
-        query = query.where(UsageLog.user_id == user_id)
+        query = query.outerjoin(ApiKey, ApiKey.id == UsageDaily.api_key_id)
     query = query.group_by(group).order_by(group).limit(MAX_GROUPS)
-    return [UsageRow(None if name is None else str(name), requests, int(prompt), int(completion),
-                     int(prompt) + int(completion), None if ttft is None else round(float(ttft), 1),
-                     None if latency is None else round(float(latency), 1))
-            for name, requests, prompt, completion, ttft, latency in (await session.execute(query)).all()]
+    return [_row(name, tuple(sums)) for name, *sums in (await session.execute(query)).all()]
 
 
-async def totals(session: AsyncSession, since: datetime, until: datetime, *, user_id: int | None = None
-                 ) -> UsageRow:
-    query = select(func.count(), func.coalesce(func.sum(UsageLog.prompt_tokens), 0),
-                   func.coalesce(func.sum(UsageLog.completion_tokens), 0), func.avg(UsageLog.ttft_ms),
-                   func.avg(UsageLog.latency_ms)).where(UsageLog.created_at >= since, UsageLog.created_at < until)
-    if user_id is not None:
-        query = query.where(UsageLog.user_id == user_id)
-    requests, prompt, completion, ttft, latency = (await session.execute(query)).one()
-    return UsageRow(None, requests, int(prompt), int(completion), int(prompt) + int(completion),
-                    None if ttft is None else round(float(ttft), 1),
-                    None if latency is None else round(float(latency), 1))
+async def totals(session: AsyncSession, days: tuple[date, date], *, user_id: int | None = None) -> UsageRow:
+    return _row(None, tuple((await session.execute(_in_period(select(*_sums()), days, user_id))).one()))
 
 
 def to_csv(group_by: str, rows: list[UsageRow]) -> str:

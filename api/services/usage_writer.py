@@ -9,12 +9,14 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import RateWindow, UsageLog
+from db.models import RateWindow, UsageDaily, UsageLog
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class UsageWriter:
         self._sessionmaker = sessionmaker
         self._interval_s = interval_s
         self._batch_size = batch_size
-        self._pending: list[tuple[UsageRecord, int]] = []  # (record, the minute it finished in)
+        self._pending: list[tuple[UsageRecord, float]] = []  # (record, when it finished: Unix time)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -58,7 +60,7 @@ class UsageWriter:
         self._task = asyncio.create_task(self._loop(), name="llmws-usage-writer")
 
     def record(self, record: UsageRecord) -> None:
-        self._pending.append((record, int(time.time()) // 60))
+        self._pending.append((record, time.time()))
         if len(self._pending) > MAX_PENDING:
             dropped = len(self._pending) - MAX_PENDING
             del self._pending[:dropped]
@@ -101,16 +103,58 @@ class UsageWriter:
             except SQLAlchemyError:
                 log.exception("usage writer: writing usage failed; retrying")
 
-    async def _write(self, batch: list[tuple[UsageRecord, int]]) -> None:
+    async def _write(self, batch: list[tuple[UsageRecord, float]]) -> None:
         tokens: Counter[tuple[str, int]] = Counter()
-        for record, minute in batch:
+        daily: dict[tuple[Any, ...], DailySums] = {}
+        for record, at in batch:
             for subject in record.rate_subjects():
-                tokens[(subject, minute)] += record.prompt_tokens + record.completion_tokens
+                tokens[(subject, int(at) // 60)] += record.prompt_tokens + record.completion_tokens
+            group = (datetime.fromtimestamp(at, UTC).date(), record.user_id, record.api_key_id, record.model,
+                     record.backend, record.status)
+            daily.setdefault(group, DailySums()).add(record)
         async with self._sessionmaker() as session:
-            await session.execute(insert(UsageLog), [asdict(record) for record, _ in batch])
+            await session.execute(insert(UsageLog), [asdict(record) | {"created_at": datetime.fromtimestamp(at, UTC)}
+                                                     for record, at in batch])
+            for group, sums in daily.items():
+                await add_daily(session, group, sums)
             for (subject, minute), count in tokens.items():
                 await add_window_tokens(session, subject, minute, count)
             await session.commit()
+
+
+@dataclass
+class DailySums:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms_sum: float = 0.0
+    ttft_count: int = 0
+    latency_ms_sum: float = 0.0
+
+    def add(self, record: UsageRecord) -> None:
+        self.requests += 1
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        if record.ttft_ms is not None:
+            self.ttft_ms_sum += record.ttft_ms
+            self.ttft_count += 1
+        self.latency_ms_sum += record.latency_ms
+
+
+DAILY_GROUP = (UsageDaily.day, UsageDaily.user_id, UsageDaily.api_key_id, UsageDaily.model, UsageDaily.backend,
+               UsageDaily.status)
+
+
+async def add_daily(session: AsyncSession, group: tuple[Any, ...], sums: DailySums) -> None:
+    """Add to the day's rollup row for this group, creating it when there is none yet."""
+    match = [column.is_(None) if value is None else column == value for column, value in zip(DAILY_GROUP, group,
+                                                                                              strict=True)]
+    increments = {name: getattr(UsageDaily, name) + value for name, value in asdict(sums).items()}
+    if (await session.execute(update(UsageDaily).where(*match).values(increments))).rowcount:  # type: ignore[attr-defined]
+        return
+    session.add(UsageDaily(**dict(zip(("day", "user_id", "api_key_id", "model", "backend", "status"), group,
+                                      strict=True)), **asdict(sums)))
+    await session.flush()
 
 
 async def add_window_tokens(session: AsyncSession, subject: str, minute: int, count: int) -> None:

@@ -6,7 +6,7 @@ from db.models.gateway import ModelEntry, Provider
 from db.models.jobs import BackgroundJob
 from db.models.limits import RateWindow
 from db.models.streams import ChatStream, ChatStreamEvent
-from db.models.usage import UsageLog
+from db.models.usage import UsageDaily, UsageLog
 from db.models.users import ApiKey, AuthSession, Role, User
 from db.models.ws import WsEvent, WsSession
 
@@ -25,6 +25,7 @@ __all__ = [
     "RateWindow",
     "Role",
     "SystemPrompt",
+    "UsageDaily",
     "UsageLog",
     "User",
     "WsEvent",
