@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.services.errors import (
@@ -154,6 +154,13 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
                           type_="server_error", headers={"Retry-After": "1"})
 
 
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL refuses what SQLite takes: a NUL character in text, an integer past 32 bits.
+    log.warning("unstorable value on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(400, "a value cannot be stored: it is out of range or holds a character that is not "
+                          "allowed (such as NUL)", code="invalid_value")
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal server error", code="internal_error", type_="server_error")
@@ -164,6 +171,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled_error)

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from jinja2 import TemplateError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import ContextTooLong, InvalidParameters
@@ -56,7 +57,11 @@ class LocalEngine:
             raise InvalidParameters("messages must not be empty", param="messages")
         if self.tokenizer.chat_template is None:
             return self.tokenizer.encode(plain_chat_prompt(messages))
-        encoded: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        try:
+            encoded: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except TemplateError as exc:  # e.g. a template that insists on alternating roles
+            raise InvalidParameters(f"the model's chat template refused these messages: {exc}",
+                                    param="messages") from exc
         return list(encoded["input_ids"] if isinstance(encoded, Mapping) else encoded)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:

@@ -84,22 +84,28 @@ async def chat_stream(body: NativeChatRequest, request: Request, principal: Curr
     hub: StreamHub = request.app.state.stream_hub
     if last_event_id:
         stream_id, seq = parse_last_event_id(last_event_id)
+        await session.commit()  # one pool connection per request at a time: the stream opens its own
         return _sse(await hub.follow(stream_id, principal.user.id, seq))
     generation, conversation_id = await _start(body, request, principal, session)
 
     async def on_finish(text: str, finished: serving.Generation) -> None:
         await _save_reply(request, conversation_id, text, finished)
 
-    run = await hub.launch(generation, user_id=principal.user.id, conversation_id=conversation_id,
-                           on_finish=on_finish)
+    try:
+        run = await hub.launch(generation, user_id=principal.user.id, conversation_id=conversation_id,
+                               on_finish=on_finish)
+    except BaseException:
+        await generation.close()
+        raise
     return _sse(hub.follow_run(run))
 
 
 @router.get("/stream/{stream_id}")
-async def resume_stream(stream_id: uuid.UUID, request: Request, principal: CurrentPrincipal,
+async def resume_stream(stream_id: uuid.UUID, request: Request, principal: CurrentPrincipal, session: SessionDep,
                         last_event_id: LastEventId = None, after: int | None = None) -> StreamingResponse:
     """The rest of a stream after ``Last-Event-ID`` (or ``?after=<event number>``; from the start without)."""
     hub: StreamHub = request.app.state.stream_hub
+    await session.commit()  # one pool connection per request at a time: the stream opens its own
     seq = parse_last_event_id(last_event_id, stream_id)[1] if last_event_id else max(after or 0, 0)
     return _sse(await hub.follow(stream_id, principal.user.id, seq))
 
@@ -107,8 +113,8 @@ async def resume_stream(stream_id: uuid.UUID, request: Request, principal: Curre
 @router.post("/stream/{stream_id}/cancel")
 async def cancel_stream(stream_id: uuid.UUID, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     hub: StreamHub = request.app.state.stream_hub
-    if not hub.cancel(stream_id, principal.user.id):
-        raise NotFound("no running stream with this id here", param="stream_id", code="stream_not_found")
+    if not await hub.cancel(stream_id, principal.user.id):
+        raise NotFound("no such stream", param="stream_id", code="stream_not_found")
     return {"id": str(stream_id), "cancelled": True}
 
 

@@ -38,12 +38,15 @@ class AuditOut(ResponseBody):
     detail: dict[str, Any] | None
 
 
+MAX_INT32 = 2**31 - 1  # the limit columns are 32-bit integers
+
+
 class LimitsIn(RequestBody):
     """Limits for a user (all their keys and logins together) or one API key; null means unlimited."""
 
-    requests_per_minute: int | None = Field(None, ge=0)
-    tokens_per_minute: int | None = Field(None, ge=0)
-    monthly_token_quota: int | None = Field(None, ge=0)
+    requests_per_minute: int | None = Field(None, ge=0, le=MAX_INT32)
+    tokens_per_minute: int | None = Field(None, ge=0, le=MAX_INT32)
+    monthly_token_quota: int | None = Field(None, ge=0, le=MAX_INT32)
 
 
 class LimitsOut(ResponseBody):

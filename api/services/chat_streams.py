@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services.errors import InvalidInput, NotFound
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL_EVENTS = {"done", "error"}
 STORED_POLL_S = 0.2
+FOLLOWER_HEARTBEAT_S = 1.0
 PURGE_EVERY_S = 60.0
 RUNNING_STREAM_TTL = timedelta(days=1)  # a stream whose replica died mid-generation is purged after this
 
@@ -105,6 +105,7 @@ class StreamHub:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._last_purge = 0.0
+        self._persist_failed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._housekeeping(), name="llmws-stream-hub")
@@ -162,14 +163,22 @@ class StreamHub:
         except Exception:  # noqa: BLE001 (the stream itself is complete; the reply just is not saved)
             log.exception("saving the reply of stream %s failed", run.id)
 
-    def cancel(self, stream_id: uuid.UUID, user_id: int) -> bool:
-        """Stop a running stream now; False when it is not running here (finished, or on another replica)."""
+    async def cancel(self, stream_id: uuid.UUID, user_id: int) -> bool:
+        """Stop a stream now: here if it runs here, else by flagging it for the replica that runs it (which
+        checks every ``persist_interval_s``). False when the caller has no such stream."""
         run = self.runs.get(stream_id)
-        if run is None or run.user_id != user_id:
-            return False
-        if not run.finished:
-            run.generation.abort()
-        return True
+        if run is not None:
+            if run.user_id != user_id:
+                return False
+            if not run.finished:
+                run.generation.abort()
+            return True
+        async with self._sessionmaker() as session:
+            flagged = await session.execute(
+                update(ChatStream).where(ChatStream.id == stream_id, ChatStream.user_id == user_id)
+                .values(cancel_requested=True))
+            await session.commit()
+        return bool(flagged.rowcount)  # type: ignore[attr-defined]
 
     async def follow(self, stream_id: uuid.UUID, user_id: int, after_seq: int) -> AsyncIterator[bytes]:
         """The stream's events after ``after_seq`` as SSE, until it ends. Raises ``NotFound`` up front."""
@@ -207,13 +216,20 @@ class StreamHub:
                 run.detached_since = time.monotonic()
 
     async def _follow_stored(self, stream_id: uuid.UUID, after_seq: int) -> AsyncIterator[bytes]:
-        seq = after_seq
+        """Another replica runs the generation: read its stored events, and tell it somebody is following."""
+        seq, beat = after_seq, 0.0
         while True:
             async with self._sessionmaker() as session:
+                if time.monotonic() - beat > FOLLOWER_HEARTBEAT_S:
+                    beat = time.monotonic()
+                    await session.execute(update(ChatStream).where(ChatStream.id == stream_id)
+                                          .values(follower_seen_at=utcnow()))
+                    await session.commit()
+                # Status first: a stream seen finished here has all its events stored by the time rows are read.
+                status = await session.scalar(select(ChatStream.status).where(ChatStream.id == stream_id))
                 rows = list(await session.scalars(
                     select(ChatStreamEvent).where(ChatStreamEvent.stream_id == stream_id, ChatStreamEvent.seq > seq)
                     .order_by(ChatStreamEvent.seq)))
-                status = await session.scalar(select(ChatStream.status).where(ChatStream.id == stream_id))
             for row in rows:
                 if row.seq != seq + 1:
                     break  # a gap: wait for the writer to catch up rather than skip an event
@@ -230,18 +246,37 @@ class StreamHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), self.persist_interval_s)
             try:
-                self._cancel_abandoned()
+                await self._apply_remote_control()
                 await self.persist()
                 self._forget_old()
                 if time.monotonic() - self._last_purge > PURGE_EVERY_S:
                     await self.purge_expired()
-            except SQLAlchemyError:
+            except Exception:  # noqa: BLE001 (the hub must outlive a database outage: a lost connection is an OSError)
                 log.exception("stream hub: database error; retrying")
 
-    def _cancel_abandoned(self) -> None:
-        now = time.monotonic()
-        for run in self.runs.values():
-            if (not run.finished and run.listeners == 0 and run.detached_since is not None
+    async def _apply_remote_control(self) -> None:
+        """Cancel the streams running here that were cancelled elsewhere, or that nobody follows anywhere."""
+        running = [run for run in self.runs.values() if not run.finished]
+        if not running:
+            return
+        try:
+            async with self._sessionmaker() as session:
+                flags = {row.id: row for row in (await session.execute(
+                    select(ChatStream.id, ChatStream.cancel_requested, ChatStream.follower_seen_at)
+                    .where(ChatStream.id.in_([run.id for run in running])))).all()}
+        except Exception:  # noqa: BLE001 (without the database, abandoned streams are still cancelled)
+            log.exception("stream hub: reading other replicas' cancels failed")
+            flags = {}
+        now, wall = time.monotonic(), utcnow()
+        for run in running:
+            flag = flags.get(run.id)
+            if flag is not None and flag.cancel_requested:
+                log.info("stream %s: cancelled from another replica", run.id)
+                run.generation.abort()
+                continue
+            followed_elsewhere = (flag is not None and flag.follower_seen_at is not None
+                                  and (wall - flag.follower_seen_at).total_seconds() <= self.resume_window_s)
+            if (run.listeners == 0 and run.detached_since is not None and not followed_elsewhere
                     and now - run.detached_since > self.resume_window_s):
                 log.info("stream %s: nobody reattached within %.0f s; cancelling", run.id, self.resume_window_s)
                 run.generation.abort()
@@ -255,7 +290,13 @@ class StreamHub:
         rows = [{"stream_id": run.id, "seq": event.seq, "event": event.event,
                  "data": json.dumps(event.data, ensure_ascii=False)}
                 for run, upto, _ in batches for event in run.events[run.persisted:upto]]
+        unsure, self._persist_failed = self._persist_failed, True  # until this commit is known to have happened
         async with self._sessionmaker() as session:
+            if unsure:
+                # The last write may have committed without our hearing of it: replace, never duplicate.
+                for run, _, _ in batches:
+                    await session.execute(delete(ChatStreamEvent).where(ChatStreamEvent.stream_id == run.id,
+                                                                        ChatStreamEvent.seq > run.persisted))
             if rows:
                 await session.execute(insert(ChatStreamEvent), rows)
             now = utcnow()
@@ -264,6 +305,7 @@ class StreamHub:
                     await session.execute(update(ChatStream).where(ChatStream.id == run.id).values(
                         status=run.status, finished_at=now, expires_at=now + timedelta(seconds=self.retention_s)))
             await session.commit()
+        self._persist_failed = False
         for run, upto, finished in batches:
             run.persisted = upto
             run.stored_final = run.stored_final or finished
@@ -295,5 +337,5 @@ class StreamHub:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
             await self.persist()
-        except SQLAlchemyError:
+        except Exception:  # noqa: BLE001 (shutdown goes on; the loss is logged)
             log.exception("stream hub: could not store the last stream events at shutdown")

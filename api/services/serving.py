@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.services import limits
 from api.services.auth import Principal
 from api.services.backends import Backend
-from api.services.errors import RateLimited, ServiceError
+from api.services.errors import RateLimited
 from api.services.metering import Meter
-from engine.errors import EngineError
+from engine.errors import EngineError, Overloaded
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, GenerationRequest, StartEvent, TokenEvent
 
 
@@ -35,11 +35,15 @@ class Generation:
     def abort(self) -> None:
         self.backend.client.abort(self.request.request_id)
 
-    async def close(self) -> None:
-        """Stop the engine's work if it is still running, and record usage (once)."""
+    async def stop(self) -> None:
+        """Stop the engine's work if it is still running."""
         closer = getattr(self.events, "aclose", None)
         if closer is not None:
             await closer()  # an unfinished stream aborts its request in the engine
+
+    async def close(self) -> None:
+        """Stop the engine's work if it is still running, and record usage (once)."""
+        await self.stop()
         self.meter.record(None if self.finished else "cancelled")
 
     @property
@@ -49,19 +53,19 @@ class Generation:
 
 async def begin(request: Request, session: AsyncSession, principal: Principal, model: str | None,
                 generation: GenerationRequest) -> Generation:
-    """Admit the request (limits), pick its backend and start it; a refusal raises before anything is streamed
-    and leaves a usage row with status ``rejected``.
+    """Start the generation on its backend, then count it against the caller's limits; a refusal raises before
+    anything is streamed. Refusals for what was asked (bad parameters, a prompt too long, an unknown model) write
+    nothing and use up no limit; a full engine queue or a limit leave a usage row with status ``rejected``.
 
     The limits are counted in the request's own session, which is committed here: a request then holds no
     database connection while it generates (two at once per request would exhaust the pool under load)."""
     state = request.app.state
     backend: Backend = state.backends.resolve(model)
     meter = Meter.for_principal(state.usage_writer, principal, generation.request_id, backend.model, backend.kind)
+    events = backend.client.generate(generation)
     try:
-        await limits.admit(session, principal)
-        events = backend.client.generate(generation)
         first = await anext(aiter(events))
-    except (RateLimited, EngineError, ServiceError):
+    except Overloaded:
         meter.record("rejected")
         raise
     meter.observe(first)
@@ -69,7 +73,15 @@ async def begin(request: Request, session: AsyncSession, principal: Principal, m
         meter.record("error")
         message = first.message if isinstance(first, ErrorEvent) else "the backend did not start the request"
         raise GenerationFailed(message)
-    return Generation(backend, generation, meter, first, events)
+    started = Generation(backend, generation, meter, first, events)
+    try:
+        await limits.admit(session, principal)
+    except BaseException as exc:
+        await started.stop()
+        meter.prompt_tokens, meter.completion = 0, {}  # refused: nothing was served, nothing is billed
+        meter.record("rejected" if isinstance(exc, RateLimited) else "error")
+        raise
+    return started
 
 
 @dataclass

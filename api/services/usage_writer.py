@@ -5,6 +5,7 @@ the record is queued by the request's own cleanup, and closing the writer flushe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -12,14 +13,16 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import delete, insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import RateWindow, UsageDaily, UsageLog
 
 log = logging.getLogger(__name__)
 
+PURGE_EVERY_S = 300.0
+RETRY_AFTER_S = 2.0
 # Past this many unwritten rows (a database down for a long time) the oldest are dropped, loudly.
 MAX_PENDING = 100_000
 
@@ -55,6 +58,7 @@ class UsageWriter:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._last_purge = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="llmws-usage-writer")
@@ -75,7 +79,7 @@ class UsageWriter:
                 batch, self._pending = self._pending[:self._batch_size], self._pending[self._batch_size:]
                 try:
                     await self._write(batch)
-                except SQLAlchemyError:
+                except BaseException:  # a lost connection is an OSError, not only an SQLAlchemyError
                     self._pending[:0] = batch  # kept for the next try
                     raise
 
@@ -87,7 +91,7 @@ class UsageWriter:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
             await self.flush()
-        except SQLAlchemyError:
+        except Exception:  # noqa: BLE001 (shutdown goes on; the loss is logged)
             log.exception("usage writer: %d usage rows could not be written at shutdown", len(self._pending))
 
     async def _loop(self) -> None:
@@ -100,8 +104,20 @@ class UsageWriter:
             self._wake.clear()
             try:
                 await self.flush()
-            except SQLAlchemyError:
+                if time.monotonic() - self._last_purge > PURGE_EVERY_S:
+                    await self._purge_rate_windows()
+            except Exception:  # noqa: BLE001 (the writer must outlive a database outage)
                 log.exception("usage writer: writing usage failed; retrying")
+                with contextlib.suppress(TimeoutError):  # back off; close() wakes it
+                    async with asyncio.timeout(RETRY_AFTER_S):
+                        await self._wake.wait()
+
+    async def _purge_rate_windows(self) -> None:
+        """Rate windows older than a few minutes count nothing any more."""
+        self._last_purge = time.monotonic()
+        async with self._sessionmaker() as session:
+            await session.execute(delete(RateWindow).where(RateWindow.minute < int(time.time()) // 60 - 5))
+            await session.commit()
 
     async def _write(self, batch: list[tuple[UsageRecord, float]]) -> None:
         tokens: Counter[tuple[str, int]] = Counter()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, BigIntPK, CreatedAt
@@ -23,6 +23,9 @@ class ChatStream(CreatedAt, Base):
     # running, done, cancelled, error
     status: Mapped[str] = mapped_column(String(16), default="running")
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set by other replicas for the one running the generation: a cancel asked there, a client following there.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    follower_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # After this the stream and its events are deleted; set when the stream finishes.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 

@@ -33,6 +33,8 @@ def upgrade() -> None:
     sa.Column('model', sa.String(length=200), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('cancel_requested', sa.Boolean(), nullable=False),
+    sa.Column('follower_seen_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['conversation_id'], ['conversations.id'], name=op.f('fk_chat_streams_conversation_id_conversations'), ondelete='SET NULL'),

@@ -109,7 +109,7 @@ def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         wait_ready(server)
         token = httpx.post(f"{server.base_url}/auth/login",
                            json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
-        yield LiveApi(server, token)
+        yield LiveApi(server, token, env)
     finally:
         server.stop()
         if request.param == "postgres":

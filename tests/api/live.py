@@ -82,6 +82,7 @@ class LiveApi:
 
     server: Server
     admin_token: str
+    env: dict[str, str]  # what the server was started with, for a second replica on the same database
 
     @property
     def base_url(self) -> str:

@@ -7,11 +7,12 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from tests.api.conftest import LIVE_RESUME_WINDOW_S
-from tests.api.live import Account, LiveApi
+from tests.api.live import Account, LiveApi, start_server, wait_ready
 
 
 @dataclass
@@ -154,3 +155,38 @@ def test_native_chat_continues_a_conversation(live_api: LiveApi) -> None:
                       headers=account.headers).json()
     assert saved["project_id"] == project["id"]
     assert [m["role"] for m in saved["messages"]] == ["user", "assistant", "user", "assistant"]
+
+
+def test_another_replica_resumes_keeps_alive_and_cancels_a_stream(live_api: LiveApi, tmp_path: Path) -> None:
+    """Two API processes on one database: a stream started on A is resumed on B from the stored events; B's
+    follower keeps A from cancelling it as abandoned, and a cancel sent to B stops A's generation."""
+    account = live_api.new_account("traveller")
+    replica = start_server(tmp_path, live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var")}, "replica")
+    try:
+        wait_ready(replica)
+        with stream(live_api, account, {"message": "Tell a long story.", "max_tokens": 3500}) as first:
+            head = []
+            for event in events_of(first):
+                head.append(event)
+                if len(head) == 4:
+                    break
+        stream_id = head[0].data["stream_id"]
+        with httpx.stream("GET", f"{replica.base_url}/v1/chat/stream/{stream_id}", timeout=30,
+                          headers={**account.headers, "Last-Event-ID": head[-1].id}) as resumed:
+            events = events_of(resumed)
+            followed = time.monotonic()
+            rest = []
+            while time.monotonic() - followed < LIVE_RESUME_WINDOW_S + 1.5:  # past A's resume window
+                rest.append(next(events))
+            assert live_api.engine_stats()["running"] == 1  # still generating on A: B's client counts
+            cancel = httpx.post(f"{replica.base_url}/v1/chat/stream/{stream_id}/cancel", headers=account.headers)
+            assert cancel.status_code == 200
+            asked = time.monotonic()
+            rest += list(events)
+            assert time.monotonic() - asked < 2.0
+        received = head + rest
+        assert [event.seq for event in received] == list(range(1, len(received) + 1))
+        assert received[-1].event == "done" and received[-1].data["finish_reason"] == "cancelled"
+        live_api.wait_engine_idle(within_s=1.0)
+    finally:
+        replica.stop()
