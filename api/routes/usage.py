@@ -21,8 +21,7 @@ router = APIRouter(tags=["usage"], dependencies=[Depends(current_principal)])
 async def own_usage(principal: CurrentPrincipal, session: SessionDep, since: AwareDatetime | None = None,
                     until: AwareDatetime | None = None, group_by: GroupBy = "day") -> dict[str, Any]:
     days = usage_reports.period(since, until)
-    rows = await usage_reports.aggregate(session, group_by, days, user_id=principal.user.id)
-    total = await usage_reports.totals(session, days, user_id=principal.user.id)
+    total, rows = await usage_reports.report(session, group_by, days, user_id=principal.user.id)
     return {"since": days[0], "until": days[1], "group_by": group_by, "totals": asdict(total),
             "data": [asdict(row) for row in rows]}
 
@@ -32,10 +31,9 @@ async def admin_usage(session: SessionDep, since: AwareDatetime | None = None, u
                       group_by: GroupBy = "day", user_id: int | None = None,
                       format: Literal["json", "csv"] = "json") -> dict[str, Any] | Response:  # noqa: A002
     days = usage_reports.period(since, until)
-    rows = await usage_reports.aggregate(session, group_by, days, user_id=user_id)
+    total, rows = await usage_reports.report(session, group_by, days, user_id=user_id)
     if format == "csv":
         return Response(usage_reports.to_csv(group_by, rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="usage-by-{group_by}.csv"'})
-    total = await usage_reports.totals(session, days, user_id=user_id)
     return {"since": days[0], "until": days[1], "group_by": group_by, "totals": asdict(total),
             "data": [asdict(row) for row in rows]}

@@ -83,6 +83,29 @@ async def totals(session: AsyncSession, days: tuple[date, date], *, user_id: int
     return _row(None, tuple((await session.execute(_in_period(select(*_sums()), days, user_id))).one()))
 
 
+async def report(session: AsyncSession, group_by: GroupBy, days: tuple[date, date], *, user_id: int | None = None
+                 ) -> tuple[UsageRow, list[UsageRow]]:
+    """Totals and groups from one read, so they agree even while the usage writer adds rows."""
+    rows = await aggregate(session, group_by, days, user_id=user_id)
+    if len(rows) < MAX_GROUPS:
+        return _total_of(rows), rows
+    return await totals(session, days, user_id=user_id), rows
+
+
+def _total_of(rows: list[UsageRow]) -> UsageRow:
+    requests = sum(row.requests for row in rows)
+    timed = [(row.avg_ttft_ms, row.requests) for row in rows if row.avg_ttft_ms is not None]
+    latency = [(row.avg_latency_ms, row.requests) for row in rows if row.avg_latency_ms is not None]
+    return UsageRow(None, requests, sum(row.prompt_tokens for row in rows),
+                    sum(row.completion_tokens for row in rows), sum(row.total_tokens for row in rows),
+                    _weighted(timed), _weighted(latency))
+
+
+def _weighted(pairs: list[tuple[float, int]]) -> float | None:
+    weight = sum(count for _, count in pairs)
+    return round(sum(value * count for value, count in pairs) / weight, 1) if weight else None
+
+
 def to_csv(group_by: str, rows: list[UsageRow]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)

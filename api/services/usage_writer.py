@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -166,7 +166,9 @@ async def add_daily(session: AsyncSession, group: tuple[Any, ...], sums: DailySu
     match = [column.is_(None) if value is None else column == value for column, value in zip(DAILY_GROUP, group,
                                                                                               strict=True)]
     increments = {name: getattr(UsageDaily, name) + value for name, value in asdict(sums).items()}
-    if (await session.execute(update(UsageDaily).where(*match).values(increments))).rowcount:  # type: ignore[attr-defined]
+    # One row only: if two replicas ever both inserted the group's row, adding to both would count twice.
+    first = select(func.min(UsageDaily.id)).where(*match).scalar_subquery()
+    if (await session.execute(update(UsageDaily).where(UsageDaily.id == first).values(increments))).rowcount:  # type: ignore[attr-defined]
         return
     session.add(UsageDaily(**dict(zip(("day", "user_id", "api_key_id", "model", "backend", "status"), group,
                                       strict=True)), **asdict(sums)))
