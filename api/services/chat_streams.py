@@ -44,11 +44,10 @@ OnFinish = Callable[[str, Generation], Awaitable[None]]
 class StreamEvent:
     seq: int
     event: str
-    data: dict[str, Any]
+    data: str  # the event's JSON, serialised once for both the wire and the database
 
     def sse(self, stream_id: uuid.UUID) -> bytes:
-        payload = json.dumps(self.data, separators=(",", ":"), ensure_ascii=False)
-        return f"id: {stream_id}:{self.seq}\nevent: {self.event}\ndata: {payload}\n\n".encode()
+        return f"id: {stream_id}:{self.seq}\nevent: {self.event}\ndata: {self.data}\n\n".encode()
 
 
 @dataclass(eq=False)
@@ -68,7 +67,8 @@ class StreamRun:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def append(self, event: str, data: dict[str, Any]) -> None:
-        self.events.append(StreamEvent(len(self.events) + 1, event, data))
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        self.events.append(StreamEvent(len(self.events) + 1, event, payload))
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -234,7 +234,7 @@ class StreamHub:
                 if row.seq != seq + 1:
                     break  # a gap: wait for the writer to catch up rather than skip an event
                 seq = row.seq
-                yield StreamEvent(row.seq, row.event, json.loads(row.data)).sse(stream_id)
+                yield StreamEvent(row.seq, row.event, row.data).sse(stream_id)
                 if row.event in TERMINAL_EVENTS:
                     return
             if status is None or (status != "running" and not rows):
@@ -288,7 +288,7 @@ class StreamHub:
         if not batches:
             return
         rows = [{"stream_id": run.id, "seq": event.seq, "event": event.event,
-                 "data": json.dumps(event.data, ensure_ascii=False)}
+                 "data": event.data}
                 for run, upto, _ in batches for event in run.events[run.persisted:upto]]
         unsure, self._persist_failed = self._persist_failed, True  # until this commit is known to have happened
         async with self._sessionmaker() as session:
