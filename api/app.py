@@ -13,12 +13,15 @@ from fastapi import FastAPI
 from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
-from api.routes import admin, admin_engine, auth, chat, health, keys, library, openai, usage
+from api.routes import admin, admin_engine, auth, chat, health, keys, library, openai, usage, ws
+from api.services import ws_buffer
 from api.services.backends import Backend, Backends
 from api.services.chat_streams import StreamHub
 from api.services.model_host import build_model_host, start_model_host
+from api.services.sealing import Sealer
 from api.services.usage_writer import UsageWriter
 from api.services.users import bootstrap_admin
+from api.services.ws_hub import WsHub
 from api.settings import Settings, load_settings, resolve_secret_key
 from db.migrate import SchemaNotCurrent, schema_state
 from db.session import create_engine, create_sessionmaker
@@ -58,12 +61,18 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                                              resume_window_s=settings.stream_resume_window.total_seconds(),
                                              retention_s=settings.stream_retention.total_seconds())
             app.state.stream_hub.start()
+            app.state.ws_hub = WsHub(app.state.sessionmaker, Sealer(app.state.secret_key, ws_buffer.SEALING_PURPOSE),
+                                     queue_length=settings.ws_queue_length,
+                                     idle_expiry_s=settings.ws_session_expiry.total_seconds())
+            app.state.ws_hub.start()
             # Loading (or converting a GGUF, the first time) can take a while: serve meanwhile, /readyz says so.
             app.state.model_loading = asyncio.create_task(start_model_host(app.state.model_host))
             log.info("LLMWS API ready (database %s)", engine.url.render_as_string(hide_password=True))
             yield
         finally:
             # Streams first (their cancelled generations still record usage), then usage, then the model.
+            if getattr(app.state, "ws_hub", None) is not None:
+                await app.state.ws_hub.close()
             if getattr(app.state, "stream_hub", None) is not None:
                 await app.state.stream_hub.close()
             if getattr(app.state, "usage_writer", None) is not None:
@@ -83,7 +92,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router,
-                   openai.router, chat.router, library.router, usage.router):
+                   openai.router, chat.router, library.router, usage.router, ws.router):
         app.include_router(router)
     return app
 

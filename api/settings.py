@@ -77,6 +77,14 @@ class Settings(BaseSettings):
         timedelta(hours=1), description="How long a finished native stream's events stay available for resume.")
     usage_flush_interval: timedelta = Field(
         timedelta(milliseconds=500), description="How often usage rows are written (in batches, off the hot path).")
+    ws_idle_timeout: timedelta = Field(
+        timedelta(minutes=5), description="A WebSocket that sends nothing this long is closed (ping keeps it open).")
+    ws_max_message_bytes: int = Field(1_048_576, ge=1024, description="Largest WebSocket message accepted.")
+    ws_messages_per_second: int = Field(20, ge=1, description="WebSocket messages per second per connection "
+                                        "(bursts of five seconds' worth); beyond it, an error per message.")
+    ws_queue_length: int = Field(8, ge=1, description="Inference requests one WebSocket session may have waiting.")
+    ws_session_expiry: timedelta = Field(
+        timedelta(days=7), description="A WebSocket session (and its buffer) unused this long is deleted.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     @field_validator("admin_username")
@@ -104,7 +112,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",
-                     "usage_flush_interval", mode="before")
+                     "usage_flush_interval", "ws_idle_timeout", "ws_session_expiry", mode="before")
     @classmethod
     def _duration_shorthand(cls, value: object) -> object:
         """Accept plain seconds and `90s`, `15m`, `12h`, `7d` as well as ISO 8601 (`P7D`)."""
@@ -113,7 +121,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",
-                     "usage_flush_interval")
+                     "usage_flush_interval", "ws_idle_timeout", "ws_session_expiry")
     @classmethod
     def _positive_duration(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -36,7 +36,7 @@ async def _start(body: NativeChatRequest, request: Request, principal: CurrentPr
     exchange = await conversations.plan_exchange(
         session, principal.user.id, body.message, conversation_id=body.conversation_id, project_id=body.project_id,
         system_prompt=body.system_prompt)
-    generation = await serving.begin(request, session, principal, body.model,
+    generation = await serving.begin(request.app.state, session, principal, body.model,
                                      _generation_request(body, exchange.prompt))
     try:
         conversation = await conversations.store_exchange(session, principal.user.id, exchange,

@@ -22,7 +22,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, principal: CurrentPrincipal,
                            session: SessionDep) -> dict[str, Any] | StreamingResponse:
-    generation = await serving.begin(request, session, principal, body.model, openai_format.chat_request(body))
+    generation = await serving.begin(request.app.state, session, principal, body.model,
+                                     openai_format.chat_request(body))
     if body.stream:
         return _streaming(openai_format.stream_chunks(generation, chat=True, include_usage=body.include_usage),
                           generation)
@@ -32,7 +33,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, princi
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, principal: CurrentPrincipal,
                       session: SessionDep) -> dict[str, Any] | StreamingResponse:
-    generation = await serving.begin(request, session, principal, body.model, openai_format.completion_request(body))
+    generation = await serving.begin(request.app.state, session, principal, body.model,
+                                     openai_format.completion_request(body))
     if body.stream:
         return _streaming(openai_format.stream_chunks(generation, chat=False, include_usage=body.include_usage),
                           generation)

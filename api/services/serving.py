@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import State
 
 from api.services import limits
 from api.services.auth import Principal
@@ -51,7 +52,7 @@ class Generation:
         return len(self.meter.finish_reasons) >= self.request.sampling.n or self.meter.error is not None
 
 
-async def begin(request: Request, session: AsyncSession, principal: Principal, model: str | None,
+async def begin(state: State, session: AsyncSession, principal: Principal, model: str | None,
                 generation: GenerationRequest) -> Generation:
     """Start the generation on its backend, then count it against the caller's limits; a refusal raises before
     anything is streamed. Refusals for what was asked (bad parameters, a prompt too long, an unknown model) write
@@ -59,7 +60,6 @@ async def begin(request: Request, session: AsyncSession, principal: Principal, m
 
     The limits are counted in the request's own session, which is committed here: a request then holds no
     database connection while it generates (two at once per request would exhaust the pool under load)."""
-    state = request.app.state
     backend: Backend = state.backends.resolve(model)
     meter = Meter.for_principal(state.usage_writer, principal, generation.request_id, backend.model, backend.kind)
     events = backend.client.generate(generation)

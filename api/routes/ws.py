@@ -1,0 +1,14 @@
+"""The WebSocket channel, ``/v1/ws`` (protocol: docs/websocket.md); all of it lives in ``api/services``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+
+from api.services.ws_channel import Channel
+
+router = APIRouter(tags=["websocket"])
+
+
+@router.websocket("/v1/ws")
+async def websocket_channel(websocket: WebSocket) -> None:
+    await Channel(websocket, websocket.app.state).run()

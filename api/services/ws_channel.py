@@ -1,0 +1,376 @@
+"""One WebSocket connection speaking the seed protocol (docs/websocket.md): ``hello`` first, then inference,
+control and model-management messages. Replies to control messages (``welcome``, ``pong``, ``config_ack``, …)
+belong to the connection; everything a generation or a model switch produces belongs to the session, carries a
+``seq`` and is buffered for resume (``api/services/ws_hub.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.datastructures import State
+
+from api.services import conversations, serving, ws_buffer
+from api.services.auth import Principal, authenticate
+from api.services.errors import ServiceError
+from api.services.ws_hub import LiveSession, QueueFull, WsHub
+from db.models import Message, User, WsSession
+from engine.errors import ContextTooLong, EngineError
+from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+from engine.resources import cpu_resources, gpu_resources
+
+log = logging.getLogger(__name__)
+
+SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "repetition_penalty",
+                 "presence_penalty", "frequency_penalty"}
+DEFAULT_CONFIG: dict[str, Any] = {"temperature": 0.7, "max_tokens": 512}
+ADMIN_TYPES = {"switch_model", "download_model", "delete_model"}
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Channel:
+    def __init__(self, websocket: WebSocket, state: State) -> None:
+        self.ws = websocket
+        self.state = state
+        settings = state.settings
+        self.idle_timeout_s = settings.ws_idle_timeout.total_seconds()
+        self.max_message_bytes = settings.ws_max_message_bytes
+        self.rate_per_s = settings.ws_messages_per_second
+        self.allowance = float(self.rate_per_s * 5)  # a token bucket: bursts of five seconds' worth
+        self.last_message_at = time.monotonic()
+        self.hub: WsHub = state.ws_hub
+        self.principal: Principal | None = None
+        self.live: LiveSession | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+
+    async def error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send({"type": "error", "code": code, "message": message, **extra})
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        received = await self.ws.receive()
+                except TimeoutError:
+                    await self.ws.close(code=1000, reason="idle")
+                    return
+                if received["type"] == "websocket.disconnect":
+                    return
+                text = received.get("text")
+                if text is None and received.get("bytes") is not None:
+                    text = received["bytes"].decode("utf-8", errors="replace")
+                await self.handle(text or "")
+        except Exception as exc:  # noqa: BLE001 (a broken socket ends this connection, never the server)
+            if not isinstance(exc, RuntimeError | ConnectionError):
+                log.exception("websocket connection failed")
+        finally:
+            if self.live is not None:
+                self.hub.detach(self.live, self.send)
+
+    def _within_rate(self) -> bool:
+        now = time.monotonic()
+        self.allowance = min(self.rate_per_s * 5, self.allowance + (now - self.last_message_at) * self.rate_per_s)
+        self.last_message_at = now
+        if self.allowance < 1:
+            return False
+        self.allowance -= 1
+        return True
+
+    async def handle(self, text: str) -> None:
+        if len(text.encode()) > self.max_message_bytes:
+            await self.error("message_too_large", f"messages are limited to {self.max_message_bytes} bytes")
+            return
+        if not self._within_rate():
+            await self.error("rate_limited", f"more than {self.rate_per_s} messages per second; slow down")
+            return
+        try:
+            message = json.loads(text)
+        except ValueError:
+            await self.error("invalid_json", "a message must be a JSON object")
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(kind, str):
+            await self.error("missing_field", "a message needs a string field 'type'")
+            return
+        handler = getattr(self, f"on_{kind}", None)
+        if handler is None:
+            await self.error("unknown_type", f"unknown message type {kind!r}")
+            return
+        if kind not in {"hello", "ping"} and self.live is None:
+            await self.error("hello_first", "send 'hello' (with your token) first")
+            return
+        if kind in ADMIN_TYPES and not (self.principal and self.principal.user.is_admin):
+            await self.error("admin_required", f"'{kind}' needs the admin role")
+            return
+        try:
+            await handler(message)
+        except ProtocolError as exc:
+            await self.error(exc.code, exc.message)
+        except (ServiceError, EngineError) as exc:
+            await self.error(exc.code, exc.message)
+
+    # --- control ------------------------------------------------------------------------------------------------
+
+    async def on_ping(self, message: dict[str, Any]) -> None:
+        await self.send({"type": "pong", "time": time.time()})
+
+    async def on_hello(self, message: dict[str, Any]) -> None:
+        token = message.get("token") or _bearer(self.ws.headers.get("authorization", ""))
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("missing_credentials", "hello needs 'token' (a login token or an API key)")
+        session_id = _optional_uuid(message.get("session_id"), "session_id")
+        last_seq = _non_negative_int(message.get("last_seq", 0), "last_seq")
+        async with self.state.sessionmaker() as db:
+            principal = await authenticate(db, token)
+            row, resumed = await ws_buffer.open_session(db, principal.user.id, session_id)
+            await db.commit()
+            last_stored, config, conversation_id = row.last_seq, dict(row.config or {}), row.conversation_id
+        if self.live is not None:
+            self.hub.detach(self.live, self.send)
+        self.principal = principal
+        self.live = self.hub.live(row.id, principal.user.id, last_stored, config, conversation_id)
+        backend = self._model_name()
+        await self.send({"type": "welcome", "session_id": str(row.id), "resumed": resumed,
+                         "last_seq": self.live.next_seq - 1, "model": backend, "user": principal.user.username,
+                         "capabilities": ["inference", "cancel", "config", "ack", "resources", "models",
+                                          *(["switch_model"] if principal.user.is_admin else [])]})
+        await self.hub.attach(self.live, self.send, last_seq)
+
+    async def on_ack(self, message: dict[str, Any]) -> None:
+        assert self.live is not None
+        seq = _non_negative_int(message.get("seq"), "seq")
+        async with self.state.sessionmaker() as db:
+            removed = await ws_buffer.trim(db, self.live.id, seq)
+            await db.commit()
+        await self.send({"type": "ack_received", "seq": seq, "removed": removed})
+
+    async def on_config(self, message: dict[str, Any]) -> None:
+        assert self.live is not None
+        changes = message.get("config", {k: v for k, v in message.items() if k != "type"})
+        if not isinstance(changes, dict) or not set(changes) <= SAMPLING_KEYS | {"system", "model"}:
+            raise ProtocolError("invalid_value", f"config takes {sorted(SAMPLING_KEYS | {'system', 'model'})}")
+        merged = {**self.live.config, **changes}
+        _sampling(merged)  # refuses bad values before anything is stored
+        async with self.state.sessionmaker() as db:
+            row = await db.get(WsSession, self.live.id)
+            if row is not None:
+                row.config = merged
+            await db.commit()
+        self.live.config = merged
+        await self.send({"type": "config_ack", "config": merged})
+
+    async def on_get_resources(self, message: dict[str, Any]) -> None:
+        host = self.state.model_host
+        gpus, cpu = await asyncio.gather(asyncio.to_thread(gpu_resources), asyncio.to_thread(cpu_resources))
+        await self.send({"type": "resources", "gpus": gpus, "cpu": cpu,
+                         "engine": asdict(host.local.stats()) if host.local else None, "model": host.metadata()})
+
+    async def on_list_models(self, message: dict[str, Any]) -> None:
+        backends = self.state.backends.available()
+        await self.send({"type": "models_list", "current": self._model_name(),
+                         "models": [{"id": b.model, "backend": b.kind} for b in backends]})
+
+    async def on_cancel(self, message: dict[str, Any]) -> None:
+        assert self.live is not None
+        if message.get("all"):
+            while not self.live.jobs.empty():
+                self.live.jobs.get_nowait()
+        if self.live.current_abort is not None:
+            self.live.current_abort()
+
+    # --- model management (admin) -------------------------------------------------------------------------------
+
+    async def on_switch_model(self, message: dict[str, Any]) -> None:
+        assert self.live is not None
+        name = message.get("model")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError("missing_field", "switch_model needs 'model' (a name from list_models)")
+        host = self.state.model_host
+        target = next((m for m in await asyncio.to_thread(host.available) if m.name == name), None)
+        if target is None:
+            raise ProtocolError("model_not_found", f"no local model named {name!r}")
+        live, stages = self.live, []
+        await live.emit({"type": "log", "message": f"switching to {name}"})
+        await host.switch(target, lambda stage, fraction: stages.append((stage, fraction)))
+        for stage, fraction in stages:
+            await live.emit({"type": "log", "message": stage, "progress": fraction})
+        await live.emit({"type": "model_switched", "model": name})
+
+    async def on_download_model(self, message: dict[str, Any]) -> None:
+        raise ProtocolError("not_implemented", "downloading models is not available yet")
+
+    async def on_delete_model(self, message: dict[str, Any]) -> None:
+        raise ProtocolError("not_implemented", "deleting models is not available yet")
+
+    # --- inference ----------------------------------------------------------------------------------------------
+
+    async def on_inference(self, message: dict[str, Any]) -> None:
+        assert self.live is not None and self.principal is not None
+        turn = _turn(message)
+        config = {**DEFAULT_CONFIG, **self.live.config, **_dict(message.get("config"), "config")}
+        params = _sampling(config)
+        request_id = str(message.get("id") or uuid.uuid4().hex)
+        user_id, key_id = self.principal.user.id, self.principal.api_key_id
+        model = config.get("model")
+        system = turn.pop("system", None) or config.get("system")
+
+        async def job(live: LiveSession) -> None:
+            await run_inference(self.state, live, user_id, key_id, request_id, model, system, turn["messages"],
+                                params)
+
+        try:
+            self.hub.submit(self.live, job)
+        except QueueFull as exc:
+            await self.error("queue_full", str(exc), request_id=request_id)
+
+    def _model_name(self) -> str | None:
+        available = self.state.backends.available()
+        return available[0].model if available else None
+
+
+async def run_inference(state: State, live: LiveSession, user_id: int, key_id: int | None, request_id: str,
+                        model: str | None, system: str | None, new_messages: list[dict[str, str]],
+                        params: SamplingParams) -> None:
+    """One turn of the session's conversation: earlier turns in the prompt (the oldest dropped first when it does
+    not fit the context), the exchange saved, every event emitted into the session."""
+    async with state.sessionmaker() as db:
+        user = await db.get(User, user_id)
+        if user is None or not user.is_active:
+            await live.emit({"type": "error", "request_id": request_id, "code": "account_disabled",
+                             "message": "this account is disabled"})
+            return
+        principal = Principal(user=user, api_key_id=key_id)
+        if live.conversation_id is None:
+            conversation = await conversations.create_conversation(
+                db, user_id, title=new_messages[-1]["content"][:60] or "WebSocket chat", system_prompt=system)
+            row = await db.get(WsSession, live.id)
+            if row is not None:
+                row.conversation_id = conversation.id
+            await db.commit()
+            live.conversation_id = conversation.id
+        history = [{"role": m.role, "content": m.content}
+                   for m in await conversations.messages_of(db, live.conversation_id)]
+        while True:
+            prompt = ([{"role": "system", "content": system}] if system else []) + history + new_messages
+            try:
+                generation = await serving.begin(state, db, principal, model, GenerationRequest(
+                    messages=prompt, sampling=params, request_id=request_id))
+                break
+            except ContextTooLong:
+                if not history:
+                    raise
+                history = history[2:]  # the oldest exchange goes first
+            except (EngineError, ServiceError) as exc:
+                await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message})
+                return
+        for item in new_messages:
+            db.add(Message(conversation_id=live.conversation_id, role=item["role"], content=item["content"]))
+        await db.commit()
+    await live.emit({"type": "start", "request_id": request_id, "model": generation.backend.model,
+                     "input_tokens": generation.start.prompt_tokens, "max_tokens": generation.start.max_tokens})
+    live.current_abort = generation.abort
+    text: list[str] = []
+    finish_reason = "cancelled"
+    try:
+        async for event in generation.events:
+            generation.meter.observe(event)
+            if isinstance(event, TokenEvent) and event.text:
+                text.append(event.text)
+                await live.emit({"type": "token", "request_id": request_id, "text": event.text})
+            elif isinstance(event, FinishEvent):
+                finish_reason = event.finish_reason
+            elif isinstance(event, ErrorEvent):
+                await live.emit({"type": "error", "request_id": request_id, "code": event.code,
+                                 "message": event.message})
+                return
+    finally:
+        await generation.close()
+    meter = generation.meter
+    ttft = meter.ttft_s
+    await live.emit({"type": "done", "request_id": request_id, "finish_reason": finish_reason,
+                     "text": "".join(text),
+                     "usage": {"prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens},
+                     "metrics": {"ttft_ms": None if ttft is None else round(ttft * 1000, 1),
+                                 "tokens_per_s": meter.tokens_per_s()}})
+    await conversations.save_reply(state.sessionmaker, live.conversation_id, "".join(text),
+                                   model=generation.backend.model, prompt_tokens=meter.prompt_tokens,
+                                   completion_tokens=meter.completion_tokens)
+
+
+def _turn(message: dict[str, Any]) -> dict[str, Any]:
+    """The new turn from ``messages``, the seed's ``prompt: {system, user}``, or ``prompt``/``message`` text."""
+    if "messages" in message:
+        items = message["messages"]
+        if (not isinstance(items, list) or not items or not all(
+                isinstance(m, dict) and m.get("role") in {"user", "assistant", "system"}
+                and isinstance(m.get("content"), str) for m in items)):
+            raise ProtocolError("invalid_value", "messages must be a non-empty list of {role, content}")
+        system = next((m["content"] for m in items if m["role"] == "system"), None)
+        return {"system": system, "messages": [{"role": m["role"], "content": m["content"]}
+                                               for m in items if m["role"] != "system"]}
+    prompt = message.get("prompt", message.get("message"))
+    if isinstance(prompt, dict):
+        user = prompt.get("user")
+        if not isinstance(user, str) or not user:
+            raise ProtocolError("missing_field", "prompt needs 'user' text")
+        system = prompt.get("system")
+        return {"system": system if isinstance(system, str) and system else None,
+                "messages": [{"role": "user", "content": user}]}
+    if isinstance(prompt, str) and prompt:
+        return {"system": None, "messages": [{"role": "user", "content": prompt}]}
+    raise ProtocolError("missing_field", "inference needs 'messages', 'prompt' {system, user} or 'prompt' text")
+
+
+def _sampling(config: dict[str, Any]) -> SamplingParams:
+    values = {key: config[key] for key in SAMPLING_KEYS if key in config}
+    if isinstance(values.get("stop"), str):
+        values["stop"] = (values["stop"],)
+    elif isinstance(values.get("stop"), list):
+        values["stop"] = tuple(values["stop"])
+    try:
+        return SamplingParams(**values)
+    except TypeError as exc:
+        raise ProtocolError("invalid_value", f"bad config: {exc}") from exc
+
+
+def _dict(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("invalid_value", f"{name} must be an object")
+    return value
+
+
+def _optional_uuid(value: Any, name: str) -> uuid.UUID | None:
+    if value in (None, ""):
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ProtocolError("invalid_value", f"{name} must be a session id from 'welcome'") from None
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError("invalid_value", f"{name} must be a whole number ≥ 0")
+    return value
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

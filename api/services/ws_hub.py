@@ -1,0 +1,186 @@
+"""WebSocket sessions while they are live in this process: numbered events, their sealed buffer in the database,
+the attached socket (if any), and a FIFO of inference jobs run one after another.
+
+Every event a session produces gets the next sequence number and goes into the session's memory and, every
+``persist_interval_s``, into the database (sealed); then it is sent to the attached client, if one is attached. A
+client that drops leaves its session running; one that comes back (here or on another replica) is sent everything
+after the sequence number it last saw, then the live rest, in order, without duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.services import ws_buffer
+from api.services.sealing import Sealer
+from api.services.ws_buffer import BufferedEvent
+from db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Job = Callable[["LiveSession"], Awaitable[None]]
+RECENT_EVENTS = 5000  # events kept in memory per session beyond what the database holds anyway
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class LiveSession:
+    id: uuid.UUID
+    user_id: int
+    next_seq: int
+    recent: list[BufferedEvent] = field(default_factory=list)  # everything emitted here, oldest dropped first
+    persisted_seq: int = 0  # events up to this one are in the database
+    sender: Send | None = None
+    sent_seq: int = 0  # the attached client has every event up to this one
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    jobs: asyncio.Queue[Job] = field(default_factory=lambda: asyncio.Queue(maxsize=8))
+    worker: asyncio.Task[None] | None = None
+    current_abort: Callable[[], None] | None = None  # stops the running generation
+    config: dict[str, Any] = field(default_factory=dict)
+    conversation_id: uuid.UUID | None = None
+
+    async def emit(self, message: dict[str, Any]) -> None:
+        """Number the event, keep it, and send it to the attached client (a dead socket just detaches)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        event = BufferedEvent(seq, {**message, "seq": seq})
+        self.recent.append(event)
+        if len(self.recent) > RECENT_EVENTS and self.recent[0].seq <= self.persisted_seq:
+            del self.recent[0]
+        async with self.send_lock:
+            await self._send_up_to(seq)
+
+    async def _send_up_to(self, seq: int) -> None:
+        if self.sender is None:
+            return
+        for event in self.recent:
+            if self.sent_seq < event.seq <= seq:
+                try:
+                    await self.sender(event.event)
+                except Exception:  # noqa: BLE001 (the client went away; the session goes on)
+                    self.sender = None
+                    return
+                self.sent_seq = event.seq
+
+    def unpersisted(self) -> list[BufferedEvent]:
+        return [event for event in self.recent if event.seq > self.persisted_seq]
+
+
+class WsHub:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], sealer: Sealer, *, queue_length: int = 8,
+                 idle_expiry_s: float = 7 * 86400, persist_interval_s: float = 0.1) -> None:
+        self._sessionmaker = sessionmaker
+        self.sealer = sealer
+        self.queue_length = queue_length
+        self.idle_expiry_s = idle_expiry_s
+        self.persist_interval_s = persist_interval_s
+        self.sessions: dict[uuid.UUID, LiveSession] = {}
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_expiry = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._housekeeping(), name="llmws-ws-hub")
+
+    def live(self, session_id: uuid.UUID, user_id: int, last_seq: int, config: dict[str, Any],
+             conversation_id: uuid.UUID | None) -> LiveSession:
+        found = self.sessions.get(session_id)
+        if found is None:
+            found = LiveSession(session_id, user_id, next_seq=last_seq + 1, persisted_seq=last_seq, config=config,
+                                conversation_id=conversation_id, jobs=asyncio.Queue(maxsize=self.queue_length))
+            found.worker = asyncio.create_task(self._work(found), name=f"llmws-ws-{session_id}")
+            self.sessions[session_id] = found
+        return found
+
+    async def attach(self, live: LiveSession, send: Send, after_seq: int) -> None:
+        """Send ``send`` every event after ``after_seq`` (stored ones first), then make it the live client."""
+        async with live.send_lock:
+            live.sender = None  # a newer connection takes the session over
+            oldest_here = live.recent[0].seq if live.recent else live.next_seq
+            if after_seq + 1 < oldest_here:  # the start of what is missed is only in the database
+                async with self._sessionmaker() as session:
+                    stored = await ws_buffer.events_after(session, self.sealer, live.id, after_seq)
+                for event in stored:
+                    if event.seq < oldest_here:
+                        await send(event.event)
+            live.sender, live.sent_seq = send, max(after_seq, oldest_here - 1)
+            await live._send_up_to(live.next_seq - 1)
+
+    def detach(self, live: LiveSession, send: Send) -> None:
+        if live.sender is send:
+            live.sender = None
+
+    def submit(self, live: LiveSession, job: Job) -> None:
+        try:
+            live.jobs.put_nowait(job)
+        except asyncio.QueueFull:
+            raise QueueFull(f"this session already has {live.jobs.maxsize} requests waiting") from None
+
+    async def _work(self, live: LiveSession) -> None:
+        while True:
+            job = await live.jobs.get()
+            try:
+                await job(live)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 (one failed job must not stop the session's queue)
+                log.exception("websocket session %s: a job failed", live.id)
+                await live.emit({"type": "error", "code": "internal_error", "message": "the request failed"})
+            finally:
+                live.current_abort = None
+
+    async def _housekeeping(self) -> None:
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.persist_interval_s)
+            try:
+                await self.persist()
+                if time.monotonic() - self._last_expiry > 60:
+                    self._last_expiry = time.monotonic()
+                    async with self._sessionmaker() as session:
+                        await ws_buffer.expire_idle(session, utcnow() - timedelta(seconds=self.idle_expiry_s))
+                        await session.commit()
+            except Exception:  # noqa: BLE001 (the hub must outlive a database outage)
+                log.exception("websocket hub: database error; retrying")
+
+    async def persist(self) -> None:
+        batches = [(live, live.unpersisted()) for live in self.sessions.values()]
+        batches = [(live, events) for live, events in batches if events]
+        if not batches:
+            return
+        async with self._sessionmaker() as session:
+            for live, events in batches:
+                await ws_buffer.store(session, self.sealer, live.id, events)
+            await session.commit()
+        for live, events in batches:
+            live.persisted_seq = events[-1].seq
+
+    async def close(self) -> None:
+        for live in self.sessions.values():
+            if live.current_abort is not None:
+                live.current_abort()
+        workers = [live.worker for live in self.sessions.values() if live.worker is not None]
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._closing.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.persist()
+        except Exception:  # noqa: BLE001 (shutdown goes on; the loss is logged)
+            log.exception("websocket hub: could not store the last events at shutdown")

@@ -1,0 +1,177 @@
+"""The WebSocket channel against a real `llmws serve`, with the `websockets` client: resume after a drop, after a
+restart and on another process, multi-turn sessions, FIFO, admin-only model management, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.api.live import Account, LiveApi, start_server, wait_ready
+
+GREEDY = {"temperature": 0, "max_tokens": 60}
+
+
+def ws_url(base_url: str) -> str:
+    return base_url.replace("http://", "ws://") + "/v1/ws"
+
+
+def receive(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=30))
+
+
+def hello(ws: ClientConnection, account: Account, **extra: Any) -> dict[str, Any]:
+    ws.send(json.dumps({"type": "hello", "token": account.key, **extra}))
+    welcome = receive(ws)
+    assert welcome["type"] == "welcome", welcome
+    return welcome
+
+
+def until_done(ws: ClientConnection, events: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    events = events if events is not None else []
+    while not events or events[-1]["type"] not in {"done", "error"}:
+        events.append(receive(ws))
+    return events
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    return "".join(event["text"] for event in events if event["type"] == "token")
+
+
+def inference(ws: ClientConnection, user: str, **config: Any) -> None:
+    ws.send(json.dumps({"type": "inference", "prompt": {"system": "Be brief.", "user": user},
+                        "config": {**GREEDY, **config}}))
+
+
+def uninterrupted(live_api: LiveApi, account: Account, user: str) -> str:
+    with connect(ws_url(live_api.base_url)) as ws:
+        hello(ws, account)
+        inference(ws, user)
+        return text_of(until_done(ws))
+
+
+def test_a_dropped_client_resumes_every_missed_event(live_api: LiveApi) -> None:
+    account = live_api.new_account("wsdrop")
+    with connect(ws_url(live_api.base_url)) as ws:
+        session_id = hello(ws, account)["session_id"]
+        inference(ws, "Tell me about rivers.")
+        seen: list[dict[str, Any]] = []
+        while sum(event["type"] == "token" for event in seen) < 5:
+            seen.append(receive(ws))
+    time.sleep(0.5)  # the generation goes on meanwhile
+    with connect(ws_url(live_api.base_url)) as ws:
+        welcome = hello(ws, account, session_id=session_id, last_seq=seen[-1]["seq"])
+        assert welcome["resumed"] is True and welcome["session_id"] == session_id
+        rest = until_done(ws)
+    events = seen + rest
+    assert [event["seq"] for event in events] == list(range(events[0]["seq"], events[0]["seq"] + len(events)))
+    assert events[-1]["type"] == "done"
+    assert text_of(events) == uninterrupted(live_api, live_api.new_account("wsref"), "Tell me about rivers.")
+
+
+def test_a_finished_answer_survives_a_restart_and_resumes_on_another_process(live_api: LiveApi,
+                                                                            tmp_path: Path) -> None:
+    account = live_api.new_account("wsrestart")
+    other = start_server(tmp_path, live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var")}, "other")
+    try:
+        wait_ready(other)
+        with connect(ws_url(other.base_url)) as ws:
+            session_id = hello(ws, account)["session_id"]
+            inference(ws, "Name three rivers.", max_tokens=24)
+            assert receive(ws)["type"] == "start"
+        time.sleep(3)  # the answer finishes with nobody connected
+    finally:
+        other.stop()  # a graceful stop stores what is buffered
+    with connect(ws_url(live_api.base_url)) as ws:
+        hello(ws, account, session_id=session_id, last_seq=0)
+        events = until_done(ws)
+    assert [event["type"] for event in events][0] == "start" and events[-1]["type"] == "done"
+    assert text_of(events) == events[-1]["text"] and events[-1]["usage"]["completion_tokens"] > 0
+
+
+def test_turns_build_on_each_other_and_sessions_are_private(live_api: LiveApi) -> None:
+    account, stranger = live_api.new_account("wsturns"), live_api.new_account("wsstranger")
+    with connect(ws_url(live_api.base_url)) as ws:
+        session_id = hello(ws, account)["session_id"]
+        inference(ws, "My name is Ada.", max_tokens=8)
+        first = until_done(ws)
+        inference(ws, "What is my name?", max_tokens=8)
+        second = until_done(ws)
+    assert second[0]["input_tokens"] > first[0]["input_tokens"] + first[-1]["usage"]["completion_tokens"]
+    with connect(ws_url(live_api.base_url)) as ws:
+        ws.send(json.dumps({"type": "hello", "token": stranger.key, "session_id": session_id}))
+        refused = receive(ws)
+        assert refused["type"] == "error" and refused["code"] == "session_not_found"
+        ws.send(json.dumps({"type": "ping"}))
+        assert receive(ws)["type"] == "pong"
+
+
+def test_one_sessions_requests_run_in_order(live_api: LiveApi) -> None:
+    account = live_api.new_account("wsfifo")
+    with connect(ws_url(live_api.base_url)) as ws:
+        hello(ws, account)
+        for name in ("first", "second"):
+            ws.send(json.dumps({"type": "inference", "id": name, "prompt": f"Say {name}.",
+                                "config": {"max_tokens": 20}}))
+        events: list[dict[str, Any]] = []
+        while sum(event["type"] == "done" for event in events) < 2:
+            events.append(receive(ws))
+    order = [event["request_id"] for event in events if "request_id" in event]
+    assert order == sorted(order, key=["first", "second"].index)  # all of the first, then all of the second
+
+
+def test_model_management_needs_the_admin_role(live_api: LiveApi) -> None:
+    account = live_api.new_account("wsplain")
+    with connect(ws_url(live_api.base_url)) as ws:
+        hello(ws, account)
+        ws.send(json.dumps({"type": "switch_model", "model": "tiny-chat"}))
+        refused = receive(ws)
+        assert refused["type"] == "error" and refused["code"] == "admin_required"
+    with connect(ws_url(live_api.base_url)) as ws:
+        ws.send(json.dumps({"type": "hello", "token": live_api.admin_token}))
+        assert receive(ws)["type"] == "welcome"
+        ws.send(json.dumps({"type": "switch_model", "model": "tiny-chat"}))
+        events = [receive(ws)]
+        while events[-1]["type"] != "model_switched":
+            events.append(receive(ws))
+    assert [event["type"] for event in events].count("log") >= 2
+    wait_ready(live_api.server)
+
+
+def test_bad_input_gets_errors_and_the_socket_stays_usable(live_api: LiveApi) -> None:
+    account = live_api.new_account("wsbad")
+    with connect(ws_url(live_api.base_url), max_size=None) as ws:
+        ws.send("not json")
+        assert receive(ws)["code"] == "invalid_json"
+        ws.send(json.dumps({"type": "inference", "prompt": "too early"}))
+        assert receive(ws)["code"] == "hello_first"
+        ws.send(json.dumps({"type": "hello", "token": "sk-llmws-not-a-key"}))
+        assert receive(ws)["code"] == "invalid_api_key"
+        ws.send(json.dumps({"type": "hello"}))
+        assert receive(ws)["code"] == "missing_credentials"
+        hello(ws, account)
+        ws.send(json.dumps({"type": "teleport"}))
+        assert receive(ws)["code"] == "unknown_type"
+        ws.send(json.dumps({"type": "inference"}))
+        assert receive(ws)["code"] == "missing_field"
+        ws.send(json.dumps({"type": "config", "config": {"temperature": -1}}))
+        assert receive(ws)["code"] == "invalid_parameter"
+        ws.send(json.dumps({"type": "ping", "pad": "x" * 2_000_000}))
+        assert receive(ws)["code"] == "message_too_large"
+        for _ in range(1000):
+            ws.send(json.dumps({"type": "ping"}))
+        answers = [receive(ws)["type"] for _ in range(1000)]
+        assert answers.count("pong") < 1000 and set(answers) == {"pong", "error"}
+        time.sleep(0.5)
+        ws.send(json.dumps({"type": "ping"}))
+        assert receive(ws)["type"] == "pong"
+
+
+@pytest.fixture(autouse=True)
+def _engine_idle_after(live_api: LiveApi) -> Any:
+    yield
+    live_api.wait_engine_idle(within_s=30)
