@@ -1,4 +1,4 @@
-"""The ``llmws`` command: serve the API or the UI, migrate the database, manage users."""
+"""The ``llmws`` command: serve the API or the UI, chat, migrate the database, manage users and models."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from alembic.util import CommandError as AlembicCommandError
 from sqlalchemy.exc import DBAPIError
 
+from api.cli_chat import add_chat_command
 from api.cli_models import add_model_commands
 from api.services.errors import ServiceError
 from api.settings import Settings, SettingsError, load_settings
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, help="port (default LLMWS_UI_PORT)")
     ui.set_defaults(handler=_ui)
 
+    add_chat_command(commands)
     db = commands.add_parser("db", help="database migrations").add_subparsers(title="db commands")
     upgrade = db.add_parser("upgrade", help="migrate to the newest schema (or a given revision)")
     upgrade.add_argument("revision", nargs="?", default="head")

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
     ui_port: int = Field(5006, ge=1, le=65535, description="Port `llmws ui` serves the Panel app on.")
-    api_url: str = Field("http://127.0.0.1:8000", description="Where the UI reaches the API.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the UI and `llmws chat` reach the API.")
+    token: SecretStr | None = Field(None, description="The login token or API key `llmws chat` uses.")
     data_dir: Path = Field(Path("var"), description="Runtime data: database, secret key, logs, downloads.")
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; default a SQLite file `<data_dir>/llmws.db`."

@@ -36,8 +36,8 @@ class Server:
         return self.console.read_text()
 
 
-def start_server(tmp_path: Path, env: dict[str, str], name: str) -> Server:
-    port = free_port()
+def start_server(tmp_path: Path, env: dict[str, str], name: str, port: int | None = None) -> Server:
+    port = port or free_port()
     console = tmp_path / f"{name}.console"
     with console.open("wb") as sink:
         process = subprocess.Popen([LLMWS, "serve"], env={**env, "LLMWS_PORT": str(port)}, cwd=tmp_path,

@@ -4,6 +4,9 @@ restart and on another process, multi-turn sessions, FIFO, admin-only model mana
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.api.live import Account, LiveApi, start_server, wait_ready
+from tests.api.live import LLMWS, Account, LiveApi, free_port, start_server, wait_ready
 
 GREEDY = {"temperature": 0, "max_tokens": 60}
 
@@ -175,3 +178,64 @@ def test_bad_input_gets_errors_and_the_socket_stays_usable(live_api: LiveApi) ->
 def _engine_idle_after(live_api: LiveApi) -> Any:
     yield
     live_api.wait_engine_idle(within_s=30)
+
+
+def llmws_chat(live_api: LiveApi, account: Account, *args: str, stdin: str | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LLMWS_")}
+    return subprocess.run([LLMWS, "chat", "--url", live_api.base_url, "--token", account.key, *args], input=stdin,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_llmws_chat_answers_a_prompt(live_api: LiveApi) -> None:
+    account = live_api.new_account("cli")
+    done = llmws_chat(live_api, account, "--prompt", "hi", "--temperature", "0", "--max-tokens", "12")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() and "error" not in done.stdout
+    refused = llmws_chat(live_api, Account(0, "nobody", "sk-llmws-wrong", 0), "--prompt", "hi")
+    assert refused.returncode == 1 and "invalid_api_key" in refused.stderr
+
+
+def test_llmws_chat_interactive_commands(live_api: LiveApi) -> None:
+    account = live_api.new_account("cli2")
+    script = "Tell me about the sea.\n/session\n/resources\n/models\n/config temperature=0 max_tokens=8\n/quit\n"
+    done = llmws_chat(live_api, account, "--max-tokens", "8", stdin=script)
+    assert done.returncode == 0, done.stderr
+    session = done.stdout.split("session ", 1)[1].split()[0]
+    assert f"session {session} (last event" in done.stdout
+    assert '"cpu"' in done.stdout and "tiny-chat (local)" in done.stdout
+    assert '{"temperature": 0, "max_tokens": 8}' in done.stdout
+
+
+def test_llmws_chat_survives_the_server_restarting_under_it(live_api: LiveApi, tmp_path: Path) -> None:
+    account = live_api.new_account("cli3")
+    port = free_port()
+    env = live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var")}
+    server = start_server(tmp_path, env, "before", port=port)
+    output: list[str] = []
+    try:
+        wait_ready(server)
+        chat = subprocess.Popen([LLMWS, "chat", "--url", server.base_url, "--token", account.key, "--max-tokens", "8"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={k: v for k, v in os.environ.items() if not k.startswith("LLMWS_")})
+        assert chat.stdin is not None and chat.stdout is not None
+        reader = threading.Thread(target=lambda: output.extend(chat.stdout), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        chat.stdin.write("Hello there.\n/session\n")
+        chat.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not any("(last event" in line for line in output) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server.stop()
+        server = start_server(tmp_path, env, "after", port=port)
+        wait_ready(server)
+        chat.stdin.write("And again?\n/session\n/quit\n")
+        chat.stdin.close()
+        assert chat.wait(timeout=90) == 0, chat.stderr.read() if chat.stderr else ""
+    finally:
+        server.stop()
+    reader.join(timeout=5)
+    sessions = [line.split("session ")[1].split()[0] for line in output if "(last event" in line]
+    assert len(sessions) == 2 and sessions[0] == sessions[1]  # the same session, resumed after the restart
+    last_events = [int(line.split("last event ")[1].rstrip(")\n")) for line in output if "(last event" in line]
+    assert last_events[1] > last_events[0]  # the question after the restart was answered in it
