@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
-import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,35 +210,67 @@ def test_llmws_chat_interactive_commands(live_api: LiveApi) -> None:
     assert '{"temperature": 0, "max_tokens": 8}' in done.stdout
 
 
-def test_llmws_chat_survives_the_server_restarting_under_it(live_api: LiveApi, tmp_path: Path) -> None:
+class Tmux:
+    """A terminal the test types into and reads, as a person would (its own tmux server, so nothing else is seen)."""
+
+    def __init__(self, command: list[str]) -> None:
+        if shutil.which("tmux") is None:
+            pytest.fail("tmux is needed for the interactive `llmws chat` test (apt install tmux)")
+        self.socket = f"llmws-test-{uuid.uuid4().hex[:8]}"
+        self.run("new-session", "-d", "-s", "chat", "-x", "200", "-y", "80", shlex.join(command))
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True,
+                              timeout=30).stdout
+
+    def type(self, line: str) -> None:
+        self.run("send-keys", "-t", "chat", "-l", line)
+        self.run("send-keys", "-t", "chat", "Enter")
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "chat", "-S", "-500")
+
+    def wait_for(self, predicate: Callable[[str], bool], what: str, timeout_s: float = 60) -> str:
+        deadline = time.monotonic() + timeout_s
+        while not predicate(screen := self.screen()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the terminal never showed {what}:\n{screen}")
+            time.sleep(0.2)
+        return screen
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+
+
+def test_llmws_chat_in_a_terminal_survives_the_server_restarting_under_it(live_api: LiveApi,
+                                                                          tmp_path: Path) -> None:
     account = live_api.new_account("cli3")
     port = free_port()
     env = live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var")}
     server = start_server(tmp_path, env, "before", port=port)
-    output: list[str] = []
+    terminal = Tmux([LLMWS, "chat", "--url", server.base_url, "--token", account.key, "--max-tokens", "8"])
     try:
         wait_ready(server)
-        chat = subprocess.Popen([LLMWS, "chat", "--url", server.base_url, "--token", account.key, "--max-tokens", "8"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={k: v for k, v in os.environ.items() if not k.startswith("LLMWS_")})
-        assert chat.stdin is not None and chat.stdout is not None
-        reader = threading.Thread(target=lambda: output.extend(chat.stdout), daemon=True)  # type: ignore[arg-type]
-        reader.start()
-        chat.stdin.write("Hello there.\n/session\n")
-        chat.stdin.flush()
-        deadline = time.monotonic() + 30
-        while not any("(last event" in line for line in output) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        terminal.wait_for(lambda text: "/help for commands" in text, "the banner")
+        terminal.type("Hello there.")
+        terminal.wait_for(lambda text: sum(line.startswith(">") for line in text.splitlines()) >= 2,
+                          "an answer and a new prompt")
+        terminal.type("/resources")
+        terminal.wait_for(lambda text: '"cpu"' in text, "the resources")
+        terminal.type("/session")
+        terminal.wait_for(lambda text: "(last event" in text, "the session")
         server.stop()
         server = start_server(tmp_path, env, "after", port=port)
         wait_ready(server)
-        chat.stdin.write("And again?\n/session\n/quit\n")
-        chat.stdin.close()
-        assert chat.wait(timeout=90) == 0, chat.stderr.read() if chat.stderr else ""
+        terminal.type("And again?")
+        terminal.type("/session")
+        screen = terminal.wait_for(lambda text: text.count("(last event") >= 2, "the session after the restart")
     finally:
+        terminal.close()
         server.stop()
-    reader.join(timeout=5)
-    sessions = [line.split("session ")[1].split()[0] for line in output if "(last event" in line]
-    assert len(sessions) == 2 and sessions[0] == sessions[1]  # the same session, resumed after the restart
-    last_events = [int(line.split("last event ")[1].rstrip(")\n")) for line in output if "(last event" in line]
-    assert last_events[1] > last_events[0]  # the question after the restart was answered in it
+    sessions = [line.split("session ")[1].split()[0] for line in screen.splitlines() if "(last event" in line]
+    assert sessions[0] == sessions[1]  # the same session, resumed after the restart
+    last_events = [int(line.split("last event ")[1].split(")")[0]) for line in screen.splitlines()
+                   if "(last event" in line]
+    assert last_events[1] > last_events[0]  # and the question after the restart was answered in it
+    assert "error:" not in screen  # how the client reports a failed request
