@@ -26,7 +26,7 @@ from api.services.errors import (
     ServiceError,
 )
 from engine.errors import ContextTooLong, EngineError, InvalidParameters, NoModelLoaded, Overloaded
-from engine.host import EngineBusy, ModelLoadFailed
+from engine.host import EngineBusy, ModelInUse, ModelLoadFailed
 from engine.scheduler import EngineStopped
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
     InvalidParameters: (400, "invalid_request_error"),
     ContextTooLong: (400, "invalid_request_error"),
     EngineBusy: (409, "conflict_error"),
+    ModelInUse: (409, "conflict_error"),
     EngineStopped: (503, "server_error"),
     ModelLoadFailed: (500, "server_error"),
     Overloaded: (503, "server_error"),

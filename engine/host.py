@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ class EngineBusy(EngineError):
 
 class ModelLoadFailed(EngineError):
     code = "model_load_failed"
+
+
+class ModelInUse(EngineError):
+    code = "model_in_use"
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,22 @@ class ModelHost:
                 raise EngineBusy("requests are running on the current model; retry when they have finished")
             await asyncio.to_thread(self._unload)
             self.reason = "the model was unloaded"
+
+    async def delete(self, info: ModelInfo) -> Path:
+        """Delete a model from disk: the entry of its model folder that holds it (a file, or a folder with
+        everything in it). Never the loaded model, never anything outside the scanned folders."""
+        async with self._switching:
+            if self.loaded is not None and self.loaded.info.path == info.path:
+                raise ModelInUse(f"{info.name} is loaded; switch to another model or unload it first",
+                                 param="model")
+            root = info.model_dir.resolve()
+            target = info.path.resolve()
+            if not target.is_relative_to(root) or target == root:
+                raise ModelInUse(f"{info.name} is not inside a managed model folder", param="model")
+            entry = root / target.relative_to(root).parts[0]
+            await asyncio.to_thread(shutil.rmtree if entry.is_dir() else entry.unlink, entry)
+            log.info("deleted model %s (%s)", info.name, entry)
+            return entry
 
     def _unload(self) -> None:
         # Out of reach first, so no new request is submitted to an engine that is stopping.

@@ -215,7 +215,17 @@ class Channel:
         raise ProtocolError("not_implemented", "downloading models is not available yet")
 
     async def on_delete_model(self, message: dict[str, Any]) -> None:
-        raise ProtocolError("not_implemented", "deleting models is not available yet")
+        assert self.live is not None
+        name = message.get("model")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError("missing_field", "delete_model needs 'model' (a name from list_models)")
+        host = self.state.model_host
+        target = next((m for m in await asyncio.to_thread(host.available) if m.name == name), None)
+        if target is None:
+            raise ProtocolError("model_not_found", f"no local model named {name!r}")
+        removed = await host.delete(target)
+        await self.live.emit({"type": "log", "message": f"deleted {removed.name}"})
+        await self.live.emit({"type": "model_deleted", "model": name})
 
     # --- inference ----------------------------------------------------------------------------------------------
 

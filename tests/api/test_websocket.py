@@ -148,6 +148,30 @@ def test_model_management_needs_the_admin_role(live_api: LiveApi) -> None:
     wait_ready(live_api.server)
 
 
+def test_deleting_a_model_is_for_admins_and_never_the_loaded_one(live_api: LiveApi, chat_model_dir: Path) -> None:
+    doomed = chat_model_dir.parent / "zz-doomed"  # sorts after the served model, so no server would pick it
+    shutil.copytree(chat_model_dir, doomed)
+    try:
+        with connect(ws_url(live_api.base_url)) as ws:
+            hello(ws, live_api.new_account("wsdel"))
+            ws.send(json.dumps({"type": "delete_model", "model": "zz-doomed"}))
+            assert receive(ws)["code"] == "admin_required"
+        assert doomed.is_dir()
+        with connect(ws_url(live_api.base_url)) as ws:
+            ws.send(json.dumps({"type": "hello", "token": live_api.admin_token}))
+            assert receive(ws)["type"] == "welcome"
+            ws.send(json.dumps({"type": "delete_model", "model": "tiny-chat"}))
+            assert receive(ws)["code"] == "model_in_use"
+            ws.send(json.dumps({"type": "delete_model", "model": "../etc"}))
+            assert receive(ws)["code"] == "model_not_found"
+            ws.send(json.dumps({"type": "delete_model", "model": "zz-doomed"}))
+            events = [receive(ws), receive(ws)]
+        assert [event["type"] for event in events] == ["log", "model_deleted"]
+        assert not doomed.exists() and chat_model_dir.is_dir()
+    finally:
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
 def test_bad_input_gets_errors_and_the_socket_stays_usable(live_api: LiveApi) -> None:
     account = live_api.new_account("wsbad")
     with connect(ws_url(live_api.base_url), max_size=None) as ws:
