@@ -65,10 +65,12 @@ class LiveSession:
             await self._send_up_to(seq)
 
     async def _send_up_to(self, seq: int) -> None:
-        if self.sender is None:
+        if self.sender is None or not self.recent:
             return
-        for event in self.recent:
-            if self.sent_seq < event.seq <= seq:
+        # recent holds consecutive numbers: start at the first unsent one instead of scanning (this runs per token).
+        start = max(0, self.sent_seq + 1 - self.recent[0].seq)
+        for event in self.recent[start:]:
+            if event.seq <= seq:
                 try:
                     await self.sender(event.event)
                 except Exception:  # noqa: BLE001 (the client went away; the session goes on)
