@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
+from api.routes.streaming import sse_response
 from api.schemas.chat import NativeChatRequest
 from api.services import conversations, serving
 from api.services.chat_streams import StreamHub, parse_last_event_id
@@ -18,7 +19,6 @@ from engine.requests import GenerationRequest, SamplingParams
 
 router = APIRouter(prefix="/v1/chat", tags=["chat"], dependencies=[Depends(current_principal)])
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 
@@ -85,7 +85,7 @@ async def chat_stream(body: NativeChatRequest, request: Request, principal: Curr
     if last_event_id:
         stream_id, seq = parse_last_event_id(last_event_id)
         await session.commit()  # one pool connection per request at a time: the stream opens its own
-        return _sse(await hub.follow(stream_id, principal.user.id, seq))
+        return sse_response(await hub.follow(stream_id, principal.user.id, seq))
     generation, conversation_id = await _start(body, request, principal, session)
 
     async def on_finish(text: str, finished: serving.Generation) -> None:
@@ -97,7 +97,7 @@ async def chat_stream(body: NativeChatRequest, request: Request, principal: Curr
     except BaseException:
         await generation.close()
         raise
-    return _sse(hub.follow_run(run))
+    return sse_response(hub.follow_run(run))
 
 
 @router.get("/stream/{stream_id}")
@@ -107,7 +107,7 @@ async def resume_stream(stream_id: uuid.UUID, request: Request, principal: Curre
     hub: StreamHub = request.app.state.stream_hub
     await session.commit()  # one pool connection per request at a time: the stream opens its own
     seq = parse_last_event_id(last_event_id, stream_id)[1] if last_event_id else max(after or 0, 0)
-    return _sse(await hub.follow(stream_id, principal.user.id, seq))
+    return sse_response(await hub.follow(stream_id, principal.user.id, seq))
 
 
 @router.post("/stream/{stream_id}/cancel")
@@ -116,7 +116,3 @@ async def cancel_stream(stream_id: uuid.UUID, request: Request, principal: Curre
     if not await hub.cancel(stream_id, principal.user.id):
         raise NotFound("no such stream", param="stream_id", code="stream_not_found")
     return {"id": str(stream_id), "cancelled": True}
-
-
-def _sse(body: Any) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)

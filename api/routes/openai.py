@@ -2,49 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
-from api.schemas.openai import ChatCompletionRequest, CompletionRequest
+from api.routes.streaming import sse_response
+from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.services import openai_format, serving
+from api.services.auth import Principal
 from api.services.backends import Backend, Backends
+from engine.requests import GenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_principal)])
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, principal: CurrentPrincipal,
                            session: SessionDep) -> dict[str, Any] | StreamingResponse:
-    generation = await serving.begin(request.app.state, session, principal, body.model,
-                                     openai_format.chat_request(body))
-    if body.stream:
-        return _streaming(openai_format.stream_chunks(generation, chat=True, include_usage=body.include_usage),
-                          generation)
-    return openai_format.chat_response(generation, await serving.collect(generation, request))
+    return await _serve(request, session, principal, body, openai_format.chat_request(body), chat=True)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, principal: CurrentPrincipal,
                       session: SessionDep) -> dict[str, Any] | StreamingResponse:
-    generation = await serving.begin(request.app.state, session, principal, body.model,
-                                     openai_format.completion_request(body))
+    return await _serve(request, session, principal, body, openai_format.completion_request(body), chat=False)
+
+
+async def _serve(request: Request, session: AsyncSession, principal: Principal, body: SamplingFields,
+                 generation_request: GenerationRequest, *, chat: bool) -> dict[str, Any] | StreamingResponse:
+    generation = await serving.begin(request.app.state, session, principal, body.model, generation_request)
     if body.stream:
-        return _streaming(openai_format.stream_chunks(generation, chat=False, include_usage=body.include_usage),
-                          generation)
-    return openai_format.completion_response(generation, await serving.collect(generation, request))
-
-
-def _streaming(chunks: AsyncIterator[bytes], generation: serving.Generation) -> StreamingResponse:
-    # The background close also covers a client gone before the body started (the chunks' own cleanup never ran).
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
-                             background=BackgroundTask(generation.close))
+        # The background close also covers a client gone before the body started (the chunks' cleanup never ran).
+        return sse_response(openai_format.stream_chunks(generation, chat=chat, include_usage=body.include_usage),
+                            background=BackgroundTask(generation.close))
+    return openai_format.response(generation, await serving.collect(generation, request), chat=chat)
 
 
 def _model_card(backend: Backend) -> dict[str, Any]:

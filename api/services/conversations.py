@@ -126,7 +126,7 @@ async def plan_exchange(session: AsyncSession, owner_id: int, text: str, *, conv
 
 async def store_exchange(session: AsyncSession, owner_id: int, exchange: Exchange, model: str) -> Conversation:
     conversation = exchange.conversation or await create_conversation(
-        session, owner_id, title=_title(exchange.text), project_id=exchange.project_id, model=model,
+        session, owner_id, title=title_from(exchange.text), project_id=exchange.project_id, model=model,
         system_prompt=exchange.system_prompt)
     session.add(Message(conversation_id=conversation.id, role="user", content=exchange.text))
     conversation.updated_at = utcnow()
@@ -145,7 +145,8 @@ async def save_reply(sessionmaker: async_sessionmaker[AsyncSession], conversatio
         await session.commit()
 
 
-def _title(text: str) -> str:
+def title_from(text: str) -> str:
+    """A conversation title from its first message: one line, shortened."""
     line = " ".join(text.split())
     return line if len(line) <= TITLE_LENGTH else line[:TITLE_LENGTH - 1] + "…"
 

@@ -62,26 +62,17 @@ def usage_dict(generation: Generation) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def chat_response(generation: Generation, choices: list[Choice]) -> dict[str, Any]:
-    return {
-        "id": generation.request.request_id, "object": "chat.completion", "created": int(time.time()),
-        "model": generation.backend.model, "system_fingerprint": None,
-        "choices": [{"index": index, "message": {"role": "assistant", "content": "".join(choice.text)},
-                     "logprobs": None, "finish_reason": FINISH_REASONS.get(choice.finish_reason or "stop", "stop")}
-                    for index, choice in enumerate(choices)],
-        "usage": usage_dict(generation),
-    }
+def response(generation: Generation, choices: list[Choice], *, chat: bool) -> dict[str, Any]:
+    """The whole answer: a ``chat.completion`` (messages) or a ``text_completion`` (text)."""
+    def choice(index: int, item: Choice) -> dict[str, Any]:
+        text = "".join(item.text)
+        body: dict[str, Any] = ({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+        return {"index": index, **body, "logprobs": None,
+                "finish_reason": FINISH_REASONS.get(item.finish_reason or "stop", "stop")}
 
-
-def completion_response(generation: Generation, choices: list[Choice]) -> dict[str, Any]:
-    return {
-        "id": generation.request.request_id, "object": "text_completion", "created": int(time.time()),
-        "model": generation.backend.model, "system_fingerprint": None,
-        "choices": [{"index": index, "text": "".join(choice.text), "logprobs": None,
-                     "finish_reason": FINISH_REASONS.get(choice.finish_reason or "stop", "stop")}
-                    for index, choice in enumerate(choices)],
-        "usage": usage_dict(generation),
-    }
+    return {"id": generation.request.request_id, "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": generation.backend.model, "system_fingerprint": None,
+            "choices": [choice(index, item) for index, item in enumerate(choices)], "usage": usage_dict(generation)}
 
 
 def _sse(payload: dict[str, Any]) -> bytes:

@@ -267,7 +267,7 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
         principal = Principal(user=user, api_key_id=key_id)
         if live.conversation_id is None:
             conversation = await conversations.create_conversation(
-                db, user_id, title=new_messages[-1]["content"][:60] or "WebSocket chat", system_prompt=system)
+                db, user_id, title=conversations.title_from(new_messages[-1]["content"]), system_prompt=system)
             row = await db.get(WsSession, live.id)
             if row is not None:
                 row.conversation_id = conversation.id
