@@ -17,6 +17,7 @@ from api.routes import admin, admin_engine, auth, chat, health, keys, library, o
 from api.services import ws_buffer
 from api.services.backends import Backend, Backends
 from api.services.chat_streams import StreamHub
+from api.services.model_downloads import DownloadJobs
 from api.services.model_host import build_model_host, start_model_host
 from api.services.sealing import Sealer
 from api.services.usage_writer import UsageWriter
@@ -65,12 +66,19 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                                      queue_length=settings.ws_queue_length,
                                      idle_expiry_s=settings.ws_session_expiry.total_seconds())
             app.state.ws_hub.start()
+            app.state.downloads = DownloadJobs(
+                app.state.sessionmaker, settings.download_dir, settings.download_work_dir,
+                hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+                names_in_use=lambda: [model.name for model in app.state.model_host.available()])
             # Loading (or converting a GGUF, the first time) can take a while: serve meanwhile, /readyz says so.
             app.state.model_loading = asyncio.create_task(start_model_host(app.state.model_host))
             log.info("LLMWS API ready (database %s)", engine.url.render_as_string(hide_password=True))
             yield
         finally:
-            # Streams first (their cancelled generations still record usage), then usage, then the model.
+            # Downloads stop; streams next (their cancelled generations still record usage), then usage, then the
+            # model.
+            if getattr(app.state, "downloads", None) is not None:
+                await app.state.downloads.close()
             if getattr(app.state, "ws_hub", None) is not None:
                 await app.state.ws_hub.close()
             if getattr(app.state, "stream_hub", None) is not None:

@@ -14,13 +14,13 @@ from api.settings import Settings
 from api.ws_client import ChatClient, ChatError
 
 HELP = """commands:
-  /config k=v ...   set sampling for this session (temperature, top_p, top_k, max_tokens, seed, system, ...)
-  /resources        the server's GPUs, CPU, memory and engine
-  /models           the models served
-  /switch MODEL     load another local model (admin)
-  /download MODEL   download a model (admin)
-  /session          this session's id (resume it later with --session)
-  /quit             leave (the session stays on the server)"""
+  /config k=v ...          set sampling for this session (temperature, top_p, top_k, max_tokens, seed, system, ...)
+  /resources               the server's GPUs, CPU, memory and engine
+  /models                  the models served
+  /switch MODEL            load another local model (admin)
+  /download SOURCE [NAME]  download a model: a Hugging Face repo id or a git URL (admin)
+  /session                 this session's id (resume it later with --session)
+  /quit                    leave (the session stays on the server)"""
 
 
 def add_chat_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -108,10 +108,24 @@ def _slash(client: ChatClient, command: str, rest: str) -> None:
         for event in client.switch_model(rest):
             print(event.get("message") or f"now serving {event.get('model')}", flush=True)
     elif command == "/download":
-        client.request({"type": "download_model", "model": rest}, "download_started")
+        source, _, name = rest.partition(" ")
+        for event in client.download_model(source, name.strip() or None):
+            print(_download_line(event), flush=True)
     else:
         print(f"unknown command {command}; /help lists them")
     sys.stdout.flush()
+
+
+def _download_line(event: dict[str, Any]) -> str:
+    if event["type"] == "download_started":
+        return f"downloading {event['source']} as {event['name']}"
+    if event["type"] == "progress":
+        percent = f"{event['percent']:.0f}%" if event.get("percent") is not None else "?"
+        eta = f", about {event['eta_s']:.0f} s left" if event.get("eta_s") is not None else ""
+        return f"{event['stage']}: {percent} ({event['bytes']} bytes{eta})"
+    if event["type"] == "download_finished":
+        return f"{event['name']}: {event['status']}" + (f" ({event['error']})" if event.get("error") else "")
+    return str(event.get("message", ""))
 
 
 def _value(text: str) -> Any:

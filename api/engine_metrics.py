@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.datastructures import State
 
@@ -13,7 +13,7 @@ class EngineCollector(Collector):
     def __init__(self, state: State) -> None:
         self.state = state
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         host = getattr(self.state, "model_host", None)
         local = host.local if host is not None else None
         yield GaugeMetricFamily("llmws_engine_model_loaded", "1 when a local model is being served",
@@ -28,5 +28,9 @@ class EngineCollector(Collector):
             ("tokens_per_second", "tokens generated per second over the last 10 s", stats.tokens_per_s),
             ("kv_cache_bytes", "bytes held by the running batch's KV cache", stats.kv_cache_bytes),
             ("max_context_tokens", "longest request the memory budget allows", local.max_context),
+            ("prefix_cache_bytes", "bytes of keys and values kept for reuse by prompts with the same start",
+             stats.prefix_cache_bytes),
         ):
             yield GaugeMetricFamily(f"llmws_engine_{name}", help_text, value=value)
+        yield CounterMetricFamily("llmws_engine_prefix_cached_tokens", "prompt tokens reused from the prefix cache "
+                                  "instead of computed", value=stats.prefix_cached_tokens)

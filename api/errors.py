@@ -25,6 +25,7 @@ from api.services.errors import (
     RateLimited,
     ServiceError,
 )
+from engine.downloads import DownloadRefused, NameTaken
 from engine.errors import ContextTooLong, EngineError, InvalidParameters, NoModelLoaded, Overloaded
 from engine.host import EngineBusy, ModelInUse, ModelLoadFailed
 from engine.scheduler import EngineStopped
@@ -128,6 +129,8 @@ def _param_name(location: tuple[Any, ...] | list[Any]) -> str | None:
 
 ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
     InvalidParameters: (400, "invalid_request_error"),
+    NameTaken: (409, "conflict_error"),
+    DownloadRefused: (400, "invalid_request_error"),
     ContextTooLong: (400, "invalid_request_error"),
     EngineBusy: (409, "conflict_error"),
     ModelInUse: (409, "conflict_error"),

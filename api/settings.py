@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most sequences decoded together.")
     max_queue: int = Field(256, ge=1, description="Most requests waiting for a batch slot before 503s.")
+    hf_token: SecretStr | None = Field(None, description="Hugging Face token for model downloads (gated repos); "
+                                       "`HF_ENDPOINT` picks a mirror.")
+    prefix_cache_mb: int = Field(
+        256, ge=0, description="Memory kept for the keys and values of recent prompts and answers, so requests "
+        "that start the same way (a shared system prompt, the next turn of a chat) skip that part; 0 turns it off.")
     secret_key: SecretStr | None = Field(
         None, description=f"Server secret; generated into `<data_dir>/{SECRET_KEY_FILE}` when unset."
     )
@@ -162,6 +167,16 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def download_dir(self) -> Path:
+        """The one folder model downloads go into (always scanned for models too)."""
+        return self.data_dir / "models"
+
+    @property
+    def download_work_dir(self) -> Path:
+        """Downloads in progress, outside every scanned folder so a half-fetched model is never listed."""
+        return self.data_dir / "cache" / "downloads"
 
     @property
     def model_cache_dir(self) -> Path:

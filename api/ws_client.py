@@ -141,6 +141,21 @@ class ChatClient:
     def configure(self, **config: Any) -> dict[str, Any]:
         return self.request({"type": "config", "config": config}, "config_ack")
 
+    def download_model(self, source: str, name: str | None = None, revision: str | None = None
+                       ) -> Iterator[dict[str, Any]]:
+        """The download's ``download_started``, ``progress`` and ``log`` events, ending with ``download_finished``
+        (whose ``status`` says whether it completed)."""
+        self.send({"type": "download_model", "source": source,
+                   **({"name": name} if name else {}), **({"revision": revision} if revision else {})})
+        while True:
+            event = self.receive()
+            if event["type"] == "error":
+                raise ChatError(event.get("code", "error"), event.get("message", ""))
+            if event["type"] in {"download_started", "progress", "log", "download_finished"}:
+                yield event
+                if event["type"] == "download_finished":
+                    return
+
     def switch_model(self, model: str) -> Iterator[dict[str, Any]]:
         """The switch's ``log`` events, ending with ``model_switched``."""
         self.send({"type": "switch_model", "model": model})

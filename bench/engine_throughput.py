@@ -2,7 +2,8 @@
 
 Three ways to serve C concurrent requests of 128 new tokens (end-of-sequence ignored): sequential
 `model.generate`, one left-padded `model.generate` batch of C, and the LLMWS engine serving C closed-loop clients
-(several requests each, lengths varying around the same mean, so later requests join a running batch). Prints
+(several requests each, every prompt different, lengths varying around the same mean, so later requests join a
+running batch), with its prefix cache and without. Prints
 aggregate tokens/s, TTFT p50/p95 and inter-token latency p50/p95, then the ratios the issue's goals are stated in.
 Run: `.venv/bin/python bench/engine_throughput.py [--concurrency 1 4 16 32] [--tokens 128] [--rounds 3]`.
 """
@@ -26,6 +27,10 @@ from engine.registry import scan
 from engine.requests import GenerationRequest, SamplingParams, TokenEvent
 
 REPO = Path(__file__).resolve().parents[1]
+NO_PREFIX = "  no prefix cache"
+FORMS = ["Write a short poem about {}.", "Tell me a story about {}.", "What should I know about {}?",
+         "Describe {} to a child.", "Write a haiku about {}.", "Give me three facts about {}.",
+         "Explain why people like {}.", "Write a song verse about {}."]
 TOPICS = ["the sea", "mountains", "a city at night", "bread", "rain", "a library", "trains", "winter", "bees",
           "a garden", "the moon", "coffee", "a market", "rivers", "clocks", "music"]
 
@@ -104,14 +109,16 @@ class Answer:
                                                                           strict=False) for _ in range(count)]
 
 
-async def run_engine(engine: LocalEngine, prompts: list[list[int]], new_tokens: int, rounds: int) -> list[Run]:
-    """C closed-loop clients, each sending ``rounds`` requests back to back. Lengths vary around ``new_tokens``
-    (same mean), as real answers do, so after the first round arrivals spread out and join a running batch.
+async def run_engine(engine: LocalEngine, prompts: list[list[int]], concurrency: int, new_tokens: int, rounds: int,
+                     label: str = "LLMWS engine") -> list[Run]:
+    """C closed-loop clients, each sending ``rounds`` requests back to back, every one a different prompt (the
+    chat template's system prompt is all they share). Lengths vary around ``new_tokens`` (same mean), as real
+    answers do, so after the first round arrivals spread out and join a running batch.
 
     The headline tokens/s counts the tokens that arrived while all C clients had a request in flight (until the
     first client is done): that is serving at concurrency C. The whole run, drain included, is reported too: its
     tail runs with ever fewer rows because the clients' total lengths differ, which a padded batch never faces."""
-    lengths = [new_tokens // 2 + (new_tokens * ((i * 7) % 11)) // 10 for i in range(len(prompts) * rounds)]
+    lengths = [new_tokens // 2 + (new_tokens * ((i * 7) % 11)) // 10 for i in range(concurrency * rounds)]
     by_round: list[list[Answer]] = [[] for _ in range(rounds)]
     done_at: list[float] = []
 
@@ -125,11 +132,12 @@ async def run_engine(engine: LocalEngine, prompts: list[list[int]], new_tokens: 
 
     async def client(index: int) -> None:
         for round_ in range(rounds):
-            by_round[round_].append(await one(prompts[index], lengths[round_ * len(prompts) + index]))
+            at = round_ * concurrency + index
+            by_round[round_].append(await one(prompts[at % len(prompts)], lengths[at]))
         done_at.append(time.perf_counter())
 
     started = time.perf_counter()
-    await asyncio.gather(*(client(index) for index in range(len(prompts))))
+    await asyncio.gather(*(client(index) for index in range(concurrency)))
     seconds = time.perf_counter() - started
     everything = [answer for answers in by_round for answer in answers]
     steady = [answer for answers in by_round[1:] for answer in answers] or everything
@@ -138,9 +146,11 @@ async def run_engine(engine: LocalEngine, prompts: list[list[int]], new_tokens: 
     total_tokens = sum(count for answer in everything for _, count in answer.arrivals)
 
     def summary(way: str, tokens: int, seconds: float, answers: list[Answer]) -> Run:
-        return Run(way, len(prompts), tokens, seconds, [a.ttft for a in answers], [g for a in answers for g in a.gaps])
+        return Run(way, concurrency, tokens, seconds, [a.ttft for a in answers], [g for a in answers for g in a.gaps])
 
-    return [summary("LLMWS engine", full_tokens, full_until - started, everything),
+    if label != "LLMWS engine":
+        return [summary(label, full_tokens, full_until - started, everything)]
+    return [summary(label, full_tokens, full_until - started, everything),
             summary("  rounds 2+ (joining)", full_tokens, full_until - started, steady),
             summary("  whole run, drain too", total_tokens, seconds, everything)]
 
@@ -156,6 +166,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3, help="requests per engine client")
+    parser.add_argument("--prefix-cache-mb", type=int, default=256, help="the engine's prefix cache (0: off)")
     args = parser.parse_args()
 
     runtime = choose_runtime(cpu_threads=args.threads)
@@ -163,20 +174,26 @@ def main() -> None:
     loaded = load(info, cache_dir=REPO / "var" / "cache" / "converted", runtime=runtime)
     model, tokenizer = loaded.model, loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    engine = LocalEngine(model, tokenizer, max_context=4096, max_batch_size=max(args.concurrency))
-    prompts_all = [engine.encode_messages([{"role": "user", "content": f"Write a short poem about {topic}."}])
-                   for topic in TOPICS * 4]
+    engine = LocalEngine(model, tokenizer, max_context=4096, max_batch_size=max(args.concurrency),
+                         prefix_cache_bytes=args.prefix_cache_mb * 1024 * 1024)
+    plain_engine = LocalEngine(model, tokenizer, max_context=4096, max_batch_size=max(args.concurrency))
+    prompts_all = [engine.encode_messages([{"role": "user", "content": form.format(topic)}])
+                   for form in FORMS for topic in TOPICS]
     print(f"demo model {info.name} on {runtime.reason}; {args.tokens} new tokens per request")
 
     runs: list[Run] = []
     generate_timed(model, [prompts_all[0]], 4, pad_id)  # warm-up
-    asyncio.run(run_engine(engine, prompts_all[:2], 4, 1))
+    asyncio.run(run_engine(engine, prompts_all[-2:], 2, 4, 1))
+    asyncio.run(run_engine(plain_engine, prompts_all[-2:], 2, 4, 1, "warm-up"))
     for concurrency in args.concurrency:
         prompts = prompts_all[:concurrency]
         runs.append(run_sequential(model, prompts, args.tokens, pad_id))
         runs.append(run_padded(model, prompts, args.tokens, pad_id))
-        runs.extend(asyncio.run(run_engine(engine, prompts, args.tokens, args.rounds)))
+        mixed = prompts_all[:concurrency * args.rounds]
+        runs.extend(asyncio.run(run_engine(engine, mixed, concurrency, args.tokens, args.rounds)))
+        runs.extend(asyncio.run(run_engine(plain_engine, mixed, concurrency, args.tokens, args.rounds, NO_PREFIX)))
     engine.close()
+    plain_engine.close()
 
     print(f"\n{'way':<22} {'conc':>4} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'ITL p50':>8} {'ITL p95':>8}")
     for run in runs:
@@ -185,7 +202,7 @@ def main() -> None:
               f"{percentile(run.itl, .95) * 1e3:>6.0f}ms")
     by = {(run.way, run.concurrency): run for run in runs}
     print(f"\n{'conc':>4} {'engine/padded':>14} {'whole run/padded':>17} {'engine/sequential':>18} "
-          f"{'TTFT p50 / conc-1':>18} {'rounds 2+':>10}")
+          f"{'TTFT p50 / conc-1':>18} {'rounds 2+':>10} {'no prefix cache/padded':>23}")
     first = by[("LLMWS engine", args.concurrency[0])]
     for concurrency in args.concurrency:
         mine, joining = by[("LLMWS engine", concurrency)], by[("  rounds 2+ (joining)", concurrency)]
@@ -194,7 +211,8 @@ def main() -> None:
               f"{whole.tokens_per_s / padded.tokens_per_s:>16.2f}x "
               f"{mine.tokens_per_s / by[('sequential generate', concurrency)].tokens_per_s:>17.2f}x "
               f"{statistics.median(mine.ttft) / statistics.median(first.ttft):>17.2f}x "
-              f"{statistics.median(joining.ttft) / statistics.median(first.ttft):>9.2f}x")
+              f"{statistics.median(joining.ttft) / statistics.median(first.ttft):>9.2f}x "
+              f"{by[(NO_PREFIX, concurrency)].tokens_per_s / padded.tokens_per_s:>22.2f}x")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import torch.nn.functional as F  # noqa: N812 (the usual name)
 from transformers import DynamicCache, PretrainedConfig
 from transformers.cache_utils import DynamicLayer
 
+LayerKV = tuple[torch.Tensor, torch.Tensor]  # one layer's keys and values, each [rows, kv_heads, tokens, head_dim]
+
 
 class GrowableLayer(DynamicLayer):
     """A layer whose keys and values live in buffers with room to spare, so a decode step writes one column in
@@ -55,6 +57,11 @@ class GrowableLayer(DynamicLayer):
         self._key_buffer, self._value_buffer = key_buffer, value_buffer
 
 
+def supports_reuse(config: PretrainedConfig) -> bool:
+    """Whether every layer is plain full attention, whose cached rows can be cut out and put back anywhere."""
+    return all(isinstance(layer, GrowableLayer) for layer in new_cache(config).layers)
+
+
 def new_cache(config: PretrainedConfig) -> DynamicCache:
     """A cache for the model, with growable layers wherever the model uses plain full attention."""
     cache = DynamicCache(config=config)
@@ -67,9 +74,40 @@ class BatchCache:
     cache: DynamicCache
     mask: torch.Tensor  # [rows, columns], 1 where a real token is cached
 
+    @classmethod
+    def from_rows(cls, config: PretrainedConfig, rows: list[list[LayerKV] | None], device: torch.device
+                  ) -> BatchCache:
+        """A cache holding these rows' keys and values (None: a row with nothing cached yet), right-aligned."""
+        lengths = [layers[0][0].shape[-2] if layers else 0 for layers in rows]
+        width = max(lengths)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        for row, length in enumerate(lengths):
+            mask[row, width - length:] = 1
+        cache = new_cache(config)
+        if width:
+            template = next(layers for layers in rows if layers)
+            for index, layer in enumerate(cache.layers):
+                keys = torch.cat([_left_pad(layers[index][0] if layers else _empty_row(template[index][0]), width)
+                                  for layers in rows])
+                values = torch.cat([_left_pad(layers[index][1] if layers else _empty_row(template[index][1]), width)
+                                    for layers in rows])
+                layer.lazy_initialization(keys, values)
+                _set(layer, keys, values)
+        return cls(cache, mask)
+
     @property
     def rows(self) -> int:
         return self.mask.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def row_layers(self, row: int) -> list[LayerKV]:
+        """One row's keys and values at its real positions, in order, as a batch of one (copies)."""
+        columns = self.mask[row].nonzero().squeeze(1)
+        return [(layer.keys[row:row + 1].index_select(2, columns), layer.values[row:row + 1].index_select(2, columns))
+                for layer in self.cache.layers]
 
     def append_column(self) -> None:
         """Make room in the mask for the token every row is about to add."""
@@ -108,6 +146,10 @@ def _set(layer: DynamicLayer, keys: torch.Tensor, values: torch.Tensor) -> None:
         layer.adopt(keys, values)
     else:
         layer.keys, layer.values = keys, values
+
+
+def _empty_row(like: torch.Tensor) -> torch.Tensor:
+    return like.new_zeros((1, like.shape[1], 0, like.shape[3]))
 
 
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:

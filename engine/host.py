@@ -48,6 +48,7 @@ class HostConfig:
     runtime: Runtime
     max_batch_size: int = 32
     max_queue: int = 256
+    prefix_cache_bytes: int = 0
 
 
 class ModelHost:
@@ -93,9 +94,11 @@ class ModelHost:
             except Exception as exc:
                 self.reason = f"loading {info.name} failed: {type(exc).__name__}: {exc}"
                 raise ModelLoadFailed(self.reason) from exc
-            budget = context_budget(loaded.model.config, loaded.runtime.torch_dtype, loaded.runtime.device)
+            budget = context_budget(loaded.model.config, loaded.runtime.torch_dtype, loaded.runtime.device,
+                                    reserved_bytes=self.config.prefix_cache_bytes)
             self.local = LocalEngine(loaded.model, loaded.tokenizer, max_context=budget.max_context,
-                                     max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue)
+                                     max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
+                                     prefix_cache_bytes=self.config.prefix_cache_bytes)
             self.loaded = loaded
             log.info("serving %s: %s; max context %d tokens (%d bytes of KV cache per token)", info.name,
                      loaded.runtime.reason, budget.max_context, budget.kv_bytes_per_token)

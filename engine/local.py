@@ -11,7 +11,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import ContextTooLong, InvalidParameters
-from engine.interface import EngineStats, Health
+from engine.interface import Health
 from engine.requests import (
     EngineEvent,
     ErrorEvent,
@@ -21,7 +21,7 @@ from engine.requests import (
     StartEvent,
 )
 from engine.sampling import SamplingState
-from engine.scheduler import Scheduler, Sequence
+from engine.scheduler import Scheduler, SchedulerStats, Sequence
 from engine.text_stream import TextStream
 
 HEALTH_CACHE_S = 5.0
@@ -30,7 +30,7 @@ HEALTH_TIMEOUT_S = 30.0
 
 class LocalEngine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_context: int,
-                 max_batch_size: int = 32, max_queue: int = 256) -> None:
+                 max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_context = max_context
@@ -40,7 +40,8 @@ class LocalEngine:
             eos_ids.add(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
         self.scheduler = Scheduler(model, eos_token_ids=eos_ids, pad_token_id=pad, max_context=max_context,
-                                   max_batch_size=max_batch_size, max_queue=max_queue)
+                                   max_batch_size=max_batch_size, max_queue=max_queue,
+                                   prefix_cache_bytes=prefix_cache_bytes)
         self._health: tuple[float, Health] | None = None
 
     def encode(self, request: GenerationRequest) -> list[int]:
@@ -129,7 +130,7 @@ class LocalEngine:
         self._health = (now, health)
         return health
 
-    def stats(self) -> EngineStats:
+    def stats(self) -> SchedulerStats:
         return self.scheduler.stats()
 
     def close(self) -> None:

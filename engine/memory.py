@@ -34,12 +34,13 @@ def free_memory_bytes(device: str) -> int:
     return psutil.virtual_memory().available
 
 
-def context_budget(config: PretrainedConfig, dtype: torch.dtype, device: str) -> ContextBudget:
-    """The longest single request that fits: free memory less a margin, over the KV bytes per token, and never
-    beyond the model's own context length."""
+def context_budget(config: PretrainedConfig, dtype: torch.dtype, device: str, reserved_bytes: int = 0
+                   ) -> ContextBudget:
+    """The longest single request that fits: free memory less a margin and less what is reserved for other
+    caches, over the KV bytes per token, and never beyond the model's own context length."""
     per_token = kv_bytes_per_token(config, dtype)
     free = free_memory_bytes(device)
-    usable = max(0, free - max(MIN_SAFETY_BYTES, int(free * SAFETY_FRACTION)))
+    usable = max(0, free - max(MIN_SAFETY_BYTES, int(free * SAFETY_FRACTION)) - reserved_bytes)
     fits = usable // per_token
     model_context = getattr(config, "max_position_embeddings", None)
     return ContextBudget(max_context=int(min(fits, model_context) if model_context else fits),

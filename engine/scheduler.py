@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from engine.batch_cache import BatchCache, new_cache
+from engine.batch_cache import BatchCache, supports_reuse
 from engine.errors import EngineError, Overloaded
 from engine.interface import EngineStats
+from engine.prefix_cache import PrefixCache, PrefixHit
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, FinishReason, TokenEvent, Usage
 from engine.sampling import SamplingState, choose_tokens
 from engine.text_stream import TextStream
@@ -57,11 +58,13 @@ class Sequence:
 @dataclass(frozen=True)
 class SchedulerStats(EngineStats):
     steps: int  # model forward passes so far (tests use it to prove no work was done)
+    prefix_cache_bytes: int = 0
+    prefix_cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of computed, so far
 
 
 class Scheduler:
     def __init__(self, model: PreTrainedModel, *, eos_token_ids: set[int], pad_token_id: int, max_context: int,
-                 max_batch_size: int = 32, max_queue: int = 256) -> None:
+                 max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0) -> None:
         self.model = model
         self.eos_token_ids = eos_token_ids
         self.pad_token_id = pad_token_id
@@ -73,6 +76,8 @@ class Scheduler:
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._batch: BatchCache | None = None
+        reusable = prefix_cache_bytes > 0 and supports_reuse(model.config)
+        self._prefix = PrefixCache(prefix_cache_bytes) if reusable else None
         self._stopping = False
         self._steps = 0
         self._token_times: deque[tuple[float, int]] = deque()
@@ -108,6 +113,8 @@ class Scheduler:
                 queue_depth=len(self._waiting), running=sum(not s.finished for s in self._running),
                 batch_size=batch.rows if batch else 0, tokens_per_s=sum(recent) / THROUGHPUT_WINDOW_S,
                 kv_cache_bytes=batch.nbytes() if batch else 0, steps=self._steps,
+                prefix_cache_bytes=self._prefix.nbytes if self._prefix else 0,
+                prefix_cached_tokens=self._prefix.hit_tokens if self._prefix else 0,
             )
 
     def stop(self) -> None:
@@ -140,10 +147,8 @@ class Scheduler:
                     with self._lock:
                         room = self.max_batch_size - len(self._running)
                         admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-                        # Listed as running from now on, so cancel, stop and failures reach them mid-prefill.
-                        self._running.extend(admitted)
                     if admitted:
-                        self._prefill(admitted)
+                        self._admit(admitted)
                         self._drop_finished()  # a cancel during the prefill leaves a row with no token
                     if self._running:
                         self._decode_step()
@@ -152,30 +157,59 @@ class Scheduler:
                 log.exception("engine step failed; ending the running requests")
                 self._fail_all(f"generation failed: {type(exc).__name__}")
 
-    def _prefill(self, sequences: list[Sequence]) -> None:
-        width = max(len(s.prompt_ids) for s in sequences)
+    def _admit(self, sequences: list[Sequence]) -> None:
+        """Bring waiting sequences into the batch. What the prefix cache holds of a prompt is copied in, not
+        computed; a sequence with only its last prompt token left joins without a prefill forward at all, and that
+        token goes through the next decode step with everybody else's."""
+        hits = {id(s): self._prefix.lookup(s.prompt_ids) if self._prefix else None for s in sequences}
+        folded = [s for s in sequences if (hit := hits[id(s)]) and hit.length == len(s.prompt_ids) - 1]
+        prefilled = [s for s in sequences if s not in folded]
+        with self._lock:
+            # Listed as running from now on, in batch row order, so cancel, stop and failures reach them mid-prefill.
+            self._running.extend(prefilled + folded)
+        if prefilled:
+            self._prefill(prefilled, [hits[id(s)] for s in prefilled])
+        if folded:
+            self._join(self._cache_with_prefixes([hits[id(s)] for s in folded]))
+
+    def _prefill(self, sequences: list[Sequence], hits: list[PrefixHit | None]) -> None:
+        joining = self._cache_with_prefixes(hits)
+        suffixes = [s.prompt_ids[hit.length if hit else 0:] for s, hit in zip(sequences, hits, strict=True)]
+        width = max(map(len, suffixes))
         input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            input_ids[row, width - len(sequence.prompt_ids):] = torch.tensor(sequence.prompt_ids)
-            mask[row, width - len(sequence.prompt_ids):] = 1
-        joining = BatchCache(new_cache(self.model.config), mask.to(self.model.device))
-        logits = self._forward(input_ids, joining)
+        for row, suffix in enumerate(suffixes):
+            input_ids[row, width - len(suffix):] = torch.tensor(suffix)
+            mask[row, width - len(suffix):] = 1
+        joining.mask = torch.cat([joining.mask, mask.to(joining.mask.device)], dim=1)
+        positions = (joining.mask.cumsum(dim=1) - 1).clamp(min=0)[:, -width:]
+        logits = self._forward(input_ids, joining, positions)
+        if self._prefix is not None:
+            for row, sequence in enumerate(sequences):
+                self._prefix.store(sequence.prompt_ids, joining.row_layers(row))
+        self._join(joining)
+        self._accept(sequences, logits)
+
+    def _cache_with_prefixes(self, hits: list[PrefixHit | None]) -> BatchCache:
+        return BatchCache.from_rows(self.model.config, [hit.layers() if hit else None for hit in hits],
+                                    self.model.device)
+
+    def _join(self, joining: BatchCache) -> None:
         if self._batch is None:
             self._batch = joining
         else:
             self._batch.merge(joining)
-        self._accept(sequences, logits)
 
     def _decode_step(self) -> None:
         assert self._batch is not None
-        input_ids = torch.tensor([[s.output_ids[-1]] for s in self._running], dtype=torch.long)
+        # A sequence that joined with its prompt cached feeds its last prompt token here.
+        input_ids = torch.tensor([[s.output_ids[-1] if s.output_ids else s.prompt_ids[-1]] for s in self._running],
+                                 dtype=torch.long)
         self._batch.append_column()
-        logits = self._forward(input_ids, self._batch, decoding=True)
+        logits = self._forward(input_ids, self._batch, self._batch.positions())
         self._accept(self._running, logits)
 
-    def _forward(self, input_ids: torch.Tensor, batch: BatchCache, *, decoding: bool = False) -> torch.Tensor:
-        positions = batch.positions() if decoding else (batch.mask.cumsum(dim=1) - 1).clamp(min=0)
+    def _forward(self, input_ids: torch.Tensor, batch: BatchCache, positions: torch.Tensor) -> torch.Tensor:
         output = self.model(input_ids=input_ids.to(self.model.device), attention_mask=batch.mask,
                             position_ids=positions, past_key_values=batch.cache, use_cache=True, logits_to_keep=1)
         self._steps += 1
@@ -232,11 +266,23 @@ class Scheduler:
             keep = [row for row, sequence in enumerate(self._running) if not sequence.finished]
             if len(keep) == len(self._running):
                 return
+            leaving = [(row, s) for row, s in enumerate(self._running) if s.finished]
             self._running = [self._running[row] for row in keep]
+        self._remember(leaving)
         if not keep:
             self._batch = None
         elif self._batch is not None:
             self._batch.keep(keep)
+
+    def _remember(self, leaving: list[tuple[int, Sequence]]) -> None:
+        """Keep finished answers' keys and values: the next turn of a conversation starts with this prompt and
+        answer. The last output token was never fed to the model, so it has none."""
+        if self._prefix is None or self._batch is None:
+            return
+        for row, sequence in leaving:
+            tokens = sequence.prompt_ids + sequence.output_ids[:-1]
+            if sequence.output_ids and int(self._batch.mask[row].sum()) == len(tokens):
+                self._prefix.store(tokens, self._batch.row_layers(row))
 
     def _fail_all(self, message: str) -> None:
         with self._lock:

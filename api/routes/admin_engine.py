@@ -1,8 +1,9 @@
-"""Admin REST over the local engine: machine resources, the models on disk, switching and unloading."""
+"""Admin REST over the local engine: machine resources, the models on disk, switching, unloading, downloads."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -11,7 +12,9 @@ from pydantic import Field
 
 from api.deps import admin_principal
 from api.schemas.common import RequestBody
+from api.services.auth import Principal
 from api.services.errors import NotFound
+from api.services.model_downloads import DownloadJobs
 from engine.host import ModelHost
 from engine.resources import cpu_resources, gpu_resources
 
@@ -20,6 +23,14 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_
 
 class SwitchRequest(RequestBody):
     model: str = Field(min_length=1, max_length=300, description="A name from GET /admin/engine/models.")
+
+
+class DownloadRequest(RequestBody):
+    source: str = Field(min_length=1, max_length=500,
+                        description="A Hugging Face repo id (`owner/name`) or a git URL (https, http or file).")
+    name: str | None = Field(None, min_length=1, max_length=100,
+                             description="Folder name under the download folder; default the repo's name.")
+    revision: str | None = Field(None, min_length=1, max_length=200, description="Branch, tag or commit.")
 
 
 def _host(request: Request) -> ModelHost:
@@ -58,3 +69,37 @@ async def switch(body: SwitchRequest, request: Request) -> dict[str, Any]:
 @router.post("/engine/unload", status_code=204)
 async def unload(request: Request) -> None:
     await _host(request).unload()
+
+
+@router.post("/engine/downloads", status_code=202)
+async def start_download(body: DownloadRequest, request: Request,
+                         principal: Principal = Depends(admin_principal)) -> dict[str, Any]:
+    job = await _downloads(request).start(body.source, body.name, body.revision, user_id=principal.user.id)
+    return job.public()
+
+
+@router.get("/engine/downloads")
+async def list_downloads(request: Request) -> dict[str, Any]:
+    return {"data": await _downloads(request).list()}
+
+
+@router.get("/engine/downloads/{job_id}")
+async def get_download(job_id: uuid.UUID, request: Request) -> dict[str, Any]:
+    job = await _downloads(request).describe(job_id)
+    if job is None:
+        raise NotFound("no such download", param="job_id")
+    return job
+
+
+@router.delete("/engine/downloads/{job_id}", status_code=202)
+async def cancel_download(job_id: uuid.UUID, request: Request) -> dict[str, Any]:
+    downloads = _downloads(request)
+    if not downloads.cancel(job_id):
+        raise NotFound("no running download with this id on this server", param="job_id")
+    job = await downloads.describe(job_id)
+    assert job is not None
+    return job
+
+
+def _downloads(request: Request) -> DownloadJobs:
+    return request.app.state.downloads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from api.settings import Settings
 from engine.host import HostConfig, ModelHost
@@ -13,10 +14,18 @@ log = logging.getLogger(__name__)
 
 def build_model_host(settings: Settings) -> ModelHost:
     return ModelHost(HostConfig(
-        model_dirs=list(settings.model_dirs), default_model=settings.default_model,
+        model_dirs=_scanned_folders(settings), default_model=settings.default_model,
         cache_dir=settings.model_cache_dir, runtime=choose_runtime(cpu_threads=settings.torch_threads),
         max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
+        prefix_cache_bytes=settings.prefix_cache_mb * 1024 * 1024,
     ))
+
+
+def _scanned_folders(settings: Settings) -> list[Path]:
+    folders = list(settings.model_dirs)
+    if not any(folder.resolve() == settings.download_dir.resolve() for folder in folders):
+        folders.append(settings.download_dir)  # what an admin downloads must be servable
+    return folders
 
 
 async def start_model_host(host: ModelHost) -> None:

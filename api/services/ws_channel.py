@@ -148,7 +148,7 @@ class Channel:
         await self.send({"type": "welcome", "session_id": str(row.id), "resumed": resumed,
                          "last_seq": self.live.next_seq - 1, "model": backend, "user": principal.user.username,
                          "capabilities": ["inference", "cancel", "config", "ack", "resources", "models",
-                                          *(["switch_model"] if principal.user.is_admin else [])]})
+                                          *(sorted(ADMIN_TYPES) if principal.user.is_admin else [])]})
         await self.hub.attach(self.live, self.send, last_seq)
 
     async def on_ack(self, message: dict[str, Any]) -> None:
@@ -212,7 +212,19 @@ class Channel:
         await live.emit({"type": "model_switched", "model": name})
 
     async def on_download_model(self, message: dict[str, Any]) -> None:
-        raise ProtocolError("not_implemented", "downloading models is not available yet")
+        """Start a download job; its `download_started`, `progress`, `log` and `download_finished` events go to
+        this session (buffered and resumable like any other), while the socket stays free for other messages."""
+        assert self.live is not None and self.principal is not None
+        source = message.get("source", message.get("repo"))  # `repo` and `target_dir`: the seed's names
+        name = message.get("name", message.get("target_dir"))
+        revision = message.get("revision")
+        if not isinstance(source, str) or not source:
+            raise ProtocolError("missing_field", "download_model needs 'source': a Hugging Face repo id or a git URL")
+        for field_name, value in (("name", name), ("revision", revision)):
+            if value is not None and not isinstance(value, str):
+                raise ProtocolError("invalid_value", f"'{field_name}' must be a string")
+        await self.state.downloads.start(source, name or None, revision or None, user_id=self.principal.user.id,
+                                         listener=self.live.emit)
 
     async def on_delete_model(self, message: dict[str, Any]) -> None:
         assert self.live is not None

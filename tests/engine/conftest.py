@@ -14,6 +14,8 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedToken
 from engine.local import LocalEngine
 from engine.requests import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 
+PREFIX_CACHE_BYTES = 64 * 1024 * 1024  # on, as in production, so every correctness test also runs through it
+
 
 @pytest.fixture(scope="session")
 def demo_model(demo_folder: Path) -> torch.nn.Module:
@@ -22,14 +24,16 @@ def demo_model(demo_folder: Path) -> torch.nn.Module:
 
 @pytest.fixture
 async def tiny_engine(tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase) -> AsyncIterator[LocalEngine]:
-    engine = LocalEngine(tiny_model, tokenizer, max_context=512, max_batch_size=32, max_queue=128)
+    engine = LocalEngine(tiny_model, tokenizer, max_context=512, max_batch_size=32, max_queue=128,
+                         prefix_cache_bytes=PREFIX_CACHE_BYTES)
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="session")
 def demo_engine(demo_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> Iterator[LocalEngine]:
-    engine = LocalEngine(demo_model, tokenizer, max_context=2048, max_batch_size=16)
+    engine = LocalEngine(demo_model, tokenizer, max_context=2048, max_batch_size=16,
+                         prefix_cache_bytes=PREFIX_CACHE_BYTES)
     yield engine
     engine.close()
 

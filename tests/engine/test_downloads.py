@@ -1,0 +1,143 @@
+"""Model downloads below the API: what a source and a name may be, what a fetched folder must hold to be
+installed, and that a cancel stops a fetch that hangs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.downloads import (
+    Download,
+    DownloadCancelled,
+    DownloadFailed,
+    DownloadRefused,
+    NameTaken,
+    parse_source,
+    target_folder,
+)
+
+
+def git_repo(folder: Path, files_from: Path | None = None, extra: dict[str, bytes] | None = None,
+             links: dict[str, str] | None = None) -> str:
+    """A git repository made here, as a file:// URL: a copy of ``files_from`` plus ``extra`` files and symbolic
+    ``links`` (name → target)."""
+    folder.mkdir(parents=True)
+    if files_from is not None:
+        shutil.copytree(files_from, folder, dirs_exist_ok=True)
+    for name, content in (extra or {}).items():
+        (folder / name).write_bytes(content)
+    for name, target in (links or {}).items():
+        os.symlink(target, folder / name)
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "model"], check=True)
+    return folder.as_uri()
+
+
+@pytest.mark.parametrize("source", ["ftp://example.org/model", "ext::sh -c touch% /tmp/pwned", "-uhttps://x/y",
+                                    "owner/../name", "/etc/passwd", "file://", "justaname", ""])
+def test_sources_that_are_neither_a_repo_id_nor_an_allowed_url_are_refused(source: str) -> None:
+    with pytest.raises(DownloadRefused) as refused:
+        parse_source(source)
+    assert refused.value.param == "source"
+
+
+def test_repo_ids_and_urls_are_told_apart() -> None:
+    assert parse_source("HuggingFaceTB/SmolLM2-135M").kind == "huggingface"
+    # The seed's form, a repo's web address, goes through the hub too (git would need git-lfs for the weights).
+    assert parse_source("https://huggingface.co/HuggingFaceTB/SmolLM2-135M").location == "HuggingFaceTB/SmolLM2-135M"
+    git = parse_source("https://git.example.org/models/tiny.git", revision="v1")
+    assert (git.kind, git.default_name, git.revision) == ("git", "tiny", "v1")
+    with pytest.raises(DownloadRefused):
+        parse_source("owner/name", revision="--upload-pack=evil")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/abs", "..", ".hidden", "x" * 101, "with space"])
+def test_names_are_one_plain_segment(tmp_path: Path, name: str) -> None:
+    with pytest.raises(DownloadRefused):
+        target_folder(tmp_path, name)
+
+
+def test_a_taken_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(NameTaken):
+        target_folder(tmp_path, "taken")
+    (tmp_path / "link").symlink_to(tmp_path.parent)
+    with pytest.raises(NameTaken):
+        target_folder(tmp_path, "link")
+
+
+def test_a_git_model_is_fetched_checked_and_installed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    url = git_repo(tmp_path / "repo", tiny_model_dir)
+    models = tmp_path / "models"
+    models.mkdir()
+    stages, lines = [], []
+    info = Download(parse_source(url), "fetched", models, tmp_path / "work",
+                    on_progress=lambda p: stages.append(p.stage), on_log=lines.append).run()
+    assert info.name == "fetched" and info.format == "safetensors" and info.parameters
+    assert (models / "fetched" / "config.json").is_file() and not (models / "fetched" / ".git").exists()
+    assert "fetching" in stages and stages[-1] == "installing"
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"README.md": b"no model here"}, "not a model"),
+    ({"config.json": b"{}", "model.safetensors": b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n"},
+     "git-lfs"),
+])
+def test_a_fetch_that_is_not_a_usable_model_is_not_installed(tmp_path: Path, extra: dict[str, bytes],
+                                                            message: str) -> None:
+    url = git_repo(tmp_path / "repo", extra=extra)
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(DownloadFailed, match=message):
+        Download(parse_source(url), "broken", models, tmp_path / "work").run()
+    assert list(models.iterdir()) == [] and not (tmp_path / "work").exists()
+
+
+def test_a_fetch_holding_a_symbolic_link_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    url = git_repo(tmp_path / "repo", tiny_model_dir, links={"notes.txt": "/etc/passwd"})
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(DownloadFailed, match="symbolic link"):
+        Download(parse_source(url), "linked", models, tmp_path / "work").run()
+    assert list(models.iterdir()) == []
+
+
+def test_cancel_stops_a_fetch_that_hangs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub that accepts the connection and never answers: the fetch waits forever until cancelled."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "600")
+    models = tmp_path / "models"
+    models.mkdir()
+    download = Download(parse_source("someone/some-model"), "hung", models, tmp_path / "work")
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            download.run()
+        except BaseException as exc:  # noqa: BLE001 (the test inspects it)
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    connection, _ = listener.accept()  # the child process is fetching now
+    began = time.monotonic()
+    download.cancel()
+    worker.join(timeout=10)
+    connection.close()
+    listener.close()
+    assert not worker.is_alive() and time.monotonic() - began < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], DownloadCancelled)
+    assert list(models.iterdir()) == [] and not (tmp_path / "work").exists()
