@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
-from api.routes import admin, admin_engine, auth, chat, health, keys, library, openai, usage, ws
+from api.routes import admin, admin_engine, admin_gateway, auth, chat, health, keys, library, openai, usage, ws
 from api.services import ws_buffer
 from api.services.backends import Backend, Backends
 from api.services.chat_streams import StreamHub
+from api.services.gateway import PROVIDER_KEY_PURPOSE, Gateway
 from api.services.model_downloads import DownloadJobs
 from api.services.model_host import build_model_host, start_model_host
 from api.services.sealing import Sealer
@@ -52,7 +53,12 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
             if generated:
                 _announce_generated_password(settings.admin_username, generated)
             app.state.model_host = build_model_host(settings)
-            app.state.backends = Backends(app.state.model_host)
+            app.state.gateway = Gateway(app.state.sessionmaker, Sealer(app.state.secret_key, PROVIDER_KEY_PURPOSE),
+                                        app.state.model_host,
+                                        health_interval_s=settings.provider_health_interval.total_seconds())
+            await app.state.gateway.reload()
+            app.state.gateway.start()
+            app.state.backends = Backends(app.state.model_host, app.state.gateway)
             for backend in extra_backends:
                 app.state.backends.register(backend)
             app.state.usage_writer = UsageWriter(app.state.sessionmaker,
@@ -83,6 +89,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                 await app.state.ws_hub.close()
             if getattr(app.state, "stream_hub", None) is not None:
                 await app.state.stream_hub.close()
+            if getattr(app.state, "gateway", None) is not None:
+                await app.state.gateway.close()
             if getattr(app.state, "usage_writer", None) is not None:
                 await app.state.usage_writer.close()
             if getattr(app.state, "model_host", None) is not None:
@@ -100,7 +108,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router,
-                   openai.router, chat.router, library.router, usage.router, ws.router):
+                   admin_gateway.router, openai.router, chat.router, library.router, usage.router, ws.router):
         app.include_router(router)
     return app
 

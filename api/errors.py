@@ -29,6 +29,7 @@ from engine.downloads import DownloadRefused, NameTaken
 from engine.errors import ContextTooLong, EngineError, InvalidParameters, NoModelLoaded, Overloaded
 from engine.host import EngineBusy, ModelInUse, ModelLoadFailed
 from engine.scheduler import EngineStopped
+from engine.upstream import UpstreamError, UpstreamRefused, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ def _param_name(location: tuple[Any, ...] | list[Any]) -> str | None:
 ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
     InvalidParameters: (400, "invalid_request_error"),
     NameTaken: (409, "conflict_error"),
+    UpstreamUnavailable: (503, "server_error"),
+    UpstreamError: (502, "server_error"),
     DownloadRefused: (400, "invalid_request_error"),
     ContextTooLong: (400, "invalid_request_error"),
     EngineBusy: (409, "conflict_error"),
@@ -144,6 +147,8 @@ ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
 async def _engine_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
     status, kind = _mapped(exc, ENGINE_ERROR_STATUS, (500, "server_error"))
+    if isinstance(exc, UpstreamRefused):  # the upstream's own 4xx, passed on as it said it
+        status, kind = exc.status, STATUS_TYPES.get(exc.status, "invalid_request_error")
     body = error_body(exc.message, type_=kind, code=exc.code, param=exc.param)
     if isinstance(exc, ContextTooLong):
         body["error"] |= {"max_context": exc.max_context, "input_tokens": exc.input_tokens}

@@ -90,6 +90,7 @@ class StartEvent:
     request_id: str
     prompt_tokens: int
     max_tokens: int
+    backend: str | None = None  # which deployment serves it, when a router chose one
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,12 @@ class TokenEvent:
     index: int
     text: str
     token_ids: tuple[int, ...]
+    # How many tokens this text stands for when the ids are not known (an upstream's stream): an estimate.
+    token_count: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids) if self.token_count is None else self.token_count
 
 
 @dataclass(frozen=True)

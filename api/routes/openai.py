@@ -12,9 +12,10 @@ from starlette.background import BackgroundTask
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.routes.streaming import sse_response
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
-from api.services import openai_format, serving
+from api.services import forwarding, openai_format, serving
 from api.services.auth import Principal
 from api.services.backends import Backend, Backends
+from api.services.gateway import Gateway
 from engine.requests import GenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_principal)])
@@ -33,6 +34,10 @@ async def completions(body: CompletionRequest, request: Request, principal: Curr
 
 async def _serve(request: Request, session: AsyncSession, principal: Principal, body: SamplingFields,
                  generation_request: GenerationRequest, *, chat: bool) -> dict[str, Any] | StreamingResponse:
+    gateway: Gateway = request.app.state.gateway
+    alias = gateway.alias(body.model, principal)
+    if alias is not None:
+        return await forwarding.serve_alias(request, session, principal, alias, body, generation_request, chat=chat)
     generation = await serving.begin(request.app.state, session, principal, body.model, generation_request)
     if body.stream:
         # The background close also covers a client gone before the body started (the chunks' cleanup never ran).
@@ -47,12 +52,12 @@ def _model_card(backend: Backend) -> dict[str, Any]:
 
 
 @router.get("/models")
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     backends: Backends = request.app.state.backends
-    return {"object": "list", "data": [_model_card(backend) for backend in backends.available()]}
+    return {"object": "list", "data": [_model_card(backend) for backend in backends.available(principal)]}
 
 
 @router.get("/models/{model_id:path}")
-async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     backends: Backends = request.app.state.backends
-    return _model_card(backends.resolve(model_id))
+    return _model_card(backends.resolve(model_id, principal))

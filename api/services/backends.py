@@ -1,4 +1,5 @@
-"""Which backend serves a model name. The local model now; upstream providers join behind the same interface."""
+"""Which backend serves a model name: a gateway alias (routed over its deployments), the local model, or a
+backend registered in code (the benchmarks' zero-cost engine)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.services.auth import Principal
 from api.services.errors import NotFound
+from api.services.gateway import Gateway, RoutedClient
 from engine.errors import NoModelLoaded
 from engine.host import ModelHost
 from engine.interface import EngineClient
@@ -26,8 +29,9 @@ class ModelNotFound(NotFound):
 
 
 class Backends:
-    def __init__(self, host: ModelHost) -> None:
+    def __init__(self, host: ModelHost, gateway: Gateway | None = None) -> None:
         self.host = host
+        self.gateway = gateway
         self._extra: dict[str, Backend] = {}
         self._local_created = int(time.time())
 
@@ -35,12 +39,25 @@ class Backends:
         """Serve another backend under its own name (benchmarks' zero-cost engine now, providers later)."""
         self._extra[backend.model] = backend
 
-    def available(self) -> list[Backend]:
+    def available(self, principal: Principal | None = None) -> list[Backend]:
+        """What ``principal`` may ask for: the aliases it is allowed, then the local model (unless an alias has
+        its name) and the registered backends."""
+        aliases = [self._routed(alias.name, principal) for alias in self.gateway.visible(principal)] \
+            if self.gateway else []
         local = self._local()
-        return [*([local] if local else []), *self._extra.values()]
+        if local is not None and self.gateway is not None and local.model in self.gateway.aliases:
+            local = None
+        return [*[alias for alias in aliases if alias], *([local] if local else []), *self._extra.values()]
 
-    def resolve(self, name: str | None) -> Backend:
-        """The backend for ``name``; without a name, the local model."""
+    def resolve(self, name: str | None, principal: Principal | None = None) -> Backend:
+        """The backend for ``name``; without a name, the local model. An alias the caller may not use does not
+        exist for it."""
+        if self.gateway is not None and name in self.gateway.aliases:
+            routed = self._routed(name, principal)
+            if routed is None:
+                raise ModelNotFound(f"the model '{name}' does not exist or you do not have access to it",
+                                    param="model")
+            return routed
         if name in self._extra:
             return self._extra[name]
         local = self._local()
@@ -48,8 +65,19 @@ class Backends:
             raise NoModelLoaded(self.host.reason)
         if local is not None and name in (None, local.model):
             return local
-        names = ", ".join(backend.model for backend in self.available()) or "none"
+        names = ", ".join(backend.model for backend in self.available(principal)) or "none"
         raise ModelNotFound(f"the model '{name}' does not exist (available: {names})", param="model")
+
+    def _routed(self, name: str | None, principal: Principal | None) -> Backend | None:
+        assert self.gateway is not None
+        alias = self.gateway.alias(name, principal)
+        if alias is None:
+            return None
+        return Backend(model=alias.name, kind="gateway", client=RoutedClient(self.gateway, alias),
+                       created=alias.created, metadata={
+                           "description": alias.description, "context_window": alias.context_window,
+                           "deployments": [{"backend": d.backend, "model": d.upstream_model,
+                                            "context_window": d.context_window} for d in alias.deployments]})
 
     def _local(self) -> Backend | None:
         loaded, engine = self.host.loaded, self.host.local

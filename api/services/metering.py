@@ -51,10 +51,12 @@ class Meter:
     def observe(self, event: EngineEvent) -> None:
         if isinstance(event, StartEvent):
             self.prompt_tokens = event.prompt_tokens
+            if event.backend:
+                self.backend = event.backend
         elif isinstance(event, TokenEvent):
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
-            self.completion[event.index] = self.completion.get(event.index, 0) + len(event.token_ids)
+            self.completion[event.index] = self.completion.get(event.index, 0) + event.tokens
         elif isinstance(event, FinishEvent):
             self.prompt_tokens = event.usage.prompt_tokens
             self.completion[event.index] = event.usage.completion_tokens

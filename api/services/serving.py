@@ -53,14 +53,14 @@ class Generation:
 
 
 async def begin(state: State, session: AsyncSession, principal: Principal, model: str | None,
-                generation: GenerationRequest) -> Generation:
+                generation: GenerationRequest, backend: Backend | None = None, *, admit: bool = True) -> Generation:
     """Start the generation on its backend, then count it against the caller's limits; a refusal raises before
     anything is streamed. Refusals for what was asked (bad parameters, a prompt too long, an unknown model) write
     nothing and use up no limit; a full engine queue or a limit leave a usage row with status ``rejected``.
 
     The limits are counted in the request's own session, which is committed here: a request then holds no
     database connection while it generates (two at once per request would exhaust the pool under load)."""
-    backend: Backend = state.backends.resolve(model)
+    backend = backend or state.backends.resolve(model, principal)
     meter = Meter.for_principal(state.usage_writer, principal, generation.request_id, backend.model, backend.kind)
     events = backend.client.generate(generation)
     try:
@@ -75,7 +75,8 @@ async def begin(state: State, session: AsyncSession, principal: Principal, model
         raise GenerationFailed(message)
     started = Generation(backend, generation, meter, first, events)
     try:
-        await limits.admit(session, principal)
+        if admit:  # False: counted already (a gateway alias that failed over from an upstream to here)
+            await limits.admit(session, principal)
     except BaseException as exc:
         await started.stop()
         meter.prompt_tokens, meter.completion = 0, {}  # refused: nothing was served, nothing is billed

@@ -2,7 +2,7 @@
 
 from db.models.audit import AuditLog
 from db.models.chat import Conversation, Message, Project, SystemPrompt
-from db.models.gateway import ModelEntry, Provider
+from db.models.gateway import ModelDeployment, ModelEntry, Provider
 from db.models.jobs import BackgroundJob
 from db.models.limits import RateWindow
 from db.models.streams import ChatStream, ChatStreamEvent
@@ -19,6 +19,7 @@ __all__ = [
     "ChatStreamEvent",
     "Conversation",
     "Message",
+    "ModelDeployment",
     "ModelEntry",
     "Project",
     "Provider",

@@ -36,3 +36,18 @@ async def test_database_holds_only_hashes(app: FastAPI, client: httpx.AsyncClien
     assert len(hashes) == 2 and all(value.startswith("$argon2id$") for value in hashes)
     assert hashlib.sha256(token.encode()).hexdigest() in token_hashes
     assert key_rows == [(hashlib.sha256(key.encode()).hexdigest(), key[:15])]
+
+
+async def test_provider_api_keys_are_stored_as_ciphertext(app: FastAPI, client: httpx.AsyncClient) -> None:
+    admin = bearer(await login(client, "admin", ADMIN_PASSWORD))
+    upstream_key = "sk-upstream-0123456789-do-not-store-me"
+    created = await client.post("/admin/providers", headers=admin, json={
+        "name": "vault", "base_url": "http://127.0.0.1:9/v1", "api_key": upstream_key})
+    assert created.status_code == 201, created.text
+    assert created.json()["has_api_key"] is True and upstream_key not in created.text
+    async with app.state.db_engine.connect() as connection:
+        [stored] = [row[0] for row in await connection.execute(text("SELECT api_key_encrypted FROM providers"))]
+    assert upstream_key.encode() not in stored and len(stored) >= len(upstream_key) + 12 + 16  # nonce + tag
+    # And it opens only as that provider's key.
+    gateway = app.state.gateway
+    assert gateway.providers[created.json()["id"]].upstream.config.api_key == upstream_key

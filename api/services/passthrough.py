@@ -1,0 +1,205 @@
+"""Forwarding an OpenAI request to an upstream deployment of an alias, and its answer back, with only the `model`
+field rewritten (the alias the client asked for).
+
+Streams go out chunk by chunk as they arrive. The usage the upstream reports is used (the stream asks for it with
+`stream_options.include_usage`, and the usage chunk reaches the client only if it asked too); without a report,
+tokens are counted (the local model's tokenizer, else about four characters a token) and the usage row says
+`estimated`. A deployment that cannot be reached, times out or answers 5xx before its first chunk hands over to
+the next; after that, a failure ends the stream with an error frame and `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from api.services.gateway import Alias, Deployment, Gateway
+from api.services.metering import Meter
+from engine.upstream import UpstreamError, UpstreamUnavailable, estimate_tokens
+
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Opened:
+    deployment: Deployment
+    response: httpx.Response
+    first: list[str]  # stream: the lines read before committing to this deployment
+    rest: AsyncIterator[str] | None = None  # stream: the same line iterator, where reading goes on
+
+
+def apply_defaults(body: dict[str, Any], alias: Alias, deployment: Deployment) -> dict[str, Any]:
+    """The alias's and the deployment's defaults, for what the client did not set."""
+    defaults = {**alias.defaults, **deployment.defaults}
+    for name in ("temperature", "max_tokens", "top_p"):
+        if body.get(name) is None and defaults.get(name) is not None:
+            body[name] = defaults[name]
+    system = defaults.get("system_prompt")
+    messages = body.get("messages")
+    if system and isinstance(messages, list) and not any(m.get("role") in ("system", "developer") for m in messages):
+        body["messages"] = [{"role": "system", "content": system}, *messages]
+    return body
+
+
+async def open_stream(gateway: Gateway, deployment: Deployment, path: str, body: dict[str, Any]) -> Opened:
+    """Open the upstream and read up to its first data line; raises `UpstreamUnavailable` if it fails first."""
+    assert deployment.provider is not None
+    upstream_body = {**body, "model": deployment.upstream_model}
+    if upstream_body.get("stream"):
+        upstream_body["stream_options"] = {"include_usage": True}
+    response = await deployment.provider.upstream.open(path, upstream_body)
+    first: list[str] = []
+    if not upstream_body.get("stream"):
+        return Opened(deployment, response, first)
+    lines = response.aiter_lines()
+    try:
+        async for line in lines:
+            first.append(line)
+            if line.startswith("data:"):
+                break
+        else:
+            raise UpstreamUnavailable(f"{deployment.provider.name} ended the stream before any data")
+    except httpx.HTTPError as exc:
+        await response.aclose()
+        raise UpstreamUnavailable(f"{deployment.provider.name} failed before its first chunk: "
+                                  f"{type(exc).__name__}") from exc
+    except UpstreamUnavailable:
+        await response.aclose()
+        raise
+    return Opened(deployment, response, first, lines)
+
+
+class Relay:
+    """One forwarded request's accounting: rewrites chunks, counts tokens, and records usage once."""
+
+    def __init__(self, meter: Meter, alias: str, prompt_estimate: int, count: Callable[[str], int] | None,
+                 release: Callable[[], None]) -> None:
+        self.meter = meter
+        self.release = release
+        self.alias = alias
+        self.prompt_estimate = prompt_estimate
+        self.count = count or estimate_tokens
+        self.reported = False
+        self.status: str | None = None
+
+    def rewrite(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        if "model" in chunk:
+            chunk["model"] = self.alias
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+            self.reported = True
+            self.meter.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.meter.completion = {0: int(usage.get("completion_tokens") or 0)}
+        return chunk
+
+    def observe_delta(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+            if piece:
+                if self.meter.first_token_at is None:
+                    self.meter.first_token_at = time.perf_counter()
+                if not self.reported:
+                    index = int(choice.get("index", 0))
+                    self.meter.completion[index] = self.meter.completion.get(index, 0) + self.count(piece)
+
+    def finish(self, status: str | None = None) -> None:
+        self.release()
+        if self.meter.recorded:
+            return
+        if not self.reported:
+            self.meter.count_source = "estimated"
+            self.meter.prompt_tokens = self.meter.prompt_tokens or self.prompt_estimate
+        else:
+            self.meter.count_source = "upstream"
+        self.meter.record(status or self.status)
+
+
+async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """The client's SSE body. A client that goes away cancels this, and closing the upstream response closes its
+    connection: the upstream stops at once."""
+    response = opened.response
+    finished = False
+    try:
+        async for line in _lines(opened):
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                finished = True
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError as exc:
+                raise UpstreamError("the upstream sent an event that is not JSON") from exc
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk and not chunk.get("choices"):
+                raise UpstreamError(str((chunk["error"] or {}).get("message", "the upstream reported an error"))
+                                    if isinstance(chunk["error"], dict) else str(chunk["error"]))
+            relay.observe_delta(chunk)
+            relay.rewrite(chunk)
+            if not chunk.get("choices") and "usage" in chunk and not include_usage:
+                continue  # asked for our accounting, not by the client
+            if not include_usage and chunk.get("usage") is not None and chunk.get("choices"):
+                chunk["usage"] = None
+            yield b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+        if not finished:
+            raise UpstreamError("the upstream closed the stream before [DONE]")
+        yield DONE
+        relay.status = "ok"
+    except (httpx.HTTPError, UpstreamError) as exc:
+        relay.status = "error"
+        message = exc.message if isinstance(exc, UpstreamError) else f"the upstream failed: {type(exc).__name__}"
+        yield b"data: " + json.dumps({"error": {"message": message, "type": "server_error", "param": None,
+                                                "code": "upstream_error"}}).encode() + b"\n\n"
+        yield DONE
+    finally:
+        await response.aclose()
+        if relay.status is None:
+            relay.status = "cancelled"  # the client went away first
+
+
+async def _lines(opened: Opened) -> AsyncIterator[str]:
+    for line in opened.first:
+        yield line
+    assert opened.rest is not None
+    async for line in opened.rest:
+        yield line
+
+
+async def relay_json(opened: Opened, relay: Relay) -> dict[str, Any]:
+    try:
+        payload = json.loads(await opened.response.aread())
+    except (ValueError, httpx.HTTPError) as exc:
+        relay.finish("error")
+        raise UpstreamUnavailable("the upstream's answer was not JSON") from exc
+    finally:
+        await opened.response.aclose()
+    if not isinstance(payload, dict):
+        relay.finish("error")
+        raise UpstreamUnavailable("the upstream's answer was not a JSON object")
+    relay.rewrite(payload)
+    if not relay.reported:
+        for choice in payload.get("choices") or []:
+            text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
+            relay.meter.completion[int(choice.get("index", 0))] = relay.count(text or "")
+    relay.finish("ok")
+    return payload
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        parts = []
+        for message in messages:
+            content = message.get("content")
+            parts.append(content if isinstance(content, str) else "".join(
+                part.get("text", "") for part in content or [] if isinstance(part, dict)))
+        return "\n".join(parts)
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else ""

@@ -1,0 +1,246 @@
+"""The gateway through a real `llmws serve`: providers, aliases routed over deployments with failover, upstream
+streams forwarded with the model rewritten, usage taken from the upstream or estimated, and a client's disconnect
+closing the upstream stream. Upstreams are a fake OpenAI server in this process and a second `llmws serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import text
+
+from api.settings import Settings
+from bench.fake_openai import WORDS, FakeUpstream, free_port
+from db.session import create_engine
+from tests.api.live import Account, LiveApi, start_server, wait_ready
+
+ANSWER = "".join(WORDS)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def add_provider(live_api: LiveApi, base_url: str, **extra: Any) -> dict[str, Any]:
+    created = httpx.post(f"{live_api.base_url}/admin/providers", headers=live_api.admin,
+                         json={"name": unique("prov"), "base_url": base_url, "timeout_s": 5, **extra})
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def add_alias(live_api: LiveApi, deployments: list[dict[str, Any]], **extra: Any) -> str:
+    name = unique("alias")
+    created = httpx.post(f"{live_api.base_url}/admin/models", headers=live_api.admin,
+                         json={"name": name, "deployments": deployments, **extra})
+    assert created.status_code == 201, created.text
+    return name
+
+
+def client_for(live_api: LiveApi, account: Account) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{live_api.base_url}/v1", api_key=account.key, max_retries=0, timeout=30)
+
+
+def usage_rows(live_api: LiveApi, account: Account, count: int, within_s: float = 10) -> list[dict[str, Any]]:
+    """The account's usage rows, once ``count`` are written."""
+    async def read() -> list[dict[str, Any]]:
+        engine = create_engine(Settings(database_url=live_api.env["LLMWS_DATABASE_URL"]).resolved_database_url)
+        try:
+            async with engine.connect() as connection:
+                result = await connection.execute(text(
+                    "SELECT model, backend, status, count_source, prompt_tokens, completion_tokens FROM usage_logs "
+                    "WHERE user_id = :user ORDER BY id"), {"user": account.user_id})
+                return [dict(row._mapping) for row in result]
+        finally:
+            await engine.dispose()
+
+    deadline = time.monotonic() + within_s
+    while len(rows := asyncio.run(read())) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return rows
+
+
+def test_an_alias_on_an_upstream_streams_and_answers_through_the_openai_client(
+    live_api: LiveApi, upstream: FakeUpstream
+) -> None:
+    provider = add_provider(live_api, upstream.base_url, api_key="sk-upstream-secret-123")
+    alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-fast"}])
+    account = live_api.new_account("gw")
+    client = client_for(live_api, account)
+
+    chunks = list(client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}],
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+    assert {chunk.model for chunk in chunks} == {alias}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(WORDS)
+    answer = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == ANSWER and answer.model == alias
+    assert answer.usage is not None and answer.usage.prompt_tokens == 7
+
+    # The upstream got its own model name, the stored key, and a request for usage it reports.
+    assert upstream.requests[-2]["model"] == "fake-fast" and upstream.requests[-2]["stream_options"]
+    assert upstream.authorization[-1] == "Bearer sk-upstream-secret-123"
+    rows = usage_rows(live_api, account, 2)
+    assert [(r["model"], r["backend"], r["status"], r["count_source"], r["completion_tokens"]) for r in rows] == [
+        (alias, provider["name"], "ok", "upstream", len(WORDS))] * 2
+    listed = [model.id for model in client.models.list().data]
+    assert alias in listed
+
+
+def test_without_a_usage_report_tokens_are_estimated_and_labelled_so(live_api: LiveApi,
+                                                                      upstream: FakeUpstream) -> None:
+    provider = add_provider(live_api, upstream.base_url)
+    alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-quiet"}])
+    account = live_api.new_account("gwq")
+    chunks = list(client_for(live_api, account).chat.completions.create(
+        model=alias, messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+    assert all(chunk.usage is None for chunk in chunks)  # not asked for, not sent
+    [row] = usage_rows(live_api, account, 1)
+    assert row["count_source"] == "estimated" and row["status"] == "ok"
+    assert 0 < row["completion_tokens"] <= 3 * len(WORDS) and row["prompt_tokens"] > 0
+
+
+def test_a_dead_deployment_fails_over_to_the_next(live_api: LiveApi, upstream: FakeUpstream) -> None:
+    dead = add_provider(live_api, f"http://127.0.0.1:{free_port()}/v1")
+    failing = add_provider(live_api, upstream.base_url)
+    alive = add_provider(live_api, upstream.base_url)
+    alias = add_alias(live_api, [
+        {"provider_id": dead["id"], "upstream_model": "fake-fast", "priority": 0},
+        {"provider_id": failing["id"], "upstream_model": "fake-fail", "priority": 1},
+        {"provider_id": alive["id"], "upstream_model": "fake-fast", "priority": 2},
+    ])
+    account = live_api.new_account("gwf")
+    client = client_for(live_api, account)
+    for _ in range(3):
+        answer = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == ANSWER
+        streamed = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}],
+                                                  stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == ANSWER
+    assert {row["backend"] for row in usage_rows(live_api, account, 6)} == {alive["name"]}
+    health = httpx.get(f"{live_api.base_url}/admin/providers/{dead['id']}", headers=live_api.admin).json()
+    assert health["health"]["status"] == "unhealthy"
+
+
+def test_an_upstream_dying_mid_stream_ends_with_an_error_frame_and_done(live_api: LiveApi,
+                                                                        upstream: FakeUpstream) -> None:
+    provider = add_provider(live_api, upstream.base_url)
+    alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-die"}])
+    account = live_api.new_account("gwd")
+    with httpx.stream("POST", f"{live_api.base_url}/v1/chat/completions", headers=account.headers, timeout=30,
+                      json={"model": alias, "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        assert r.status_code == 200
+        lines = [line for line in r.iter_lines() if line.startswith("data:")]
+    assert lines[-1] == "data: [DONE]" and '"error"' in lines[-2] and "upstream_error" in lines[-2]
+    assert sum('"content"' in line for line in lines[:-2]) >= 3  # what came before the failure got through
+    [row] = usage_rows(live_api, account, 1)
+    assert row["status"] == "error" and row["completion_tokens"] > 0
+
+
+def test_a_client_disconnect_closes_the_upstream_stream_within_a_second(live_api: LiveApi,
+                                                                        upstream: FakeUpstream) -> None:
+    provider = add_provider(live_api, upstream.base_url)
+    alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-slow"}])
+    account = live_api.new_account("gwc")
+    before = len(upstream.disconnects)
+    with httpx.stream("POST", f"{live_api.base_url}/v1/chat/completions", headers=account.headers, timeout=30,
+                      json={"model": alias, "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        received = 0
+        for line in r.iter_lines():
+            received += '"content"' in line
+            if received >= 5:
+                break
+        left_at = time.monotonic()
+    while len(upstream.disconnects) == before and time.monotonic() - left_at < 3:
+        time.sleep(0.01)
+    assert len(upstream.disconnects) > before, "the upstream stream was never closed"
+    assert upstream.disconnects[-1] - left_at < 1.0
+    [row] = usage_rows(live_api, account, 1)
+    assert row["status"] == "cancelled" and row["completion_tokens"] >= 4
+
+
+def test_an_alias_can_be_kept_to_admins(live_api: LiveApi, upstream: FakeUpstream) -> None:
+    provider = add_provider(live_api, upstream.base_url)
+    alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-fast"}],
+                      allowed_roles=["admin"], defaults={"system_prompt": "Be terse."})
+    plain = client_for(live_api, live_api.new_account("gwr"))
+    assert alias not in [model.id for model in plain.models.list().data]
+    with pytest.raises(openai.NotFoundError):
+        plain.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}])
+    admin = openai.OpenAI(base_url=f"{live_api.base_url}/v1", api_key=live_api.admin_token, max_retries=0)
+    assert admin.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}]
+                                         ).choices[0].message.content == ANSWER
+    assert upstream.requests[-1]["messages"][0] == {"role": "system", "content": "Be terse."}
+
+
+def test_bad_provider_and_alias_bodies_are_refused(live_api: LiveApi) -> None:
+    for body in ({"name": "x", "base_url": "not a url"}, {"name": "../x", "base_url": "http://127.0.0.1:1/v1"},
+                 {"name": "x", "base_url": "http://127.0.0.1:1/v1", "timeout_s": 0}):
+        answer = httpx.post(f"{live_api.base_url}/admin/providers", headers=live_api.admin, json=body)
+        assert answer.status_code == 422 or answer.status_code == 400, answer.text
+    missing = httpx.post(f"{live_api.base_url}/admin/models", headers=live_api.admin,
+                         json={"name": unique("a"), "deployments": [{"provider_id": 999999, "upstream_model": "m"}]})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "deployments"
+    account = live_api.new_account("gwp")
+    assert httpx.get(f"{live_api.base_url}/admin/providers", headers=account.headers).status_code == 403
+
+
+def test_another_llmws_is_an_upstream_and_its_stop_marks_it_unhealthy(
+    live_api: LiveApi, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> None:
+    folder = tmp_path_factory.mktemp("second")
+    shutil.copyfile(sqlite_template, folder / "second.db")
+    env = {**live_api.env, "LLMWS_DATA_DIR": str(folder / "var"),
+           "LLMWS_DATABASE_URL": f"sqlite:///{folder / 'second.db'}"}
+    second = start_server(folder, env, "second")
+    try:
+        wait_ready(second)
+        key = _api_key_on(second.base_url)
+        provider = add_provider(live_api, f"{second.base_url}/v1", api_key=key, kind="llmws")
+        tested = httpx.post(f"{live_api.base_url}/admin/providers/{provider['id']}/test", headers=live_api.admin)
+        assert tested.json()["ok"] and "tiny-chat" in tested.json()["models"]
+        alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "tiny-chat"}])
+        client = client_for(live_api, live_api.new_account("gw2"))
+        streamed = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}],
+                                                  stream=True, max_tokens=8, temperature=0)
+        text_streamed = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        answer = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=8, temperature=0)
+        assert text_streamed and answer.choices[0].message.content == text_streamed
+        assert answer.model == alias
+    finally:
+        second.stop()
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{live_api.base_url}/admin/providers/{provider['id']}",
+                           headers=live_api.admin).json()["health"]["status"]
+        if status == "unhealthy":
+            break
+        time.sleep(0.2)
+    assert status == "unhealthy"
+
+
+def _api_key_on(base_url: str) -> str:
+    from tests.conftest import ADMIN_PASSWORD
+
+    token = httpx.post(f"{base_url}/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+                       ).json()["access_token"]
+    key = httpx.post(f"{base_url}/v1/keys", json={"name": "gateway"}, headers={"Authorization": f"Bearer {token}"})
+    return key.json()["key"]
