@@ -244,3 +244,27 @@ def _api_key_on(base_url: str) -> str:
                        ).json()["access_token"]
     key = httpx.post(f"{base_url}/v1/keys", json={"name": "gateway"}, headers={"Authorization": f"Bearer {token}"})
     return key.json()["key"]
+
+
+def test_native_chat_and_websocket_sessions_use_an_alias_too(live_api: LiveApi, upstream: FakeUpstream) -> None:
+    import json
+
+    from websockets.sync.client import connect
+
+    from tests.api.test_websocket import hello, until_done, ws_url
+
+    dead = add_provider(live_api, f"http://127.0.0.1:{free_port()}/v1")
+    alive = add_provider(live_api, upstream.base_url)
+    alias = add_alias(live_api, [{"provider_id": dead["id"], "upstream_model": "fake-fast"},
+                                 {"provider_id": alive["id"], "upstream_model": "fake-fast", "priority": 1}])
+    account = live_api.new_account("gwn")
+    answer = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers, timeout=30,
+                        json={"message": "hi", "model": alias}).json()
+    assert answer["message"]["content"] == ANSWER and answer["model"] == alias
+    assert answer["usage"]["completion_tokens"] == len(WORDS)  # the upstream's report
+    with connect(ws_url(live_api.base_url)) as ws:
+        hello(ws, account)
+        ws.send(json.dumps({"type": "inference", "prompt": {"user": "hi"}, "config": {"model": alias}}))
+        done = until_done(ws)[-1]
+    assert done["type"] == "done" and done["text"] == ANSWER, done
+    assert {row["backend"] for row in usage_rows(live_api, account, 2)} == {alive["name"]}
