@@ -20,6 +20,7 @@ from api.services.chat_streams import StreamHub
 from api.services.gateway import PROVIDER_KEY_PURPOSE, Gateway
 from api.services.model_downloads import DownloadJobs
 from api.services.model_host import build_model_host, start_model_host
+from api.services.principal_cache import PrincipalCache
 from api.services.sealing import Sealer
 from api.services.usage_writer import UsageWriter
 from api.services.users import bootstrap_admin
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                 raise SchemaNotCurrent(state)
             app.state.db_engine = engine
             app.state.sessionmaker = create_sessionmaker(engine)
+            app.state.principal_cache = PrincipalCache(settings.auth_cache_ttl.total_seconds())
+            app.state.principal_cache.watch(app.state.sessionmaker)
             password = settings.admin_password.get_secret_value() if settings.admin_password else None
             generated = await bootstrap_admin(app.state.sessionmaker, settings.admin_username, password)
             if generated:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most sequences decoded together.")
     max_queue: int = Field(256, ge=1, description="Most requests waiting for a batch slot before 503s.")
+    auth_cache_ttl: timedelta = Field(
+        timedelta(seconds=5), description="How long a replica reuses a credential it checked (0 turns it off); "
+        "changes made on this replica apply at once, another replica's within this time.")
     provider_health_interval: timedelta = Field(
         timedelta(seconds=15), description="How often each provider's `/models` is checked (and the catalog reloaded "
         "from the database, so other replicas' changes arrive).")
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
 
     @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",
                      "usage_flush_interval", "ws_idle_timeout", "ws_session_expiry", "provider_health_interval",
-                     mode="before")
+                     "auth_cache_ttl", mode="before")
     @classmethod
     def _duration_shorthand(cls, value: object) -> object:
         """Accept plain seconds and `90s`, `15m`, `12h`, `7d` as well as ISO 8601 (`P7D`)."""

@@ -35,6 +35,7 @@ class Principal:
     user: User
     session_id: int | None = None
     api_key_id: int | None = None
+    api_key: ApiKey | None = None  # the key row (its limits), for API-key credentials
 
     @property
     def credential(self) -> str:
@@ -91,7 +92,7 @@ async def authenticate(session: AsyncSession, token: str) -> Principal:
         _check_active(key.user)
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_PRECISION:
             key.last_used_at = now
-        return Principal(user=key.user, api_key_id=key.id)
+        return Principal(user=key.user, api_key_id=key.id, api_key=key)
 
     query = select(AuthSession).where(AuthSession.token_hash == credential_hash(token))
     auth_session = (await session.execute(query)).scalar()
@@ -130,7 +131,10 @@ async def change_own_password(
     The current password is checked under the same throttle as logins, so a stolen token or key is no free
     oracle for guessing it.
     """
-    user = principal.user
+    # This session's own row: the principal's may be a cached copy that no session writes back.
+    user = await session.get(User, principal.user.id, populate_existing=True)
+    if user is None:
+        raise AuthenticationFailed("this account no longer exists", code="invalid_token")
     attempt_id = await begin_attempt(sessionmaker, policy, user.username, ip, actor_user_id=user.id)
     if not await verify_password(current_password, user.password_hash):
         raise InvalidInput("the current password is wrong", param="current_password", code="wrong_password")

@@ -47,7 +47,9 @@ async def admit(session: AsyncSession, principal: Principal) -> None:
     ``RateLimited`` (429) without counting it."""
     now = time.time()
     minute = int(now) // 60
-    key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id is not None else None
+    key = principal.api_key
+    if key is None and principal.api_key_id is not None:
+        key = await session.get(ApiKey, principal.api_key_id)
     subjects = subjects_of(principal, key)
     for subject in subjects:
         if subject.monthly_token_quota is not None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.services import audit
+from api.services import audit, principal_cache
 from api.services.account_rules import normalize_username, username_problem
 from api.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from api.services.passwords import check_password_policy, hash_password
@@ -132,6 +132,7 @@ async def revoke_sessions(session: AsyncSession, user_id: int, *, except_session
     if except_session_id is not None:
         statement = statement.where(AuthSession.id != except_session_id)
     await session.execute(statement.values(revoked_at=utcnow()))
+    principal_cache.mark_changed(session, user_id)  # a bulk update: the flush does not see these rows
 
 
 async def _lock_active_admins(session: AsyncSession) -> Sequence[int]:
