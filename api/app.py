@@ -13,14 +13,28 @@ from fastapi import FastAPI
 from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
-from api.routes import admin, admin_engine, admin_gateway, auth, chat, health, keys, library, openai, usage, ws
-from api.services import ws_buffer
+from api.routes import (
+    admin,
+    admin_engine,
+    admin_gateway,
+    admin_runners,
+    auth,
+    chat,
+    health,
+    keys,
+    library,
+    openai,
+    usage,
+    ws,
+)
+from api.services import runner_templates, ws_buffer
 from api.services.backends import Backend, Backends
 from api.services.chat_streams import StreamHub
 from api.services.gateway import PROVIDER_KEY_PURPOSE, Gateway
 from api.services.model_downloads import DownloadJobs
 from api.services.model_host import build_model_host, start_model_host
 from api.services.principal_cache import PrincipalCache
+from api.services.runners import RunnerManager
 from api.services.sealing import Sealer
 from api.services.usage_writer import UsageWriter
 from api.services.users import bootstrap_admin
@@ -62,6 +76,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
             await app.state.gateway.reload()
             app.state.gateway.start()
             app.state.backends = Backends(app.state.model_host, app.state.gateway)
+            app.state.runner_templates = runner_templates.enabled(settings.runner_templates)
+            app.state.runners = RunnerManager(app.state.sessionmaker, app.state.gateway, settings.data_dir / "runners")
             for backend in extra_backends:
                 app.state.backends.register(backend)
             app.state.usage_writer = UsageWriter(app.state.sessionmaker,
@@ -92,6 +108,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                 await app.state.ws_hub.close()
             if getattr(app.state, "stream_hub", None) is not None:
                 await app.state.stream_hub.close()
+            if getattr(app.state, "runners", None) is not None:
+                await app.state.runners.close()  # SIGTERM, then SIGKILL after a grace period
             if getattr(app.state, "gateway", None) is not None:
                 await app.state.gateway.close()
             if getattr(app.state, "usage_writer", None) is not None:
@@ -111,7 +129,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router,
-                   admin_gateway.router, openai.router, chat.router, library.router, usage.router, ws.router):
+                   admin_gateway.router, admin_runners.router, openai.router, chat.router, library.router,
+                   usage.router, ws.router):
         app.include_router(router)
     return app
 

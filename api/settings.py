@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     provider_health_interval: timedelta = Field(
         timedelta(seconds=15), description="How often each provider's `/models` is checked (and the catalog reloaded "
         "from the database, so other replicas' changes arrive).")
+    runner_templates: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["llmws", "llama-cpp-python", "llama-server", "vllm"],
+        description="Launch templates admins may start runners from, separated by commas (docs/gateway.md).")
     hf_token: SecretStr | None = Field(None, description="Hugging Face token for model downloads (gated repos); "
                                        "`HF_ENDPOINT` picks a mirror.")
     prefix_cache_mb: int = Field(
@@ -121,6 +124,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             parts = value.replace(os.pathsep, ",").split(",")
             return [part.strip() for part in parts if part.strip()]
+        return value
+
+    @field_validator("runner_templates", mode="before")
+    @classmethod
+    def _split_templates(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("runner_templates")
+    @classmethod
+    def _known_templates(cls, value: list[str]) -> list[str]:
+        from api.services.runner_templates import BUILT_IN  # noqa: PLC0415 (settings load before services)
+
+        unknown = sorted(set(value) - set(BUILT_IN))
+        if unknown:
+            raise ValueError(f"unknown templates {unknown}; known: {sorted(BUILT_IN)}")
         return value
 
     @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",

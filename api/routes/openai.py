@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
@@ -22,18 +22,18 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, principal: CurrentPrincipal,
-                           session: SessionDep) -> dict[str, Any] | StreamingResponse:
+                           session: SessionDep) -> dict[str, Any] | Response:
     return await _serve(request, session, principal, body, openai_format.chat_request(body), chat=True)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, principal: CurrentPrincipal,
-                      session: SessionDep) -> dict[str, Any] | StreamingResponse:
+                      session: SessionDep) -> dict[str, Any] | Response:
     return await _serve(request, session, principal, body, openai_format.completion_request(body), chat=False)
 
 
 async def _serve(request: Request, session: AsyncSession, principal: Principal, body: SamplingFields,
-                 generation_request: GenerationRequest, *, chat: bool) -> dict[str, Any] | StreamingResponse:
+                 generation_request: GenerationRequest, *, chat: bool) -> dict[str, Any] | Response:
     gateway: Gateway = request.app.state.gateway
     alias = gateway.alias(body.model, principal)
     if alias is not None:

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
@@ -26,7 +26,7 @@ from engine.upstream import UpstreamRefused, UpstreamUnavailable
 
 async def serve_alias(request: Request, session: AsyncSession, principal: Principal, alias: Alias,
                       body: SamplingFields, generation_request: GenerationRequest, *, chat: bool
-                      ) -> dict[str, Any] | StreamingResponse:
+                      ) -> dict[str, Any] | Response:
     state = request.app.state
     gateway: Gateway = state.gateway
     candidates = gateway.candidates(alias)

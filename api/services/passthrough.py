@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from fastapi.responses import Response
 
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.metering import Meter
@@ -172,7 +173,8 @@ async def _lines(opened: Opened) -> AsyncIterator[str]:
         yield line
 
 
-async def relay_json(opened: Opened, relay: Relay) -> dict[str, Any]:
+async def relay_json(opened: Opened, relay: Relay) -> Response:
+    """The upstream's JSON answer with the alias as its model, as ready bytes (no second encoding pass)."""
     try:
         payload = json.loads(await opened.response.aread())
     except (ValueError, httpx.HTTPError) as exc:
@@ -189,7 +191,7 @@ async def relay_json(opened: Opened, relay: Relay) -> dict[str, Any]:
             text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
             relay.meter.completion[int(choice.get("index", 0))] = relay.count(text or "")
     relay.finish("ok")
-    return payload
+    return Response(json.dumps(payload, separators=(",", ":"), ensure_ascii=False), media_type="application/json")
 
 
 def prompt_text(body: dict[str, Any]) -> str:

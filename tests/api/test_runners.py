@@ -1,0 +1,92 @@
+"""Runners through a real `llmws serve`: launches only from the allowlist with validated parameters (never a
+shell), and a second LLMWS started as a runner that registers itself as a provider the gateway routes to."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.api.live import LiveApi
+from tests.api.test_gateway import add_alias, client_for
+
+
+def runners(live_api: LiveApi) -> list[dict[str, Any]]:
+    return httpx.get(f"{live_api.base_url}/admin/runners", headers=live_api.admin).json()["data"]
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"template": "bash", "model": "tiny-chat"}, "template"),
+    ({"template": "/bin/sh", "model": "tiny-chat"}, "template"),
+    ({"template": "llmws", "model": "tiny-chat; rm -rf /"}, "model"),
+    ({"template": "llmws", "model": "$(touch /tmp/llmws-pwned)"}, "model"),
+    ({"template": "llmws", "model": "../../../../etc/passwd"}, "model"),
+    ({"template": "llmws", "model": "/etc/passwd"}, "model"),
+    ({"template": "llmws", "model": "tiny-chat", "extras": ["--debug; rm -rf /"]}, "extras"),
+    ({"template": "llmws", "model": "tiny-chat", "port": 22}, "port"),
+    ({"template": "llmws", "model": "tiny-chat", "context": 4096}, "context"),
+])
+def test_launches_outside_the_allowlist_or_with_shell_tricks_are_refused(live_api: LiveApi, body: dict[str, Any],
+                                                                         param: str) -> None:
+    before = runners(live_api)
+    for route in ("/admin/runners/preview", "/admin/runners"):
+        answer = httpx.post(f"{live_api.base_url}{route}", headers=live_api.admin, json=body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["param"] == param
+    assert runners(live_api) == before
+
+
+def test_runners_are_for_admins_and_the_preview_is_the_exact_command(live_api: LiveApi) -> None:
+    account = live_api.new_account("run")
+    body = {"template": "llmws", "model": "tiny-chat", "port": 45678}
+    assert httpx.post(f"{live_api.base_url}/admin/runners", headers=account.headers, json=body).status_code == 403
+    assert httpx.get(f"{live_api.base_url}/admin/runners", headers=account.headers).status_code == 403
+    preview = httpx.post(f"{live_api.base_url}/admin/runners/preview", headers=live_api.admin, json=body).json()
+    assert preview["argv"][1:] == ["serve", "--port", "45678"] and preview["argv"][0].endswith("/llmws")
+    assert preview["command"].endswith("llmws serve --port 45678")
+
+
+def test_an_llmws_runner_registers_itself_and_serves_through_the_gateway(live_api: LiveApi) -> None:
+    launched = httpx.post(f"{live_api.base_url}/admin/runners", headers=live_api.admin,
+                          json={"template": "llmws", "model": "tiny-chat", "name": "second"})
+    assert launched.status_code == 201, launched.text
+    runner_id = launched.json()["id"]
+    deadline = time.monotonic() + 90
+    while (runner := httpx.get(f"{live_api.base_url}/admin/runners/{runner_id}",
+                               headers=live_api.admin).json())["provider_id"] is None:
+        assert runner["status"] in ("starting", "running"), runner
+        assert time.monotonic() < deadline, "the runner never registered"
+        time.sleep(0.3)
+    assert runner["status"] == "running" and runner["pid"] and runner["uptime_s"] is not None
+    provider = httpx.get(f"{live_api.base_url}/admin/providers/{runner['provider_id']}", headers=live_api.admin)
+    assert provider.json()["base_url"] == runner["base_url"] and provider.json()["has_api_key"]
+
+    alias = add_alias(live_api, [{"provider_id": runner["provider_id"], "upstream_model": "tiny-chat"}])
+    client = client_for(live_api, live_api.new_account("runuse"))
+    streamed = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}],
+                                              stream=True, max_tokens=8, temperature=0)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+    answer = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=8, temperature=0)
+    assert text and answer.choices[0].message.content == text
+
+    stopped = httpx.post(f"{live_api.base_url}/admin/runners/{runner_id}/stop", headers=live_api.admin, timeout=30)
+    assert stopped.json()["status"] == "stopped" and stopped.json()["pid"] is None
+    health = httpx.get(f"{live_api.base_url}/admin/providers/{runner['provider_id']}", headers=live_api.admin)
+    assert health.json()["health"]["status"] == "unhealthy" and not health.json()["is_active"]
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert refused.value.status_code == 503
+
+    # The log, from the start, over SSE; it ends because the runner has stopped.
+    with httpx.stream("GET", f"{live_api.base_url}/admin/runners/{runner_id}/logs", headers=live_api.admin,
+                      timeout=30) as response:
+        lines = [json.loads(line[5:])["line"] for line in response.iter_lines() if line.startswith("data: {\"line")]
+    assert any("started pid" in line for line in lines) and any("registering as a provider" in line
+                                                               for line in lines)
+    assert any("exited with code" in line for line in lines)
+    assert httpx.delete(f"{live_api.base_url}/admin/runners/{runner_id}", headers=live_api.admin).status_code == 204
