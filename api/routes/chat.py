@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.routes.streaming import sse_response
 from api.schemas.chat import NativeChatRequest
-from api.services import conversations, serving
+from api.services import conversations, prompts, serving
 from api.services.chat_streams import StreamHub, parse_last_event_id
 from api.services.errors import NotFound
 from engine.requests import GenerationRequest, SamplingParams
@@ -33,9 +33,14 @@ def _generation_request(body: NativeChatRequest, prompt: list[dict[str, str]]) -
 async def _start(body: NativeChatRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
                  ) -> tuple[serving.Generation, uuid.UUID]:
     """Plan the turn (nothing written), start the generation (refusals raise here), then store the user's turn."""
+    message, system_prompt = body.message, body.system_prompt
+    if body.preset_id is not None:
+        preset = await prompts.get_prompt(session, principal, body.preset_id)
+        message = prompts.apply_template(preset.user_template, message)
+        system_prompt = system_prompt or preset.content
     exchange = await conversations.plan_exchange(
-        session, principal.user.id, body.message, conversation_id=body.conversation_id, project_id=body.project_id,
-        system_prompt=body.system_prompt)
+        session, principal.user.id, message, conversation_id=body.conversation_id, project_id=body.project_id,
+        system_prompt=system_prompt)
     generation = await serving.begin(request.app.state, session, principal, body.model,
                                      _generation_request(body, exchange.prompt))
     try:

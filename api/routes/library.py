@@ -151,7 +151,7 @@ async def update_prompt(prompt_id: int, body: PromptUpdate, principal: CurrentPr
                         ) -> PromptOut:
     prompt = await prompts.get_prompt(session, principal, prompt_id)
     changes = {name: value for name, value in _given(body, "name", "content", "is_shared").items()
-               if value is not None}
+               if value is not None} | _given(body, "user_template")  # a null template turns it back into a prompt
     return PromptOut.model_validate(await prompts.update_prompt(session, principal, prompt, **changes))  # type: ignore[arg-type]
 
 

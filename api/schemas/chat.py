@@ -15,6 +15,8 @@ class NativeChatRequest(RequestBody):
     project_id: uuid.UUID | None = Field(None, description="For a new conversation: the project it belongs to.")
     model: str | None = Field(None, max_length=200, description="Default: the local model.")
     system_prompt: str | None = Field(None, max_length=20_000)
+    preset_id: int | None = Field(None, description="A prompt library entry: its content is the system prompt "
+                                  "(unless system_prompt is given) and its user template wraps the message.")
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)

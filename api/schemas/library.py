@@ -87,16 +87,23 @@ class ConversationDetail(ConversationOut):
     messages: list[MessageOut]
 
 
+TEMPLATE_DESCRIPTION = "A preset's user message around the chat's input, which goes where `{input}` stands."
+
+
 class PromptCreate(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     content: str = Field(min_length=1, max_length=20_000)
     is_shared: bool = Field(False, description="Visible to everyone; admins only.")
+    user_template: str | None = Field(None, min_length=1, max_length=20_000, pattern=r"\{input\}",
+                                      description=TEMPLATE_DESCRIPTION)
 
 
 class PromptUpdate(RequestBody):
     name: str | None = Field(None, min_length=1, max_length=200)
     content: str | None = Field(None, min_length=1, max_length=20_000)
     is_shared: bool | None = None
+    user_template: str | None = Field(None, min_length=1, max_length=20_000, pattern=r"\{input\}",
+                                      description=TEMPLATE_DESCRIPTION + " Null removes it.")
 
 
 class PromptOut(ResponseBody):
@@ -104,6 +111,7 @@ class PromptOut(ResponseBody):
     owner_id: int | None
     name: str
     content: str
+    user_template: str | None
     is_shared: bool
     created_at: datetime
     updated_at: datetime

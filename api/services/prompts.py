@@ -23,6 +23,9 @@ async def list_prompts(session: AsyncSession, principal: Principal, offset: int,
     return list(rows), total
 
 
+INPUT_PLACEHOLDER = "{input}"
+
+
 async def get_prompt(session: AsyncSession, principal: Principal, prompt_id: int) -> SystemPrompt:
     prompt = await session.get(SystemPrompt, prompt_id)
     if prompt is None or not (prompt.is_shared or prompt.owner_id == principal.user.id):
@@ -36,20 +39,22 @@ def _check_may_share(principal: Principal, shared: bool) -> None:
 
 
 async def create_prompt(session: AsyncSession, principal: Principal, *, name: str, content: str,
-                        is_shared: bool) -> SystemPrompt:
+                        is_shared: bool, user_template: str | None = None) -> SystemPrompt:
     _check_may_share(principal, is_shared)
-    prompt = SystemPrompt(owner_id=principal.user.id, name=name, content=content, is_shared=is_shared)
+    prompt = SystemPrompt(owner_id=principal.user.id, name=name, content=content, is_shared=is_shared,
+                          user_template=user_template)
     session.add(prompt)
     await session.flush()
     return prompt
 
 
 async def update_prompt(session: AsyncSession, principal: Principal, prompt: SystemPrompt, *, name: str = UNSET,
-                        content: str = UNSET, is_shared: bool = UNSET) -> SystemPrompt:
+                        content: str = UNSET, is_shared: bool = UNSET, user_template: str | None = UNSET
+                        ) -> SystemPrompt:
     _check_owner(principal, prompt)
     if is_shared is not UNSET:
         _check_may_share(principal, is_shared or prompt.is_shared)
-    update_fields(prompt, {"name": name, "content": content, "is_shared": is_shared})
+    update_fields(prompt, {"name": name, "content": content, "is_shared": is_shared, "user_template": user_template})
     await session.flush()
     return prompt
 
@@ -62,3 +67,8 @@ async def delete_prompt(session: AsyncSession, principal: Principal, prompt: Sys
 def _check_owner(principal: Principal, prompt: SystemPrompt) -> None:
     if prompt.owner_id != principal.user.id:
         _check_may_share(principal, True)  # someone else's shared prompt: admins only
+
+
+def apply_template(template: str | None, message: str) -> str:
+    """A preset's user template with the chat's message where `{input}` stands (the message alone without one)."""
+    return template.replace(INPUT_PLACEHOLDER, message) if template else message

@@ -49,7 +49,8 @@ class Message(CreatedAt, Base):
 
 
 class SystemPrompt(Timestamps, Base):
-    """A reusable system prompt: personal to its owner, or shared with everyone when `is_shared`."""
+    """A reusable system prompt (a preset when it has a user template): personal to its owner, or shared with
+    everyone when `is_shared`."""
 
     __tablename__ = "system_prompts"
 
@@ -57,4 +58,6 @@ class SystemPrompt(Timestamps, Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     content: Mapped[str] = mapped_column(Text)
+    # With a user template this is a preset: the chat's message goes where `{input}` stands.
+    user_template: Mapped[str | None] = mapped_column(Text)
     is_shared: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -190,3 +190,22 @@ def test_another_replica_resumes_keeps_alive_and_cancels_a_stream(live_api: Live
         live_api.wait_engine_idle(within_s=1.0)
     finally:
         replica.stop()
+
+
+def test_a_preset_gives_the_system_prompt_and_wraps_the_message(live_api: LiveApi) -> None:
+    account = live_api.new_account("preset")
+    refused = httpx.post(f"{live_api.base_url}/v1/prompts", headers=account.headers,
+                         json={"name": "no slot", "content": "x", "user_template": "Translate this."})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "user_template"  # no {input} slot
+    preset = httpx.post(f"{live_api.base_url}/v1/prompts", headers=account.headers, json={
+        "name": "French", "content": "You translate into French.", "user_template": "Translate: {input}"}).json()
+    answer = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers,
+                        json={"message": "good morning", "preset_id": preset["id"], "max_tokens": 4}).json()
+    saved = httpx.get(f"{live_api.base_url}/v1/conversations/{answer['conversation_id']}",
+                      headers=account.headers).json()
+    assert saved["system_prompt"] == "You translate into French."
+    assert saved["messages"][0]["content"] == "Translate: good morning"
+    other = live_api.new_account("preset2")
+    hidden = httpx.post(f"{live_api.base_url}/v1/chat", headers=other.headers,
+                        json={"message": "hi", "preset_id": preset["id"], "max_tokens": 4})
+    assert hidden.status_code == 404  # someone else's personal preset does not exist for you
