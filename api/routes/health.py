@@ -30,6 +30,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks["migrations"] = await _check_migrations(request) if checks["database"]["ok"] else {
         "ok": False, "detail": "database unreachable"}
     checks["engine"] = await _check_engine(request)
+    checks["providers"] = _providers(request)
     ready = all(check["ok"] for check in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                         status_code=200 if ready else 503)
@@ -59,9 +60,20 @@ async def _check_engine(request: Request) -> dict[str, Any]:
     """A real one-token generation (cached a few seconds by the engine): a wedged engine shows red here."""
     host = request.app.state.model_host
     if host.local is None:
+        gateway = request.app.state.gateway
+        if any(gateway.candidates(alias) for alias in gateway.aliases.values()):
+            return {"ok": True, "detail": f"no local model ({host.reason}); serving through providers"}
         return {"ok": False, "detail": host.reason}
     health = await host.local.check_health()
     return {"ok": health.ok, "detail": health.detail, "model": host.loaded.info.name if host.loaded else None}
+
+
+def _providers(request: Request) -> dict[str, Any]:
+    """The upstreams' health, for the operator: a provider being down does not make this replica unready (its
+    other models still serve, and failover handles the rest)."""
+    states = {p.name: p.public()["status"] for p in request.app.state.gateway.providers.values() if p.is_active}
+    healthy = sum(status == "healthy" for status in states.values())
+    return {"ok": True, "detail": f"{healthy} of {len(states)} active providers healthy", "providers": states}
 
 
 @router.get("/metrics")

@@ -268,3 +268,19 @@ def test_native_chat_and_websocket_sessions_use_an_alias_too(live_api: LiveApi, 
         done = until_done(ws)[-1]
     assert done["type"] == "done" and done["text"] == ANSWER, done
     assert {row["backend"] for row in usage_rows(live_api, account, 2)} == {alive["name"]}
+
+
+def test_provider_health_shows_in_readyz_and_metrics(live_api: LiveApi, upstream: FakeUpstream) -> None:
+    alive = add_provider(live_api, upstream.base_url)
+    dead = add_provider(live_api, f"http://127.0.0.1:{free_port()}/v1")
+    deadline = time.monotonic() + 10
+    while True:  # the background check runs every second here
+        ready = httpx.get(f"{live_api.base_url}/readyz").json()["checks"]["providers"]["providers"]
+        if ready.get(alive["name"]) == "healthy" and ready.get(dead["name"]) == "unhealthy":
+            break
+        assert time.monotonic() < deadline, ready
+        time.sleep(0.2)
+    metrics = httpx.get(f"{live_api.base_url}/metrics").text
+    assert f'llmws_provider_up{{provider="{alive["name"]}"}} 1.0' in metrics
+    assert f'llmws_provider_up{{provider="{dead["name"]}"}} 0.0' in metrics
+    assert httpx.get(f"{live_api.base_url}/readyz").status_code == 200  # a dead upstream does not unready us

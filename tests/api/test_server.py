@@ -69,7 +69,7 @@ def test_served_api_end_to_end(server: Server, tmp_path: Path, env: dict[str, st
         time.sleep(0.2)
         ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]) == {"database", "migrations", "engine"}
+    assert set(ready.json()["checks"]) == {"database", "migrations", "engine", "providers"}
     assert ready.json()["checks"]["engine"]["model"] == "tiny-llama"
 
     # The first admin's password was generated and printed once on the console.
