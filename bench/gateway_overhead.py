@@ -127,16 +127,21 @@ async def measure(targets: dict[str, tuple[str, dict[str, str]]], concurrencies:
                   rounds: int) -> dict[tuple[str, bool, int], Sample]:
     results: dict[tuple[str, bool, int], Sample] = {}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        for url, headers in targets.values():  # warm-up: connections, caches, the first usage rows
-            await load(client, url, headers, 4, 0.5, False)
-            await load(client, url, headers, 4, 0.5, True)
+    # A client (connection pool) per target: one shared pool scans every target's idle connections per request.
+    clients = {name: httpx.AsyncClient(timeout=30, limits=limits) for name in targets}
+    try:
+        for name, (url, headers) in targets.items():  # warm-up: connections, caches, the first usage rows
+            await load(clients[name], url, headers, 4, 0.5, False)
+            await load(clients[name], url, headers, 4, 0.5, True)
         for stream in (False, True):
             for concurrency in concurrencies:
                 for _ in range(rounds):  # alternate, so drift on this noisy machine hits every target alike
                     for name, (url, headers) in targets.items():
-                        sample = await load(client, url, headers, concurrency, seconds, stream)
+                        sample = await load(clients[name], url, headers, concurrency, seconds, stream)
                         results.setdefault((name, stream, concurrency), Sample()).add(sample)
+    finally:
+        for client in clients.values():
+            await client.aclose()
     return results
 
 
