@@ -90,3 +90,32 @@ def test_an_llmws_runner_registers_itself_and_serves_through_the_gateway(live_ap
                                                                for line in lines)
     assert any("exited with code" in line for line in lines)
     assert httpx.delete(f"{live_api.base_url}/admin/runners/{runner_id}", headers=live_api.admin).status_code == 204
+
+
+def test_a_runner_with_restart_comes_back_after_a_crash(live_api: LiveApi) -> None:
+    import os
+    import signal
+
+    launched = httpx.post(f"{live_api.base_url}/admin/runners", headers=live_api.admin,
+                          json={"template": "llmws", "model": "tiny-chat", "name": "phoenix", "restart": True})
+    runner_id = launched.json()["id"]
+
+    def wait_running(restarts: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 90
+        while True:
+            runner = httpx.get(f"{live_api.base_url}/admin/runners/{runner_id}", headers=live_api.admin).json()
+            if runner["status"] == "running" and runner["restarts"] == restarts:
+                return runner
+            assert time.monotonic() < deadline, runner
+            time.sleep(0.3)
+
+    try:
+        first = wait_running(0)
+        os.kill(first["pid"], signal.SIGKILL)  # a crash, not a stop
+        second = wait_running(1)
+        assert second["pid"] != first["pid"] and second["provider_id"] == first["provider_id"]
+        provider = httpx.get(f"{live_api.base_url}/admin/providers/{second['provider_id']}",
+                             headers=live_api.admin).json()
+        assert provider["is_active"]
+    finally:
+        httpx.post(f"{live_api.base_url}/admin/runners/{runner_id}/stop", headers=live_api.admin, timeout=30)
