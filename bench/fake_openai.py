@@ -95,21 +95,26 @@ class FakeUpstream:
             raise
 
     def start(self, port: int | None = None) -> str:
-        port = port or free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="critical", lifespan="off")
-        self._server = uvicorn.Server(config)
-        threading.Thread(target=self._server.run, name="fake-upstream", daemon=True).start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake upstream did not start")
-            time.sleep(0.01)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self._server, root = serve_in_thread(self.app, port)
+        self.base_url = f"{root}/v1"
         return self.base_url
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+
+
+def serve_in_thread(app: Any, port: int | None = None) -> tuple[uvicorn.Server, str]:
+    """An ASGI app served by uvicorn in a daemon thread of this process; returns the server and its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off"))
+    threading.Thread(target=server.run, name="fake-server", daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the fake server did not start")
+        time.sleep(0.01)
+    return server, f"http://127.0.0.1:{port}"
 
 
 def free_port() -> int:

@@ -188,7 +188,8 @@ class Download:
             raise DownloadCancelled("the download was cancelled")
         if self._process.returncode != 0:
             raise DownloadFailed(f"{self.source.kind} fetch failed (exit {self._process.returncode}); see the log")
-        shutil.rmtree(fetched / ".git", ignore_errors=True)
+        for bookkeeping in (".git", ".cache"):  # git's objects; huggingface_hub's download metadata
+            shutil.rmtree(fetched / bookkeeping, ignore_errors=True)
         self._report("fetching", fetched, started)
 
     def _read_output(self, process: subprocess.Popen[bytes]) -> None:

@@ -141,3 +141,29 @@ def test_cancel_stops_a_fetch_that_hangs(tmp_path: Path, monkeypatch: pytest.Mon
     assert not worker.is_alive() and time.monotonic() - began < 5
     assert len(outcome) == 1 and isinstance(outcome[0], DownloadCancelled)
     assert list(models.iterdir()) == [] and not (tmp_path / "work").exists()
+
+
+def test_a_hugging_face_repo_is_fetched_through_the_hub_api(tmp_path: Path, tiny_model_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through `huggingface_hub` against a fake hub at `HF_ENDPOINT` (the way a mirror is used)."""
+    from tests.engine.fake_hub import FakeHub
+
+    hub = FakeHub("tiny-org/tiny-llama", tiny_model_dir)
+    monkeypatch.setenv("HF_ENDPOINT", hub.start())
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    try:
+        models = tmp_path / "models"
+        models.mkdir()
+        progress, lines = [], []
+        info = Download(parse_source("tiny-org/tiny-llama"), "from-hub", models, tmp_path / "work",
+                        on_progress=progress.append, on_log=lines.append).run()
+        assert info.format == "safetensors" and info.parameters
+        installed = models / "from-hub"
+        assert sorted(p.name for p in installed.iterdir()) == sorted(hub.files)  # its own caches are left behind
+        assert any(p.bytes_total == sum(map(len, hub.files.values())) for p in progress)
+        with pytest.raises(DownloadFailed, match="fetch failed"):
+            Download(parse_source("tiny-org/missing"), "nothing", models, tmp_path / "work2",
+                     on_log=lines.append).run()
+        assert any("not found" in line.lower() for line in lines)
+    finally:
+        hub.stop()
