@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
+from api.gateway_fast_path import GatewayFastPath
 from api.gateway_metrics import GatewayCollector
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
 from api.routes import (
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
     metrics.registry.register(EngineCollector(app.state))
     metrics.registry.register(GatewayCollector(app.state))
     install_error_handlers(app)
+    app.add_middleware(GatewayFastPath)  # inside the body limit and the metrics, like every route
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router,

@@ -7,7 +7,7 @@ see a stack trace.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -175,12 +175,24 @@ async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal server error", code="internal_error", type_="server_error")
 
 
+HANDLERS: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]] = [
+    (ServiceError, _service_error),
+    (EngineError, _engine_error),
+    (StarletteHTTPException, _http_error),
+    (RequestValidationError, _validation_error),
+    (DataError, _unstorable_value),
+    (OperationalError, _database_unavailable),
+    (InterfaceError, _database_unavailable),
+    (Exception, _unhandled_error),
+]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(EngineError, _engine_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DataError, _unstorable_value)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(InterfaceError, _database_unavailable)
-    app.add_exception_handler(Exception, _unhandled_error)
+    for exception, handler in HANDLERS:
+        app.add_exception_handler(exception, handler)
+
+
+async def response_for(request: Request, exc: Exception) -> JSONResponse:
+    """What the installed handlers answer for ``exc``, for code that runs outside them (the gateway fast path)."""
+    handler = next(handler for exception, handler in HANDLERS if isinstance(exc, exception))
+    return await handler(request, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -23,22 +24,25 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, principal: CurrentPrincipal,
                            session: SessionDep) -> dict[str, Any] | Response:
-    return await _serve(request, session, principal, body, openai_format.chat_request(body), chat=True)
+    return await _serve(request, session, principal, body, lambda: openai_format.chat_request(body), chat=True)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, principal: CurrentPrincipal,
                       session: SessionDep) -> dict[str, Any] | Response:
-    return await _serve(request, session, principal, body, openai_format.completion_request(body), chat=False)
+    return await _serve(request, session, principal, body, lambda: openai_format.completion_request(body),
+                        chat=False)
 
 
 async def _serve(request: Request, session: AsyncSession, principal: Principal, body: SamplingFields,
-                 generation_request: GenerationRequest, *, chat: bool) -> dict[str, Any] | Response:
+                 build: Callable[[], GenerationRequest], *, chat: bool) -> dict[str, Any] | Response:
+    """``build`` makes the engine's request; an alias served upstream never needs it (whatever the client sent,
+    tools included, is the upstream's to judge)."""
     gateway: Gateway = request.app.state.gateway
     alias = gateway.alias(body.model, principal)
     if alias is not None:
-        return await forwarding.serve_alias(request, session, principal, alias, body, generation_request, chat=chat)
-    generation = await serving.begin(request.app.state, session, principal, body.model, generation_request)
+        return await forwarding.serve_alias(request, session, principal, alias, body, build, chat=chat)
+    generation = await serving.begin(request.app.state, session, principal, body.model, build())
     if body.stream:
         # The background close also covers a client gone before the body started (the chunks' cleanup never ran).
         return sse_response(openai_format.stream_chunks(generation, chat=chat, include_usage=body.include_usage),

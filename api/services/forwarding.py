@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -24,25 +25,26 @@ from engine.requests import GenerationRequest
 from engine.upstream import UpstreamRefused, UpstreamUnavailable
 
 
-async def serve_alias(request: Request, session: AsyncSession, principal: Principal, alias: Alias,
-                      body: SamplingFields, generation_request: GenerationRequest, *, chat: bool
+async def serve_alias(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
+                      body: SamplingFields, build: Callable[[], GenerationRequest], *, chat: bool
                       ) -> dict[str, Any] | Response:
+    """``session`` None: the caller has no limits to count (the fast path), so no database is touched here."""
     state = request.app.state
     gateway: Gateway = state.gateway
     candidates = gateway.candidates(alias)
     if not candidates:
         raise UpstreamUnavailable(f"no deployment of {alias.name} is available right now")
     raw = body.model_dump(mode="json", exclude_unset=True)
-    request_id = generation_request.request_id or f"chatcmpl-{uuid.uuid4().hex}"
+    request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     counter = gateway.token_counter()
     failures: list[str] = []
     admitted = False
     for deployment in candidates:
         if deployment.provider is None:
-            return await _serve_locally(request, session, principal, alias, deployment, body, generation_request,
-                                        chat=chat, admit=not admitted)
+            return await _serve_locally(request, session, principal, alias, deployment, body, build(),
+                                        chat=chat, admit=not admitted and session is not None)
         meter = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, deployment.backend)
-        if not admitted:
+        if not admitted and session is not None:
             try:
                 await limits.admit(session, principal)
             except RateLimited:
@@ -64,7 +66,8 @@ async def serve_alias(request: Request, session: AsyncSession, principal: Princi
             meter.record("error")
             raise
         relay = passthrough.Relay(meter, alias.name, counter(passthrough.prompt_text(raw)) if counter else
-                                  passthrough.estimate_tokens(passthrough.prompt_text(raw)), counter, release)
+                                  passthrough.estimate_tokens(passthrough.prompt_text(raw)), counter, release,
+                                  deployment.upstream_model)
         if body.stream:
             return sse_response(passthrough.relay_stream(opened, relay, include_usage=body.include_usage),
                                 background=BackgroundTask(relay.finish))
@@ -73,7 +76,7 @@ async def serve_alias(request: Request, session: AsyncSession, principal: Princi
     raise UpstreamUnavailable(f"every deployment of {alias.name} failed: {'; '.join(failures)}")
 
 
-async def _serve_locally(request: Request, session: AsyncSession, principal: Principal, alias: Alias,
+async def _serve_locally(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
                          deployment: Deployment, body: SamplingFields, generation_request: GenerationRequest, *,
                          chat: bool, admit: bool) -> dict[str, Any] | StreamingResponse:
     state = request.app.state

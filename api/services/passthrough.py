@@ -10,6 +10,7 @@ the next; after that, a failure ends the stream with an error frame and `[DONE]`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -79,9 +80,15 @@ class Relay:
     """One forwarded request's accounting: rewrites chunks, counts tokens, and records usage once."""
 
     def __init__(self, meter: Meter, alias: str, prompt_estimate: int, count: Callable[[str], int] | None,
-                 release: Callable[[], None]) -> None:
+                 release: Callable[[], None], upstream_model: str | None = None) -> None:
         self.meter = meter
         self.release = release
+        # Plain content chunks after the first are forwarded without a JSON round trip: the upstream's model name
+        # is swapped for the alias in the text. They are parsed (for counting) only if no usage report comes.
+        quoted = json.dumps(upstream_model or "")
+        self.upstream_names = (f'"model":{quoted}', f'"model": {quoted}')
+        self.alias_name = f'"model":{json.dumps(alias, ensure_ascii=False)}'
+        self.unparsed: list[str] = []
         self.alias = alias
         self.prompt_estimate = prompt_estimate
         self.count = count or estimate_tokens
@@ -108,10 +115,29 @@ class Relay:
                     index = int(choice.get("index", 0))
                     self.meter.completion[index] = self.meter.completion.get(index, 0) + self.count(piece)
 
+    def quick_rewrite(self, data: str) -> bytes | None:
+        """The SSE event for a plain content chunk, rewritten as text; None when it needs a real look (the first
+        content, usage, errors, or an upstream that spells its model differently)."""
+        if self.meter.first_token_at is None or '"error"' in data or (
+                '"usage"' in data and '"usage":null' not in data and '"usage": null' not in data):
+            return None
+        for name in self.upstream_names:
+            if name in data:
+                if not self.reported:
+                    self.unparsed.append(data)
+                return b"data: " + data.replace(name, self.alias_name, 1).encode() + b"\n\n"
+        return None
+
     def finish(self, status: str | None = None) -> None:
         self.release()
         if self.meter.recorded:
             return
+        if not self.reported:
+            for data in self.unparsed:  # forwarded unread: count them now that no report came
+                with contextlib.suppress(ValueError):
+                    chunk = json.loads(data)
+                    if isinstance(chunk, dict):
+                        self.observe_delta(chunk)
         if not self.reported:
             self.meter.count_source = "estimated"
             self.meter.prompt_tokens = self.meter.prompt_tokens or self.prompt_estimate
@@ -133,6 +159,9 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
             if data == "[DONE]":
                 finished = True
                 break
+            if (quick := relay.quick_rewrite(data)) is not None:
+                yield quick
+                continue
             try:
                 chunk = json.loads(data)
             except ValueError as exc:

@@ -52,7 +52,7 @@ class Generation:
         return len(self.meter.finish_reasons) >= self.request.sampling.n or self.meter.error is not None
 
 
-async def begin(state: State, session: AsyncSession, principal: Principal, model: str | None,
+async def begin(state: State, session: AsyncSession | None, principal: Principal, model: str | None,
                 generation: GenerationRequest, backend: Backend | None = None, *, admit: bool = True) -> Generation:
     """Start the generation on its backend, then count it against the caller's limits; a refusal raises before
     anything is streamed. Refusals for what was asked (bad parameters, a prompt too long, an unknown model) write
@@ -75,8 +75,8 @@ async def begin(state: State, session: AsyncSession, principal: Principal, model
         raise GenerationFailed(message)
     started = Generation(backend, generation, meter, first, events)
     try:
-        if admit:  # False: counted already (a gateway alias that failed over from an upstream to here)
-            await limits.admit(session, principal)
+        if admit and session is not None:  # else: counted already (an alias that failed over to here), or
+            await limits.admit(session, principal)  # the caller has no limits (the gateway's fast path)
     except BaseException as exc:
         await started.stop()
         meter.prompt_tokens, meter.completion = 0, {}  # refused: nothing was served, nothing is billed

@@ -284,3 +284,33 @@ def test_provider_health_shows_in_readyz_and_metrics(live_api: LiveApi, upstream
     assert f'llmws_provider_up{{provider="{alive["name"]}"}} 1.0' in metrics
     assert f'llmws_provider_up{{provider="{dead["name"]}"}} 0.0' in metrics
     assert httpx.get(f"{live_api.base_url}/readyz").status_code == 200  # a dead upstream does not unready us
+
+
+def test_cached_callers_still_meet_revocation_limits_validation_and_get_tools_through(
+    live_api: LiveApi, upstream: FakeUpstream
+) -> None:
+    """Repeat callers are served past the router (their credential is cached); nothing the route checks may be
+    lost on the way."""
+    from tests.api.test_limits import set_limits
+
+    provider = add_provider(live_api, upstream.base_url)
+    alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-fast"}])
+    account = live_api.new_account("gwfast")
+    url = f"{live_api.base_url}/v1/chat/completions"
+    hello = {"model": alias, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(2):
+        assert httpx.post(url, headers=account.headers, json=hello).status_code == 200
+    # The request's own fields reach the upstream, tools included (the upstream judges them).
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    assert httpx.post(url, headers=account.headers, json={**hello, "tools": tools}).status_code == 200
+    assert upstream.requests[-1]["tools"] == tools
+    bad = httpx.post(url, headers=account.headers, json={**hello, "temperature": 5})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
+    # Limits set now count from the next request.
+    set_limits(live_api, f"keys/{account.key_id}", requests_per_minute=2)
+    statuses = [httpx.post(url, headers=account.headers, json=hello).status_code for _ in range(3)]
+    assert statuses[-1] == 429, statuses
+    # A revoked key is refused at once.
+    revoked = httpx.delete(f"{live_api.base_url}/admin/keys/{account.key_id}", headers=live_api.admin)
+    assert revoked.status_code in (200, 204), revoked.text
+    assert httpx.post(url, headers=account.headers, json=hello).status_code == 401
