@@ -32,7 +32,7 @@ class Opened:
     deployment: Deployment
     response: httpx.Response
     first: list[str]  # stream: the lines read before committing to this deployment
-    rest: AsyncIterator[str] | None = None  # stream: the same line iterator, where reading goes on
+    rest: AsyncIterator[list[str]] | None = None  # stream: the same reader, where reading goes on
 
 
 def apply_defaults(body: dict[str, Any], alias: Alias, deployment: Deployment) -> dict[str, Any]:
@@ -58,11 +58,11 @@ async def open_stream(gateway: Gateway, deployment: Deployment, path: str, body:
     first: list[str] = []
     if not upstream_body.get("stream"):
         return Opened(deployment, response, first)
-    lines = response.aiter_lines()
+    batches = line_batches(response)
     try:
-        async for line in lines:
-            first.append(line)
-            if line.startswith("data:"):
+        async for lines in batches:
+            first.extend(lines)
+            if any(line.startswith("data:") for line in lines):
                 break
         else:
             raise UpstreamUnavailable(f"{deployment.provider.name} ended the stream before any data")
@@ -73,7 +73,7 @@ async def open_stream(gateway: Gateway, deployment: Deployment, path: str, body:
     except UpstreamUnavailable:
         await response.aclose()
         raise
-    return Opened(deployment, response, first, lines)
+    return Opened(deployment, response, first, batches)
 
 
 class Relay:
@@ -115,6 +115,28 @@ class Relay:
                     index = int(choice.get("index", 0))
                     self.meter.completion[index] = self.meter.completion.get(index, 0) + self.count(piece)
 
+    def forward(self, data: str, *, include_usage: bool) -> bytes | None:
+        """One upstream event as the client gets it (None: not for the client); raises on an upstream error."""
+        if (quick := self.quick_rewrite(data)) is not None:
+            return quick
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise UpstreamError("the upstream sent an event that is not JSON") from exc
+        if not isinstance(chunk, dict):
+            return None
+        if "error" in chunk and not chunk.get("choices"):
+            error = chunk["error"]
+            raise UpstreamError(str(error.get("message", "the upstream reported an error"))
+                                if isinstance(error, dict) else str(error))
+        self.observe_delta(chunk)
+        self.rewrite(chunk)
+        if not chunk.get("choices") and "usage" in chunk and not include_usage:
+            return None  # asked for our accounting, not by the client
+        if not include_usage and chunk.get("usage") is not None and chunk.get("choices"):
+            chunk["usage"] = None
+        return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
     def quick_rewrite(self, data: str) -> bytes | None:
         """The SSE event for a plain content chunk, rewritten as text; None when it needs a real look (the first
         content, usage, errors, or an upstream that spells its model differently)."""
@@ -147,37 +169,35 @@ class Relay:
 
 
 async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> AsyncIterator[bytes]:
-    """The client's SSE body. A client that goes away cancels this, and closing the upstream response closes its
-    connection: the upstream stops at once."""
+    """The client's SSE body: what arrived in one read from the upstream goes out in one write (as a byte-for-byte
+    pass-through would), each event rewritten. A client that goes away cancels this, and closing the upstream
+    response closes its connection: the upstream stops at once."""
     response = opened.response
     finished = False
     try:
-        async for line in _lines(opened):
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                finished = True
+        async for lines in _batches(opened):
+            out: list[bytes] = []
+            failure: UpstreamError | None = None
+            for line in lines:
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    finished = True
+                    break
+                try:
+                    piece = relay.forward(data, include_usage=include_usage)
+                except UpstreamError as exc:
+                    failure = exc
+                    break
+                if piece:
+                    out.append(piece)
+            if out:
+                yield b"".join(out)
+            if failure is not None:
+                raise failure
+            if finished:
                 break
-            if (quick := relay.quick_rewrite(data)) is not None:
-                yield quick
-                continue
-            try:
-                chunk = json.loads(data)
-            except ValueError as exc:
-                raise UpstreamError("the upstream sent an event that is not JSON") from exc
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk and not chunk.get("choices"):
-                raise UpstreamError(str((chunk["error"] or {}).get("message", "the upstream reported an error"))
-                                    if isinstance(chunk["error"], dict) else str(chunk["error"]))
-            relay.observe_delta(chunk)
-            relay.rewrite(chunk)
-            if not chunk.get("choices") and "usage" in chunk and not include_usage:
-                continue  # asked for our accounting, not by the client
-            if not include_usage and chunk.get("usage") is not None and chunk.get("choices"):
-                chunk["usage"] = None
-            yield b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
         if not finished:
             raise UpstreamError("the upstream closed the stream before [DONE]")
         yield DONE
@@ -194,12 +214,25 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
             relay.status = "cancelled"  # the client went away first
 
 
-async def _lines(opened: Opened) -> AsyncIterator[str]:
-    for line in opened.first:
-        yield line
+async def line_batches(response: httpx.Response) -> AsyncIterator[list[str]]:
+    """The body's complete lines, a list per read from the network (an event's bytes never straddle a line end,
+    so no character is cut)."""
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if lines:
+            yield [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
+    if pending:
+        yield [pending.rstrip(b"\r").decode("utf-8", "replace")]
+
+
+async def _batches(opened: Opened) -> AsyncIterator[list[str]]:
+    if opened.first:
+        yield opened.first
     assert opened.rest is not None
-    async for line in opened.rest:
-        yield line
+    async for lines in opened.rest:
+        yield lines
 
 
 async def relay_json(opened: Opened, relay: Relay) -> Response:
