@@ -8,8 +8,8 @@ the next deployment; anything after that belongs to the stream it happened in.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +115,7 @@ class UpstreamModel:
         self.model = model
         self.count_tokens = count_tokens or estimate_tokens
         self._open: dict[str, httpx.Response] = {}
-        self._served = 0
+        self._closing: set[asyncio.Task[None]] = set()  # held until done, so they are not collected midway
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         if request.prompt_ids is not None:
@@ -134,7 +134,6 @@ class UpstreamModel:
             path, body["prompt"] = "/completions", request.prompt
         response = await self.upstream.open(path, body)
         self._open[request.request_id] = response
-        self._served += 1
         texts: dict[int, list[str]] = {}
         reasons: dict[int, FinishReason] = {}
         usage: Usage | None = None
@@ -165,10 +164,13 @@ class UpstreamModel:
             await response.aclose()
 
     def abort(self, request_id: str) -> None:
+        """Close the request's upstream response (and so its connection: the upstream stops at once); the reader
+        of the stream then ends without an error event. Called from the event loop, like every engine abort."""
         response = self._open.pop(request_id, None)
         if response is not None:
-            # Closing the stream closes the connection: the upstream stops generating at once.
-            response.stream.close() if hasattr(response.stream, "close") else None  # type: ignore[func-returns-value]
+            task = asyncio.get_running_loop().create_task(response.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def check_health(self) -> Health:
         try:
@@ -225,6 +227,3 @@ def _describe(exc: BaseException) -> str:
         return "connection refused"
     return type(exc).__name__
 
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000
