@@ -12,6 +12,7 @@ per-request database session at ~5% of the gateway's time.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,10 +26,11 @@ from api.schemas.openai import ChatCompletionRequest, CompletionRequest
 from api.services import forwarding, openai_format
 from api.services.auth import Principal
 from api.services.credentials import credential_hash
+from engine.requests import GenerationRequest
 
-ROUTES: dict[str, tuple[type[BaseModel], bool]] = {
-    "/v1/chat/completions": (ChatCompletionRequest, True),
-    "/v1/completions": (CompletionRequest, False),
+ROUTES: dict[str, tuple[type[BaseModel], Callable[[Any], GenerationRequest], bool]] = {
+    "/v1/chat/completions": (ChatCompletionRequest, openai_format.chat_request, True),
+    "/v1/completions": (CompletionRequest, openai_format.completion_request, False),
 }
 
 
@@ -58,7 +60,7 @@ class GatewayFastPath:
         return principal
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, body: bytes, principal: Principal,
-                     schema: type[BaseModel], chat: bool) -> bool:
+                     schema: type[BaseModel], build: Callable[[Any], GenerationRequest], chat: bool) -> bool:
         state = scope["app"].state
         try:
             data = json.loads(body)
@@ -75,8 +77,6 @@ class GatewayFastPath:
         scope["route"] = SimpleNamespace(path=scope["path"])  # the metrics' label, as the router would set it
         scope.setdefault("state", {})["principal"] = principal
         request = Request(scope, receive)
-        build = (lambda: openai_format.chat_request(request_body)) if chat else (
-            lambda: openai_format.completion_request(request_body))
         try:
             response = await forwarding.serve_alias(request, None, principal, alias, request_body, build, chat=chat)
         except Exception as exc:  # noqa: BLE001 (answered in the API's error shape, as the route's handlers do)

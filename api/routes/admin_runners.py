@@ -11,11 +11,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from api.deps import admin_principal
-from api.routes.streaming import sse_response
 from api.schemas.common import RequestBody
 from api.services import audit
 from api.services.runner_templates import LaunchPlan, Template, free_port, plan
 from api.services.runners import RunnerManager
+from api.sse import sse_response
 
 router = APIRouter(prefix="/admin/runners", tags=["admin"], dependencies=[Depends(admin_principal)])
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
-from api.routes.streaming import sse_response
 from api.schemas.chat import NativeChatRequest
 from api.services import conversations, prompts, serving
 from api.services.chat_streams import StreamHub, parse_last_event_id
 from api.services.errors import NotFound
+from api.sse import sse_response
 from engine.requests import GenerationRequest, SamplingParams
 
 router = APIRouter(prefix="/v1/chat", tags=["chat"], dependencies=[Depends(current_principal)])

@@ -8,10 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.background import BackgroundTask
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
-from api.routes.streaming import sse_response
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.services import forwarding, openai_format, serving
 from api.services.auth import Principal
@@ -24,30 +22,25 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, principal: CurrentPrincipal,
                            session: SessionDep) -> dict[str, Any] | Response:
-    return await _serve(request, session, principal, body, lambda: openai_format.chat_request(body), chat=True)
+    return await _serve(request, session, principal, body, openai_format.chat_request, chat=True)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, principal: CurrentPrincipal,
                       session: SessionDep) -> dict[str, Any] | Response:
-    return await _serve(request, session, principal, body, lambda: openai_format.completion_request(body),
-                        chat=False)
+    return await _serve(request, session, principal, body, openai_format.completion_request, chat=False)
 
 
 async def _serve(request: Request, session: AsyncSession, principal: Principal, body: SamplingFields,
-                 build: Callable[[], GenerationRequest], *, chat: bool) -> dict[str, Any] | Response:
-    """``build`` makes the engine's request; an alias served upstream never needs it (whatever the client sent,
-    tools included, is the upstream's to judge)."""
+                 build: Callable[[Any], GenerationRequest], *, chat: bool) -> dict[str, Any] | Response:
+    """``build`` makes the engine's request from the body; an alias served upstream never needs it (whatever the
+    client sent, tools included, is the upstream's to judge)."""
     gateway: Gateway = request.app.state.gateway
     alias = gateway.alias(body.model, principal)
     if alias is not None:
         return await forwarding.serve_alias(request, session, principal, alias, body, build, chat=chat)
-    generation = await serving.begin(request.app.state, session, principal, body.model, build())
-    if body.stream:
-        # The background close also covers a client gone before the body started (the chunks' cleanup never ran).
-        return sse_response(openai_format.stream_chunks(generation, chat=chat, include_usage=body.include_usage),
-                            background=BackgroundTask(generation.close))
-    return openai_format.response(generation, await serving.collect(generation, request), chat=chat)
+    generation = await serving.begin(request.app.state, session, principal, body.model, build(body))
+    return await openai_format.answer(request, generation, body, chat=chat)
 
 
 def _model_card(backend: Backend) -> dict[str, Any]:

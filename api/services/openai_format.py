@@ -8,6 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
 from api.schemas.openai import (
     UNSUPPORTED_CHAT_FIELDS,
     UNSUPPORTED_COMPLETION_FIELDS,
@@ -16,7 +20,8 @@ from api.schemas.openai import (
     SamplingFields,
 )
 from api.services.errors import InvalidInput
-from api.services.serving import Choice, Generation, GenerationFailed
+from api.services.serving import Choice, Generation, GenerationFailed, collect
+from api.sse import sse_response
 from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 
 DEFAULT_CHAT_MAX_TOKENS = 512
@@ -119,3 +124,13 @@ async def stream_chunks(generation: Generation, *, chat: bool, include_usage: bo
         yield DONE
     finally:
         await generation.close()
+
+
+async def answer(request: Request, generation: Generation, body: SamplingFields, *, chat: bool
+                 ) -> dict[str, Any] | StreamingResponse:
+    """The started generation as the OpenAI answer the body asked for: an SSE stream, or the whole response."""
+    if body.stream:
+        # The background close also covers a client gone before the body started (the chunks' cleanup never ran).
+        return sse_response(stream_chunks(generation, chat=chat, include_usage=body.include_usage),
+                            background=BackgroundTask(generation.close))
+    return response(generation, await collect(generation, request), chat=chat)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from fastapi.responses import Response
 
-from api.services.gateway import Alias, Deployment, Gateway
+from api.services.gateway import Deployment
 from api.services.metering import Meter
 from engine.upstream import UpstreamError, UpstreamUnavailable, estimate_tokens
 
@@ -35,20 +35,7 @@ class Opened:
     rest: AsyncIterator[list[str]] | None = None  # stream: the same reader, where reading goes on
 
 
-def apply_defaults(body: dict[str, Any], alias: Alias, deployment: Deployment) -> dict[str, Any]:
-    """The alias's and the deployment's defaults, for what the client did not set."""
-    defaults = {**alias.defaults, **deployment.defaults}
-    for name in ("temperature", "max_tokens", "top_p"):
-        if body.get(name) is None and defaults.get(name) is not None:
-            body[name] = defaults[name]
-    system = defaults.get("system_prompt")
-    messages = body.get("messages")
-    if system and isinstance(messages, list) and not any(m.get("role") in ("system", "developer") for m in messages):
-        body["messages"] = [{"role": "system", "content": system}, *messages]
-    return body
-
-
-async def open_stream(gateway: Gateway, deployment: Deployment, path: str, body: dict[str, Any]) -> Opened:
+async def open_stream(deployment: Deployment, path: str, body: dict[str, Any]) -> Opened:
     """Open the upstream and read up to its first data line; raises `UpstreamUnavailable` if it fails first."""
     assert deployment.provider is not None
     upstream_body = {**body, "model": deployment.upstream_model}
@@ -79,7 +66,7 @@ async def open_stream(gateway: Gateway, deployment: Deployment, path: str, body:
 class Relay:
     """One forwarded request's accounting: rewrites chunks, counts tokens, and records usage once."""
 
-    def __init__(self, meter: Meter, alias: str, prompt_estimate: int, count: Callable[[str], int] | None,
+    def __init__(self, meter: Meter, alias: str, prompt_text: str, count: Callable[[str], int] | None,
                  release: Callable[[], None], upstream_model: str | None = None) -> None:
         self.meter = meter
         self.release = release
@@ -90,7 +77,7 @@ class Relay:
         self.alias_name = f'"model":{json.dumps(alias, ensure_ascii=False)}'
         self.unparsed: list[str] = []
         self.alias = alias
-        self.prompt_estimate = prompt_estimate
+        self.prompt_text = prompt_text  # counted only if the upstream reports no usage
         self.count = count or estimate_tokens
         self.reported = False
         self.status: str | None = None
@@ -162,7 +149,7 @@ class Relay:
                         self.observe_delta(chunk)
         if not self.reported:
             self.meter.count_source = "estimated"
-            self.meter.prompt_tokens = self.meter.prompt_tokens or self.prompt_estimate
+            self.meter.prompt_tokens = self.meter.prompt_tokens or self.count(self.prompt_text)
         else:
             self.meter.count_source = "upstream"
         self.meter.record(status or self.status)

@@ -314,3 +314,15 @@ def test_cached_callers_still_meet_revocation_limits_validation_and_get_tools_th
     revoked = httpx.delete(f"{live_api.base_url}/admin/keys/{account.key_id}", headers=live_api.admin)
     assert revoked.status_code in (200, 204), revoked.text
     assert httpx.post(url, headers=account.headers, json=hello).status_code == 401
+
+
+def test_an_alias_on_the_local_engine_applies_its_defaults(live_api: LiveApi) -> None:
+    alias = add_alias(live_api, [{"provider_id": None}], defaults={"max_tokens": 3, "temperature": 0})
+    account = live_api.new_account("gwl")
+    client = client_for(live_api, account)
+    answer = client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}])
+    assert answer.model == alias and answer.usage is not None and answer.usage.completion_tokens <= 3
+    chunks = list(client.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}],
+                                                 stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer.choices[0].message.content
+    assert {(row["backend"], row["model"]) for row in usage_rows(live_api, account, 2)} == {("local", alias)}
