@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import response_for
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest
-from api.services import forwarding, openai_format
+from api.services import forwarding, limits, openai_format
 from api.services.auth import Principal
 from api.services.credentials import credential_hash
 from engine.requests import GenerationRequest
@@ -55,7 +55,7 @@ class GatewayFastPath:
         if scheme.lower() != "bearer" or not token.strip():
             return None
         principal = scope["app"].state.principal_cache.get(credential_hash(token.strip()))
-        if principal is None or _has_limits(principal):
+        if principal is None or limits.has_limits(principal):
             return None
         return principal
 
@@ -85,12 +85,6 @@ class GatewayFastPath:
             response = JSONResponse(response)
         await response(scope, receive, send)
         return True
-
-
-def _has_limits(principal: Principal) -> bool:
-    rows = [principal.user, principal.api_key] if principal.api_key is not None else [principal.user]
-    return any(getattr(row, name) is not None for row in rows
-               for name in ("requests_per_minute", "tokens_per_minute", "monthly_token_quota"))
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:

@@ -27,7 +27,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from engine.errors import EngineError
-from engine.registry import ModelInfo, _describe
+from engine.registry import ModelInfo, describe
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class Download:
             target_folder(self.models_dir, self.name)  # someone may have taken the name meanwhile
             shutil.move(str(fetched), str(target))
             log.info("downloaded %s into %s", self.source.location, target)
-            return _describe(target, self.models_dir) or info
+            return describe(target, self.models_dir) or info
         finally:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -259,7 +259,7 @@ def check_model(folder: Path, models_dir: Path) -> ModelInfo:
                         raise DownloadFailed(f"{path.relative_to(folder)} is a git-lfs pointer: the repository keeps "
                                              "its weights in git-lfs, which this server does not have installed")
     try:
-        info = _describe(folder, models_dir)
+        info = describe(folder, models_dir)
     except Exception as exc:  # noqa: BLE001 (whatever is wrong with the files, the answer is the same)
         raise DownloadFailed(f"the download is not a readable model: {type(exc).__name__}: {exc}") from exc
     if info is None:

@@ -34,7 +34,7 @@ def scan(model_dirs: list[Path]) -> list[ModelInfo]:
             continue
         for candidate in sorted(model_dir.iterdir()):
             try:
-                info = _describe(candidate, model_dir)
+                info = describe(candidate, model_dir)
             except Exception as exc:  # noqa: BLE001 (one bad file must not hide the others)
                 log.warning("skipping %s: %s", candidate, exc)
                 continue
@@ -59,7 +59,9 @@ def select(models: list[ModelInfo], default: str | None, preferred_dir: Path | N
     return models[0]
 
 
-def _describe(candidate: Path, model_dir: Path) -> ModelInfo | None:
+def describe(candidate: Path, model_dir: Path) -> ModelInfo | None:
+    """What one entry of a model folder is, or None when it is not a model; raises when it looks like one but
+    does not read."""
     if candidate.is_dir():
         if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
             return _describe_safetensors(candidate, model_dir)

@@ -42,6 +42,12 @@ def subjects_of(principal: Principal, key: ApiKey | None) -> list[Subject]:
     return found
 
 
+def has_limits(principal: Principal) -> bool:
+    """Whether any limit applies to the caller (the principal carries its user's and key's rows)."""
+    return any(subject.requests_per_minute is not None or subject.tokens_per_minute is not None
+               or subject.monthly_token_quota is not None for subject in subjects_of(principal, principal.api_key))
+
+
 async def admit(session: AsyncSession, principal: Principal) -> None:
     """Count this request against the caller's limits (committed at once, so every replica sees it), or raise
     ``RateLimited`` (429) without counting it."""

@@ -206,9 +206,8 @@ def _detail(job: DownloadJob) -> dict[str, Any]:
 def _from_row(row: BackgroundJob) -> dict[str, Any]:
     detail = row.detail or {}
     return {
-        "id": str(row.id), "kind": row.kind,
-        # A job left running by a replica that has since stopped is not running any more.
-        "status": row.status, "name": detail.get("name"), "source": detail.get("source"),
+        "id": str(row.id), "kind": row.kind, "status": row.status, "name": detail.get("name"),
+        "source": detail.get("source"),
         "stage": detail.get("stage"), "bytes": detail.get("bytes", 0), "total_bytes": detail.get("total_bytes"),
         "percent": row.progress * 100, "eta_s": detail.get("eta_s"), "error": row.error,
         "model": detail.get("model"), "log": detail.get("log", []),

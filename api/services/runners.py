@@ -188,10 +188,12 @@ class RunnerManager:
     async def _register_when_ready(self, runner: Runner) -> None:
         base = f"http://127.0.0.1:{runner.plan.port}"
         deadline = time.monotonic() + READY_TIMEOUT_S
+        key: str | None = None
         async with httpx.AsyncClient(timeout=5) as client:
             while time.monotonic() < deadline:
                 try:
-                    key = await self._credential(client, base, runner)
+                    if key is None:  # minted once per start, not on every poll
+                        key = await self._credential(client, base, runner)
                     headers = {"Authorization": f"Bearer {key}"} if key else {}
                     answer = await client.get(f"{base}/v1/models", headers=headers)
                     if answer.status_code == 200:
