@@ -110,7 +110,7 @@ def test_an_unattached_stream_is_cancelled_after_the_resume_window(live_api: Liv
 
 def test_an_explicit_cancel_stops_the_stream_at_once(live_api: LiveApi) -> None:
     account = live_api.new_account("canceller")
-    with stream(live_api, account, {"message": "Tell a long story.", "max_tokens": 3500}) as response:
+    with stream(live_api, account, {"message": "Tell a long story.", "max_tokens": 3500, "temperature": 0}) as response:
         events = events_of(response)
         start = next(events)
         next(event for event in events if event.event == "token")
@@ -164,7 +164,8 @@ def test_another_replica_resumes_keeps_alive_and_cancels_a_stream(live_api: Live
     replica = start_server(tmp_path, live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var")}, "replica")
     try:
         wait_ready(replica)
-        with stream(live_api, account, {"message": "Tell a long story.", "max_tokens": 3500}) as first:
+        long_story = {"message": "Tell a long story.", "max_tokens": 3500, "temperature": 0}
+        with stream(live_api, account, long_story) as first:
             head = []
             for event in events_of(first):
                 head.append(event)
