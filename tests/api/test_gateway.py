@@ -291,7 +291,7 @@ def test_cached_callers_still_meet_revocation_limits_validation_and_get_tools_th
 ) -> None:
     """Repeat callers are served past the router (their credential is cached); nothing the route checks may be
     lost on the way."""
-    from tests.api.test_limits import set_limits
+    from tests.api.test_limits import set_limits, within_one_minute
 
     provider = add_provider(live_api, upstream.base_url)
     alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-fast"}])
@@ -307,6 +307,7 @@ def test_cached_callers_still_meet_revocation_limits_validation_and_get_tools_th
     bad = httpx.post(url, headers=account.headers, json={**hello, "temperature": 5})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
     # Limits set now count from the next request.
+    within_one_minute()
     set_limits(live_api, f"keys/{account.key_id}", requests_per_minute=2)
     statuses = [httpx.post(url, headers=account.headers, json=hello).status_code for _ in range(3)]
     assert statuses[-1] == 429, statuses
