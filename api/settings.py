@@ -6,6 +6,8 @@ with a message naming the variable (see ``describe_settings_error``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -76,6 +78,8 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         None, description="First admin's password; generated and printed once when unset."
     )
+    ui_cookie_secret: SecretStr | None = Field(
+        None, description="Signs the UI's login cookies; default: derived from the server secret key.")
     open_registration: bool = Field(False, description="Whether `POST /auth/register` is open to anyone.")
     token_lifetime: timedelta = Field(
         timedelta(days=7), description="Login token lifetime: seconds, `12h`, `7d` or ISO 8601 (`P7D`)."
@@ -259,3 +263,11 @@ def resolve_secret_key(settings: Settings) -> str:
         key = secrets.token_urlsafe(48)
         handle.write(key + "\n")
     return key
+
+
+def ui_cookie_secret(settings: Settings) -> str:
+    """The secret the UI signs its cookies with: set on its own, or derived from the server's secret key (so a
+    restart keeps everyone logged in, and the key itself is never handed to Panel)."""
+    if settings.ui_cookie_secret is not None:
+        return settings.ui_cookie_secret.get_secret_value()
+    return hmac.new(resolve_secret_key(settings).encode(), b"llmws-ui-cookie", hashlib.sha256).hexdigest()

@@ -1,0 +1,36 @@
+"""Logging in and out of the UI, in a real browser, against the API's accounts."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from tests.ui.stack import UiStack, screenshot
+
+
+def test_a_wrong_password_is_refused_then_the_right_one_logs_in_and_a_reload_keeps_it(stack: UiStack,
+                                                                                       page: Page) -> None:
+    username = stack.new_user()
+    page.goto(f"{stack.ui.base_url}/chat")
+    page.wait_for_url("**/login*")  # not logged in: the page sends you to log in
+    page.fill("#username", username)
+    page.fill("#password", "not-the-password")
+    page.click("#submit")
+    expect(page.locator("#error")).to_contain_text("Wrong username or password")
+    screenshot(page, "login-failed")
+
+    stack.login(page, username)
+    expect(page.locator("#current-user")).to_have_text(username)
+    screenshot(page, "chat-logged-in")
+    page.reload()
+    expect(page.locator("#current-user")).to_have_text(username)
+
+
+def test_logout_ends_the_api_session_too(stack: UiStack, page: Page) -> None:
+    username = stack.new_user()
+    stack.login(page, username)
+    token_cookie = next(cookie for cookie in page.context.cookies() if cookie["name"] == "llmws_token")
+    assert token_cookie["httpOnly"]
+    page.click("#logout")
+    expect(page.locator("#notice")).to_contain_text("logged out")
+    page.goto(f"{stack.ui.base_url}/chat")
+    page.wait_for_url("**/login*")

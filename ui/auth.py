@@ -1,0 +1,126 @@
+"""The ``panel serve --auth-module`` for LLMWS: users log in with their API account.
+
+The password is checked by ``POST /auth/login``; the API's session token is then kept in a signed, HttpOnly cookie
+(``llmws_token``) beside Panel's own ``user`` cookie, so the browser's JavaScript never sees it and a reload keeps
+the login. Logging out ends the API session too. Registration goes through ``POST /auth/register`` and is refused
+there when the API's registration is closed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import jinja2
+import panel as pn
+from panel.auth import BasicLoginHandler
+from panel.auth import LogoutHandler as PanelLogoutHandler
+from tornado.web import RequestHandler
+
+from api.settings import load_settings
+
+TOKEN_COOKIE = "llmws_token"  # noqa: S105 (a cookie's name)
+USER_COOKIE = "user"  # Panel's own: what pn.state.user reads
+LOGIN_PATH = "/login"
+LOGOUT_PATH = "/logout"
+
+_TEMPLATE = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
+).get_template("login.html")
+
+
+def api_url() -> str:
+    return load_settings().api_url.rstrip("/")
+
+
+def _api_message(response: httpx.Response, fallback: str) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return fallback
+
+
+class LoginHandler(BasicLoginHandler):
+    """Serves the login/register page and checks the form against the API."""
+
+    def get(self) -> None:
+        next_url = self.get_argument("next", "")
+        if next_url.startswith("/") and not next_url.startswith("//"):
+            self.set_cookie("next_url", next_url)
+        self.write(_TEMPLATE.render(error=self.get_argument("error", ""), notice=self.get_argument("notice", ""),
+                                    mode=self.get_argument("mode", "login"), login_path=LOGIN_PATH))
+
+    async def post(self) -> None:
+        username = self.get_argument("username", "").strip()
+        password = self.get_argument("password", "")
+        registering = self.get_argument("action", "login") == "register"
+        try:
+            async with httpx.AsyncClient(base_url=api_url(), timeout=15.0) as http:
+                if registering:
+                    email = self.get_argument("email", "").strip() or None
+                    body = {"username": username, "password": password} | ({"email": email} if email else {})
+                    created = await http.post("/auth/register", json=body)
+                    if created.is_error:
+                        return self._back(_api_message(created, "registration failed"), "register")
+                login = await http.post("/auth/login", json={"username": username, "password": password})
+        except httpx.TransportError:
+            return self._back("The LLMWS API cannot be reached. Try again in a moment.")
+        if login.status_code in (401, 422):
+            return self._back("Wrong username or password.")
+        if login.is_error:
+            return self._back(_api_message(login, "login failed"))
+        token = login.json()
+        expires = datetime.fromisoformat(token["expires_at"])
+        self.set_secure_cookie(TOKEN_COOKIE, token["access_token"], expires_days=None, expires=expires,
+                               httponly=True, samesite="Lax", path="/")
+        self.set_secure_cookie(USER_COOKIE, token["user"]["username"], expires_days=None, expires=expires,
+                               httponly=True, samesite="Lax", path="/")
+        self.clear_cookie("is_guest")
+        next_url = self.get_cookie("next_url", "/")
+        self.clear_cookie("next_url")
+        self.redirect(next_url if next_url.startswith("/") and not next_url.startswith("//") else "/")
+
+    def _back(self, message: str, mode: str = "login") -> None:
+        self.redirect(f"{LOGIN_PATH}?mode={mode}&error={quote(message)}")
+
+
+class LogoutHandler(PanelLogoutHandler):
+    """Ends the API session as well as the browser's cookies."""
+
+    async def get(self) -> None:
+        token = self.get_secure_cookie(TOKEN_COOKIE)
+        if token:
+            try:
+                async with httpx.AsyncClient(base_url=api_url(), timeout=10.0) as http:
+                    await http.post("/auth/logout", headers={"Authorization": f"Bearer {token.decode()}"})
+            except httpx.TransportError:
+                pass  # the cookies go anyway; the API session then just expires on its own
+        for name in (TOKEN_COOKIE, USER_COOKIE, "id_token", "access_token", "is_guest"):
+            self.clear_cookie(name, path="/")
+        self.redirect(f"{LOGIN_PATH}?notice={quote('You are logged out.')}")
+
+
+def get_user(request_handler: RequestHandler) -> str | None:
+    """The logged-in username, from cookies this server signed; None sends the browser to the login page."""
+    if not request_handler.get_secure_cookie(TOKEN_COOKIE):
+        return None
+    user = request_handler.get_secure_cookie(USER_COOKIE)
+    return user.decode() if user else None
+
+
+def session_token() -> str | None:
+    """The API token of the browser session a Panel callback runs for."""
+    from tornado.web import decode_signed_value
+
+    raw = pn.state.cookies.get(TOKEN_COOKIE)
+    if not raw:
+        return None
+    value = decode_signed_value(pn.config.cookie_secret, TOKEN_COOKIE, raw)
+    return value.decode() if value else None
+
+
+# What Bokeh's AuthModule reads from this file (``LoginHandler`` and ``LogoutHandler`` are the classes above).
+login_url = LOGIN_PATH
+logout_url = LOGOUT_PATH
