@@ -1,6 +1,6 @@
 """`panel serve` page /admin_runners."""
 
-from ui.views.admin_runners import runners_view
 from ui.shell import serve_page
+from ui.views.admin_runners import runners_view
 
 serve_page("Runners", "/admin_runners", runners_view, admin=True)

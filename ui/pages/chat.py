@@ -1,6 +1,6 @@
 """`panel serve` page /chat."""
 
-from ui.views.chat import chat_view
 from ui.shell import serve_page
+from ui.views.chat import chat_view
 
 serve_page("Chat", "/chat", chat_view)

@@ -1,6 +1,6 @@
 """`panel serve` page /settings."""
 
-from ui.views.settings import settings_view
 from ui.shell import serve_page
+from ui.views.settings import settings_view
 
 serve_page("Settings", "/settings", settings_view)
