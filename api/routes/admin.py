@@ -1,4 +1,5 @@
-"""Admin REST over users, everyone's API keys, and the audit log. The whole router needs the admin role."""
+"""Admin REST over users, everyone's API keys, the audit log and the dashboard's overview. The whole router needs
+the admin role."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from api.schemas.admin import AdminUserCreate, AdminUserUpdate, AuditOut, Limits
 from api.schemas.auth import UserOut
 from api.schemas.common import ListOut
 from api.schemas.keys import ApiKeyOut
-from api.services import api_keys, audit
+from api.schemas.usage import OverviewOut
+from api.services import api_keys, audit, overview
 from api.services import users as user_service
 from api.services.auth import Principal
 from db.models import ApiKey, User
@@ -21,6 +23,12 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_
 
 Offset = Annotated[int, Query(ge=0)]
 Limit = Annotated[int, Query(ge=1, le=500)]
+Hours = Annotated[int, Query(ge=1, le=720, description="How many hours the hourly series covers.")]
+
+
+@router.get("/overview")
+async def get_overview(session: SessionDep, hours: Hours = 24) -> OverviewOut:
+    return OverviewOut.model_validate(await overview.overview(session, hours))
 
 
 @router.get("/users")

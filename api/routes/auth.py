@@ -1,12 +1,21 @@
-"""Login, logout, registration, the caller's own account and password."""
+"""Login, logout, registration, the caller's own account, password and preferences."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
 from api.deps import ClientIP, CurrentPrincipal, SessionDep, SessionmakerDep, SettingsDep, current_principal
-from api.schemas.auth import LoginRequest, MeOut, PasswordChangeRequest, RegisterRequest, TokenOut, UserOut
+from api.schemas.auth import (
+    LoginRequest,
+    MeOut,
+    PasswordChangeRequest,
+    Preferences,
+    RegisterRequest,
+    TokenOut,
+    UserOut,
+)
 from api.services import auth as auth_service
+from api.services import preferences as preference_service
 from api.services import users as user_service
 from api.services.login_throttle import ThrottlePolicy
 
@@ -35,6 +44,17 @@ async def register(body: RegisterRequest, session: SessionDep, settings: Setting
 async def me(principal: CurrentPrincipal) -> MeOut:
     return MeOut.model_validate({**UserOut.model_validate(principal.user).model_dump(),
                                  "credential": principal.credential})
+
+
+@router.get("/me/preferences")
+async def get_preferences(principal: CurrentPrincipal, session: SessionDep) -> Preferences:
+    return Preferences.model_validate(await preference_service.get_preferences(session, principal))
+
+
+@router.put("/me/preferences")
+async def set_preferences(body: Preferences, principal: CurrentPrincipal, session: SessionDep) -> Preferences:
+    return Preferences.model_validate(await preference_service.set_preferences(session, principal,
+                                                                               body.model_dump()))
 
 
 @router.post("/logout", status_code=204)

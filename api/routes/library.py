@@ -78,8 +78,11 @@ async def delete_project(project_id: uuid.UUID, principal: CurrentPrincipal, ses
 
 @router.get("/conversations")
 async def list_conversations(principal: CurrentPrincipal, session: SessionDep, offset: Offset = 0,
-                             limit: Limit = 50, project_id: uuid.UUID | None = None) -> ConversationPage:
-    rows, total = await conversations.list_conversations(session, principal.user.id, offset, limit, project_id)
+                             limit: Limit = 50, project_id: uuid.UUID | None = None,
+                             q: Annotated[str | None, Query(min_length=1, max_length=200,
+                                                            description="Titles containing this, in any case.")]
+                             = None) -> ConversationPage:
+    rows, total = await conversations.list_conversations(session, principal.user.id, offset, limit, project_id, q)
     return ConversationPage(data=[ConversationOut.model_validate(row) for row in rows], offset=offset, limit=limit,
                             total=total)
 

@@ -1,17 +1,19 @@
 """Usage: the caller's own (``/v1/usage``) and everyone's for admins (``/admin/usage``, also as CSV). Reports cover
-whole UTC days: from ``since``'s day through ``until``'s (default: the last 30 days)."""
+whole UTC days: from ``since``'s day through ``until``'s (default: the last 30 days). Admins also page through the
+raw rows (``/admin/usage/logs``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from api.deps import CurrentPrincipal, SessionDep, admin_principal, current_principal
-from api.services import usage_reports
+from api.schemas.usage import CountSource, UsageLogOut, UsageLogPage, UsageStatus
+from api.services import usage_logs, usage_reports
 from api.services.usage_reports import GroupBy
 
 router = APIRouter(tags=["usage"], dependencies=[Depends(current_principal)])
@@ -37,3 +39,16 @@ async def admin_usage(session: SessionDep, since: AwareDatetime | None = None, u
                         headers={"Content-Disposition": f'attachment; filename="usage-by-{group_by}.csv"'})
     return {"since": days[0], "until": days[1], "group_by": group_by, "totals": asdict(total),
             "data": [asdict(row) for row in rows]}
+
+
+@router.get("/admin/usage/logs", dependencies=[Depends(admin_principal)])
+async def admin_usage_logs(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 50, model: str | None = None,
+                           user_id: int | None = None, status: UsageStatus | None = None,
+                           count_source: CountSource | None = None, backend: str | None = None,
+                           since: AwareDatetime | None = None, until: AwareDatetime | None = None) -> UsageLogPage:
+    where = usage_logs.UsageLogFilter(model=model, user_id=user_id, status=status, count_source=count_source,
+                                      backend=backend, since=since, until=until)
+    rows, total = await usage_logs.list_logs(session, where, offset, limit)
+    return UsageLogPage(data=[UsageLogOut.model_validate(row) for row in rows], offset=offset, limit=limit,
+                        total=total)

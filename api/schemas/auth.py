@@ -49,3 +49,13 @@ class TokenOut(ResponseBody):
     token_type: str = "bearer"  # noqa: S105 (a name, not a secret)
     expires_at: datetime
     user: UserOut
+
+
+class Preferences(RequestBody):
+    """The caller's own chat defaults; every field may be null (no preference). A PUT replaces all of them."""
+
+    default_model: str | None = Field(None, max_length=200)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    top_p: float | None = Field(None, gt=0, le=1)
+    system_prompt_id: int | None = None

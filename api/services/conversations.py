@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services.errors import NotFound
@@ -51,14 +51,26 @@ async def delete_project(session: AsyncSession, project: Project) -> None:
 
 
 async def list_conversations(session: AsyncSession, owner_id: int, offset: int, limit: int,
-                             project_id: uuid.UUID | None = None) -> tuple[list[Conversation], int]:
+                             project_id: uuid.UUID | None = None, q: str | None = None
+                             ) -> tuple[list[Conversation], int]:
+    """The owner's conversations, most recently active first; ``q`` keeps those whose title contains it, in any
+    case."""
     query = select(Conversation).where(Conversation.owner_id == owner_id)
     if project_id is not None:
         query = query.where(Conversation.project_id == project_id)
+    if q:
+        # Both sides lowered by the database, so they agree on what lower case is (SQLite: ASCII letters only).
+        pattern = func.lower(literal(f"%{_like_escaped(q)}%"))
+        query = query.where(func.lower(Conversation.title).like(pattern, escape="\\"))
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = await session.scalars(query.order_by(Conversation.updated_at.desc(), Conversation.id)
                                  .offset(offset).limit(limit))
     return list(rows), total
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` matched literally by LIKE: its own ``%`` and ``_`` are not wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def get_conversation(session: AsyncSession, owner_id: int, conversation_id: uuid.UUID) -> Conversation:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, CreatedAt, Timestamps
@@ -33,6 +34,8 @@ class User(Timestamps, Base):
     requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
     monthly_token_quota: Mapped[int | None] = mapped_column(Integer)
+    # The user's own chat defaults (model, sampling, system prompt); None until first saved.
+    preferences: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     @property
     def is_admin(self) -> bool:

@@ -87,3 +87,35 @@ async def test_prompt_library_personal_and_shared(client: httpx.AsyncClient, use
     assert_error(await client.get(f"/v1/prompts/{mine.json()['id']}", headers=bob), 404, "prompt_not_found")
     edited = await client.patch(f"/v1/prompts/{mine.json()['id']}", json={"content": "Very briefly."}, headers=me)
     assert edited.json()["content"] == "Very briefly."
+
+
+async def test_conversation_search_by_title(client: httpx.AsyncClient, user_token: str, make_user: MakeUser) -> None:
+    me = bearer(user_token)
+    project = (await client.post("/v1/projects", json={"name": "Work"}, headers=me)).json()
+    titles = ["Budget REVIEW 2026", "Holiday plans", "review of the budget", "100% done", "snake_case names"]
+    made = {title: (await client.post("/v1/conversations", json={"title": title}, headers=me)).json()["id"]
+            for title in titles}
+    await client.patch(f"/v1/conversations/{made['review of the budget']}", json={"project_id": project["id"]},
+                       headers=me)
+    await make_user("mallory")
+    other = bearer(await login(client, "mallory", USER_PASSWORD))
+    await client.post("/v1/conversations", json={"title": "Review, mine"}, headers=other)
+
+    async def found(headers: dict[str, str] = me, **params: str) -> list[str]:
+        answer = await client.get("/v1/conversations", params=params, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["total"] == len(answer.json()["data"])
+        return sorted(c["title"] for c in answer.json()["data"])
+
+    assert await found(q="review") == ["Budget REVIEW 2026", "review of the budget"]
+    assert await found(q="BUDGET") == ["Budget REVIEW 2026", "review of the budget"]
+    assert await found(q="review", project_id=project["id"]) == ["review of the budget"]
+    assert await found(q="plans", project_id=project["id"]) == []
+    # LIKE's wildcards are matched as themselves.
+    assert await found(q="%") == ["100% done"]
+    assert await found(q="_") == ["snake_case names"]
+    assert await found(q="e_c") == ["snake_case names"]
+    assert await found(q="nothing like it") == []
+    assert await found(other, q="review") == ["Review, mine"]
+    for bad in ("", "x" * 201):
+        assert_error(await client.get("/v1/conversations", params={"q": bad}, headers=me), 400, "invalid_value")
