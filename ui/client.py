@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -158,6 +159,10 @@ class ApiClient:
     def export_conversation(self, conversation_id: str, format: str = "markdown") -> str:  # noqa: A002
         return self._request("GET", f"/v1/conversations/{conversation_id}/export", params={"format": format}).text
 
+    def remove_last_exchange(self, conversation_id: str) -> list[Json]:
+        """Take back the last user turn and its reply; returns the removed messages."""
+        return self._send("DELETE", f"/v1/conversations/{conversation_id}/last-exchange")["removed"]
+
     def prompts(self, offset: int = 0, limit: int = 200) -> Json:
         return self._get("/v1/prompts", offset=offset, limit=limit)
 
@@ -188,9 +193,10 @@ class ApiClient:
                      user_id: int | None = None) -> Json:
         return self._get("/admin/usage", group_by=group_by, since=since, until=until, user_id=user_id)
 
-    def usage_csv(self, group_by: str = "day", since: str | None = None, until: str | None = None) -> str:
+    def usage_csv(self, group_by: str = "day", since: str | None = None, until: str | None = None,
+                  user_id: int | None = None) -> str:
         return self._request("GET", "/admin/usage", params=_without_none(
-            {"group_by": group_by, "since": since, "until": until, "format": "csv"})).text
+            {"group_by": group_by, "since": since, "until": until, "user_id": user_id, "format": "csv"})).text
 
     def usage_logs(self, offset: int = 0, limit: int = 50, **filters: Any) -> Json:
         return self._get("/admin/usage/logs", offset=offset, limit=limit, **filters)
@@ -248,6 +254,9 @@ class ApiClient:
     def cancel_download(self, job_id: str) -> Json:
         return self._send("DELETE", f"/admin/engine/downloads/{job_id}")
 
+    def delete_local_model(self, name: str) -> None:
+        self._send("DELETE", f"/admin/engine/models/{quote(name, safe='')}")
+
     # Admin: runners.
     def runner_templates(self) -> Json:
         return self._get("/admin/runners/templates")
@@ -267,6 +276,36 @@ class ApiClient:
     def stop_runner(self, runner_id: str) -> Json:
         return self._send("POST", f"/admin/runners/{runner_id}/stop")
 
+    async def runner_log_tail(self, runner_id: str, after: int = 0, quiet_s: float = 0.3
+                              ) -> tuple[list[tuple[int, str]], bool]:
+        """The runner's log lines after line ``after`` that are there now, and whether its log has ended.
+
+        The logs route streams live until the runner stops; this reads what arrives until ``quiet_s`` passes with
+        nothing new, so a page can poll it like a tail without holding a connection open.
+        """
+        parser = SseParser()
+        lines: list[tuple[int, str]] = []
+        async with self._async_http() as http:
+            try:
+                async with http.stream("GET", f"/admin/runners/{runner_id}/logs", params={"after": after}) as response:
+                    if response.is_error:
+                        await response.aread()
+                        raise ApiError.from_response(response)
+                    reader = response.aiter_lines()
+                    while True:
+                        try:
+                            line = await asyncio.wait_for(anext(reader), quiet_s)
+                        except (TimeoutError, StopAsyncIteration):
+                            return lines, False
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        if event.event == "end":
+                            return lines, True
+                        lines.append((int(event.id or 0), str(event.json().get("line", ""))))
+            except httpx.TransportError as exc:
+                raise ApiError.unreachable(exc) from exc
+
     # Native chat: streamed, resumed after a dropped connection, cancelled server-side.
     def _async_http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
@@ -283,6 +322,7 @@ class ApiClient:
         resumes = 0
         async with self._async_http() as http:
             while True:
+                parser.reconnected()
                 if parser.last_event_id is None:
                     request = http.build_request("POST", "/v1/chat/stream", json=body)
                 else:

@@ -56,6 +56,11 @@ class SseParser:
             self._id = value
         return None  # "retry" and unknown fields are ignored, as the standard says
 
+    def reconnected(self) -> None:
+        """A new connection: an event half-read on the dropped one is forgotten (the server sends it again after
+        ``last_event_id``), as an EventSource does; otherwise its fields would mix into the resent copy."""
+        self._event, self._data, self._id = "", [], None
+
     def feed_lines(self, lines: Iterable[str]) -> Iterator[SseEvent]:
         for line in lines:
             event = self.feed(line)

@@ -161,3 +161,12 @@ async def update_prompt(prompt_id: int, body: PromptUpdate, principal: CurrentPr
 @router.delete("/prompts/{prompt_id}", status_code=204)
 async def delete_prompt(prompt_id: int, principal: CurrentPrincipal, session: SessionDep) -> None:
     await prompts.delete_prompt(session, principal, await prompts.get_prompt(session, principal, prompt_id))
+
+
+@router.delete("/conversations/{conversation_id}/last-exchange")
+async def remove_last_exchange(conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
+                               ) -> dict[str, list[MessageOut]]:
+    """The last user turn and its reply leave the conversation (for regenerate / edit-last); returns them."""
+    conversation = await conversations.get_conversation(session, principal.user.id, conversation_id)
+    removed = await conversations.remove_last_exchange(session, conversation)
+    return {"removed": [MessageOut.model_validate(message) for message in removed]}

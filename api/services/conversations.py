@@ -182,3 +182,21 @@ def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
         who = message.role.capitalize() + (f" ({message.model})" if message.model else "")
         lines += ["", f"## {who}", "", message.content]
     return "\n".join(lines) + "\n"
+
+
+async def remove_last_exchange(session: AsyncSession, conversation: Conversation) -> list[Message]:
+    """Take back the last user turn and what followed it (its reply), so it can be asked again or differently.
+
+    Regenerating or editing the last turn then leaves one clean history behind, not two answers to one question.
+    """
+    messages = await messages_of(session, conversation.id)
+    last_user = next((index for index in range(len(messages) - 1, -1, -1) if messages[index].role == "user"), None)
+    if last_user is None:
+        raise NotFound("the conversation has no turn to take back", param="conversation_id",
+                       code="exchange_not_found")
+    removed = messages[last_user:]
+    for message in removed:
+        await session.delete(message)
+    conversation.updated_at = utcnow()
+    await session.flush()
+    return removed

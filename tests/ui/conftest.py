@@ -54,3 +54,9 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     yield page
     context.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: once the session's Playwright has started, its event loop stays marked as running in this
+    thread, and an ``async def`` test after it could not start its own."""
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
