@@ -115,10 +115,11 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def ui_command(settings: Settings, port: int | None = None) -> list[str]:
-    """``panel serve`` over every page script, with the API-backed login (ui/auth.py)."""
+    """``panel serve`` (with security headers: ui/serve.py) over every page script, with the API-backed login
+    (ui/auth.py)."""
     ui_dir = Path(__file__).resolve().parent.parent / "ui"
     ui_port = str(port or settings.ui_port)
-    command = [sys.executable, "-m", "panel", "serve", *sorted(str(page) for page in (ui_dir / "pages").glob("*.py")),
+    command = [sys.executable, "-m", "ui.serve", *sorted(str(page) for page in (ui_dir / "pages").glob("*.py")),
                "--port", ui_port, "--address", settings.host, "--index", "chat",
                "--auth-module", str(ui_dir / "auth.py"), "--num-procs", "1"]
     for origin in dict.fromkeys(("localhost", "127.0.0.1", settings.host)):

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request body limit and Prometheus request metrics.
+"""ASGI middleware: security headers, the request body limit and Prometheus request metrics.
 
 Both are plain ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched.
 """
@@ -112,3 +112,32 @@ class MetricsMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),  # a JSON or text answer is never run as a script or style sheet
+    (b"referrer-policy", b"no-referrer"),  # URLs (stream and conversation ids) do not leak to other sites
+    (b"x-frame-options", b"DENY"),  # no page of the API (/docs) inside someone else's frame
+]
+
+
+class SecurityHeadersMiddleware:
+    """Adds ``SECURITY_HEADERS`` to every HTTP response, also those answered before any route (413, the gateway's
+    fast path, CORS preflights); a header a route set itself is left alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

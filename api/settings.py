@@ -28,6 +28,7 @@ MIN_SECRET_KEY_LENGTH = 32
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "development", "dev", "test", "llmws"}
 
 
+CORS_ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 DURATION_SHORTHAND = re.compile(r"(?P<amount>-?\d+)\s*(?P<unit>[smhd]?)")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -85,6 +86,9 @@ class Settings(BaseSettings):
         timedelta(days=7), description="Login token lifetime: seconds, `12h`, `7d` or ISO 8601 (`P7D`)."
     )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Browser origins (`https://app.example.com`, separated by commas; `*` for "
+        "any) allowed to call the API from their pages; none by default (docs/security.md).")
     login_max_failures: int = Field(5, ge=1, description="Failed logins per user or address before slowing.")
     login_failure_window: timedelta = Field(
         timedelta(minutes=15), description="Window in which failed logins are counted."
@@ -128,6 +132,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             parts = value.replace(os.pathsep, ",").split(",")
             return [part.strip() for part in parts if part.strip()]
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _valid_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not CORS_ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path or trailing slash")
         return value
 
     @field_validator("runner_templates", mode="before")

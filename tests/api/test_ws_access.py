@@ -1,0 +1,155 @@
+"""Acceptance: the WebSocket channel's access matrix. Every message type the channel handles × {anonymous, user,
+other user, admin, revoked API key, expired token}, each type's access declared once in ``WS_ACCESS``.
+
+The types are read from the channel itself (its ``on_<type>`` handlers) and from docs/websocket.md: a new type
+without an entry fails here. The app runs in process behind a real uvicorn, driven by the `websockets` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection, connect
+
+from api.services.ws_channel import Channel
+from tests.api.conftest import USER_PASSWORD, MakeUser, login
+from tests.api.live import free_port
+from tests.api.test_route_protection import MODEL, Access, app, expired_token, revoked_key  # noqa: F401 (app)
+from tests.conftest import REPO
+
+WS_ACCESS: dict[str, Access] = {
+    "ping": Access.PUBLIC,
+    "hello": Access.OWNER,  # opens a new session, or resumes one's own; someone else's is unknown
+    "inference": Access.USER,
+    "cancel": Access.USER,
+    "config": Access.USER,
+    "ack": Access.USER,
+    "get_resources": Access.USER,
+    "list_models": Access.USER,
+    "switch_model": Access.ADMIN,
+    "download_model": Access.ADMIN,
+    "delete_model": Access.ADMIN,
+}
+# What an allowed caller sends; admin types name nothing that exists, so nothing is changed.
+WS_MESSAGES: dict[str, dict[str, Any]] = {
+    "ping": {}, "cancel": {}, "config": {"config": {"temperature": 0}}, "ack": {"seq": 0}, "get_resources": {},
+    "list_models": {}, "inference": {"prompt": {"user": "hi"}, "config": {"model": MODEL, "max_tokens": 3}},
+    "switch_model": {"model": "no-such-model"}, "delete_model": {"model": "no-such-model"},
+    "download_model": {"source": "not a repo id!"},
+}
+# What an allowed caller gets (admin types: an error about the missing model or source, past the role check).
+ALLOWED_ANSWER: dict[str, str | None] = {
+    "ping": "pong", "cancel": None, "config": "config_ack", "ack": "ack_received", "get_resources": "resources",
+    "list_models": "models_list", "inference": "done", "switch_model": "error", "delete_model": "error",
+    "download_model": "error"}
+# Codes that mean "the access check said no".
+REFUSALS = {"hello_first", "admin_required", "missing_credentials", "invalid_token", "token_expired",
+            "invalid_api_key", "session_not_found", "account_disabled"}
+HELLO_REFUSED = {"anonymous": "missing_credentials", "revoked_key": "invalid_api_key",
+                 "expired_token": "token_expired", "other_user": "session_not_found"}
+
+
+def handled_types() -> set[str]:
+    return {name.removeprefix("on_") for name in dir(Channel) if name.startswith("on_")}
+
+
+def documented_types() -> set[str]:
+    text = (REPO / "docs" / "websocket.md").read_text()
+    section = text.split("## Client → server", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)`", section, flags=re.MULTILINE))
+
+
+def test_every_message_type_has_exactly_one_declared_access() -> None:
+    assert handled_types() == set(WS_ACCESS), handled_types() ^ set(WS_ACCESS)
+    assert documented_types() == set(WS_ACCESS), documented_types() ^ set(WS_ACCESS)
+    assert set(WS_MESSAGES) == set(WS_ACCESS) - {"hello"}
+
+
+@pytest.fixture
+async def ws_url(app: FastAPI) -> AsyncIterator[str]:  # noqa: F811 (the echo app of test_route_protection)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    for _ in range(1500):  # 30 s
+        if server.started or serving.done():
+            break
+        await asyncio.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"ws://127.0.0.1:{port}/v1/ws"
+    server.should_exit = True
+    await asyncio.wait_for(serving, 30)
+
+
+async def receive(ws: ClientConnection) -> dict[str, Any]:
+    async with asyncio.timeout(30):
+        return json.loads(await ws.recv())
+
+
+async def answers(ws: ClientConnection, kind: str) -> list[dict[str, Any]]:
+    """What the channel answers to one ``kind`` message: everything up to the pong of a ping sent after it (and,
+    for an inference it took, through its end)."""
+    await ws.send(json.dumps({"type": kind, **WS_MESSAGES[kind]}))
+    await ws.send(json.dumps({"type": "ping"}))
+    replies: list[dict[str, Any]] = []
+    for _ in range(200):
+        replies.append(await receive(ws))
+        pongs = sum(reply["type"] == "pong" for reply in replies)
+        # An inference that was not refused outright runs in the session after the pong: wait for its end.
+        queued = kind == "inference" and not any(reply["type"] == "error" for reply in replies)
+        finished = any(reply["type"] in {"done", "error"} and "request_id" in reply for reply in replies)
+        if pongs == (2 if kind == "ping" else 1) and (not queued or finished):
+            return replies
+    raise AssertionError(f"no end to the answers to {kind}: {replies}")
+
+
+async def test_websocket_access_matrix(app: FastAPI, client: httpx.AsyncClient, ws_url: str,  # noqa: F811
+                                       make_user: MakeUser, admin_token: str) -> None:
+    await make_user("alice")
+    await make_user("bob")
+    alice = await login(client, "alice", USER_PASSWORD)
+    async with connect(ws_url) as ws:  # A's session, with something in its buffer
+        await ws.send(json.dumps({"type": "hello", "token": alice}))
+        session_id = (await receive(ws))["session_id"]
+        assert {"done"} <= {reply["type"] for reply in await answers(ws, "inference")}
+    hellos = {
+        "anonymous": {},
+        "revoked_key": {"token": await revoked_key(client, alice)},
+        "expired_token": {"token": await expired_token(app, client, "alice")},
+        "other_user": {"token": await login(client, "bob", USER_PASSWORD), "session_id": session_id},
+        "admin": {"token": admin_token},
+        "user": {"token": alice, "session_id": session_id},
+    }
+    for column, hello in hellos.items():
+        async with connect(ws_url) as ws:
+            await ws.send(json.dumps({"type": "hello", **hello}))
+            welcome = await receive(ws)
+            where = f"hello as {column}"
+            if column in HELLO_REFUSED:
+                assert welcome["type"] == "error" and welcome["code"] == HELLO_REFUSED[column], (where, welcome)
+            else:
+                assert welcome["type"] == "welcome", (where, welcome)
+                assert welcome["resumed"] is (column == "user"), (where, welcome)
+            for kind in WS_MESSAGES:
+                check(WS_ACCESS[kind], column, await answers(ws, kind), f"{kind} as {column}")
+
+
+def check(access: Access, column: str, replies: list[dict[str, Any]], where: str) -> None:
+    refusals = [reply["code"] for reply in replies if reply["type"] == "error" and reply["code"] in REFUSALS]
+    if access is Access.PUBLIC:
+        assert not refusals, (where, replies)
+    elif column in HELLO_REFUSED:  # never got a session: nothing but ping works
+        assert refusals == ["hello_first"], (where, replies)
+    elif access is Access.ADMIN and column != "admin":
+        assert refusals == ["admin_required"], (where, replies)
+    else:
+        assert not refusals, (where, replies)
+        expected = ALLOWED_ANSWER[where.split()[0]]
+        assert expected is None or expected in {reply["type"] for reply in replies}, (where, replies)
