@@ -1,4 +1,5 @@
-"""Admin REST over the local engine: machine resources, the models on disk, switching, unloading, downloads."""
+"""Admin REST over the local engine: machine resources, the models on disk (switching, deleting), unloading,
+downloads."""
 
 from __future__ import annotations
 
@@ -64,6 +65,16 @@ async def switch(body: SwitchRequest, request: Request) -> dict[str, Any]:
     stages: list[dict[str, Any]] = []
     await host.switch(target, lambda stage, fraction: stages.append({"stage": stage, "progress": fraction}))
     return {"model": host.metadata(), "progress": stages}
+
+
+@router.delete("/engine/models/{name}", status_code=204)
+async def delete_local_model(name: str, request: Request) -> None:
+    """Delete a model from disk: only a name the scan lists, never the loaded model (409 ``model_in_use``)."""
+    host = _host(request)
+    target = next((model for model in await asyncio.to_thread(host.available) if model.name == name), None)
+    if target is None:
+        raise NotFound(f"no local model named {name!r}", param="name", code="model_not_found")
+    await host.delete(target)
 
 
 @router.post("/engine/unload", status_code=204)

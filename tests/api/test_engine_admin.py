@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -88,3 +89,25 @@ async def test_metrics_include_the_engine(client: httpx.AsyncClient) -> None:
     text = (await client.get("/metrics")).text
     assert "llmws_engine_model_loaded 1.0" in text
     assert "llmws_engine_queue_depth 0.0" in text and "llmws_engine_max_context_tokens" in text
+
+
+async def test_deleting_a_local_model_is_for_admins_and_never_the_loaded_one(
+        client: httpx.AsyncClient, admin_token: str, user_token: str, models_dir: Path) -> None:
+    async def on_disk() -> list[str]:
+        return sorted(await asyncio.to_thread(lambda: [entry.name for entry in models_dir.iterdir()]))
+
+    refused = await client.delete("/admin/engine/models/tiny-b", headers=bearer(user_token))
+    assert_error(refused, 403)
+    in_use = await client.delete("/admin/engine/models/tiny-a", headers=bearer(admin_token))
+    assert_error(in_use, 409, "model_in_use")
+    # ".." arrives as the name itself (percent-encoded, so no client folds it away): only names the scan lists
+    # can be deleted, so nothing above the model folder can be reached.
+    escaping = await client.delete("/admin/engine/models/%2E%2E", headers=bearer(admin_token))
+    assert_error(escaping, 404, "model_not_found")
+    assert await on_disk() == ["tiny-a", "tiny-b"]
+
+    deleted = await client.delete("/admin/engine/models/tiny-b", headers=bearer(admin_token))
+    assert deleted.status_code == 204, deleted.text
+    assert await on_disk() == ["tiny-a"]
+    listed = (await client.get("/admin/engine/models", headers=bearer(admin_token))).json()["data"]
+    assert [entry["name"] for entry in listed] == ["tiny-a"]
