@@ -17,6 +17,7 @@ from ui.sse import SseEvent, SseParser
 
 Json = dict[str, Any]
 TERMINAL_EVENTS = {"done", "error"}
+STOP_RUNNER_TIMEOUT_S = 45.0
 
 
 class ApiError(Exception):
@@ -274,7 +275,8 @@ class ApiClient:
         return self._get(f"/admin/runners/{runner_id}")
 
     def stop_runner(self, runner_id: str) -> Json:
-        return self._send("POST", f"/admin/runners/{runner_id}/stop")
+        # The API answers once the process is gone: SIGTERM, then SIGKILL after its 10 s grace, so wait past that.
+        return self._request("POST", f"/admin/runners/{runner_id}/stop", timeout=STOP_RUNNER_TIMEOUT_S).json()
 
     async def runner_log_tail(self, runner_id: str, after: int = 0, quiet_s: float = 0.3
                               ) -> tuple[list[tuple[int, str]], bool]:

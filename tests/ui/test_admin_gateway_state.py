@@ -96,6 +96,20 @@ def test_aliases_are_written_as_deployment_lines(stack: UiStack, admin: ApiClien
     assert [d["upstream_model"] for d in api_view["deployments"]] == ["fake-quiet"]
     assert api_view["description"] == "two ways"
 
+    # A deployment's context window and defaults (set through the API; the form has no fields for them) survive
+    # a save from the form that keeps that deployment.
+    tuned = httpx.put(f"{stack.api.base_url}/admin/models/{saved['id']}", headers=stack.admin_headers, json={
+        "name": api_view["name"], "description": "two ways", "deployments": [
+            {"provider_id": provider["id"], "upstream_model": "fake-quiet", "context_window": 2048,
+             "defaults": {"temperature": 0.2}}]})
+    assert tuned.status_code == 200, tuned.text
+    state.refresh()
+    state.edit(saved["id"])
+    state.deployments += "\nlocal"
+    state.save()
+    kept = stack.api_get(f"/admin/models/{saved['id']}", stack.admin_token)["deployments"][0]
+    assert (kept["context_window"], kept["defaults"]["temperature"]) == (2048, 0.2)
+
     for bad in ("nobody fake-fast", provider["name"], ""):
         state.deployments = bad
         with pytest.raises(ApiError):

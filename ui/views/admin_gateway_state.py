@@ -160,7 +160,19 @@ class CatalogState(param.Parameterized):
                                "invalid_value")
         if not parsed:
             raise ApiError(400, "an alias needs at least one deployment", "invalid_value")
-        return parsed
+        return [self._with_kept_settings(deployment) for deployment in parsed]
+
+    def _with_kept_settings(self, deployment: Json) -> Json:
+        """A line naming a deployment the edited alias already has keeps what the text does not show (its context
+        window and per-deployment defaults): replacing the alias must not wipe them."""
+        if self.editing_id is None:
+            return deployment
+        for existing in self.alias(self.editing_id)["deployments"]:
+            if (existing["provider_id"], existing["upstream_model"]) == (deployment["provider_id"],
+                                                                         deployment["upstream_model"]):
+                kept = {key: existing[key] for key in ("context_window", "defaults") if existing.get(key) is not None}
+                return kept | deployment
+        return deployment
 
     def save(self) -> Json:
         """Create the alias, or replace the one being edited (its deployments included)."""
