@@ -75,9 +75,9 @@ def _dashboard(state: OverviewState) -> list[pn.viewable.Viewable]:
         number_card("Tokens today", today.get("total_tokens"), handle="tokens-today"),
         number_card("Error rate", None if error_rate is None else error_rate * 100, "{value:.1f}%",
                     handle="error-rate", colors=[(1, "#1e8449"), (5, "#b9770e"), (100, "#c0392b")]),
-        number_card("Latency p50", today.get("latency_p50_ms"), "{value:,.0f} ms", handle="latency-p50"),
-        number_card("Latency p95", today.get("latency_p95_ms"), "{value:,.0f} ms", handle="latency-p95"),
-        number_card("Time to first token p50", today.get("ttft_p50_ms"), "{value:,.0f} ms", handle="ttft-p50"))
+        duration_card("Latency p50", today.get("latency_p50_ms"), "latency-p50"),
+        duration_card("Latency p95", today.get("latency_p95_ms"), "latency-p95"),
+        duration_card("Time to first token p50", today.get("ttft_p50_ms"), "ttft-p50"))
     tokens = (f"{today.get('prompt_tokens', 0):,} prompt and {today.get('completion_tokens', 0):,} "
               f"completion tokens. {count_sources_line(state.sources)}")
     return [
@@ -86,3 +86,11 @@ def _dashboard(state: OverviewState) -> list[pn.viewable.Viewable]:
         pn.pane.Markdown(tokens, css_classes=["llmws-token-sources"], margin=(0, 10)),
         pn.pane.Bokeh(hourly_requests_figure(*state.series()), sizing_mode="stretch_width"),
     ]
+
+
+def duration_card(label: str, milliseconds: float | None, handle: str) -> pn.indicators.Number:
+    """Milliseconds up to 10 s, seconds beyond: "19.8 s" fits a card where "19,848 ms" wraps."""
+    if milliseconds is not None and milliseconds >= 10_000:
+        return number_card(label, milliseconds / 1000, "{value:,.1f} s", handle=handle)
+    return number_card(label, milliseconds, "{value:,.0f} ms", handle=handle)
+

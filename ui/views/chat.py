@@ -79,7 +79,9 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
         metrics = pn.pane.HTML("", css_classes=["llmws-metrics"], margin=(0, 5))
         # A pane of our own for the text: a stable handle, updated in place as tokens come (Markdown: code renders).
         body = pn.pane.Markdown("", css_classes=["message", "llmws-reply-text"], sizing_mode="stretch_width")
-        message = pn.chat.ChatMessage(body, user="Assistant", footer_objects=[metrics], show_reaction_icons=False,
+        # A text avatar: the default is an emoji, which a machine without an emoji font draws as an empty box.
+        message = pn.chat.ChatMessage(body, user="Assistant", avatar="AI", footer_objects=[metrics],
+                                      show_reaction_icons=False,
                                       css_classes=["chat-message", "llmws-reply"])
         reply, shown_at = Reply(), 0.0
         async for reply in state.generate(contents):
@@ -104,7 +106,7 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
 
     chat = pn.chat.ChatInterface(
         callback=respond, user=username, callback_user="Assistant", widgets=[text_box], show_rerun=False,
-        show_undo=False, show_clear=False, show_stop=False, callback_exception="verbose",
+        show_undo=False, show_clear=False, show_stop=False, callback_exception="summary",
         sizing_mode="stretch_width", height=620, css_classes=["llmws-chat"],
         message_params={"show_reaction_icons": False})
 
