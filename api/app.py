@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
 from api.gateway_fast_path import GatewayFastPath
 from api.gateway_metrics import GatewayCollector
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
+from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics, SecurityHeadersMiddleware
+from api.openapi import build_openapi
 from api.routes import (
     admin,
     admin_engine,
@@ -128,10 +130,16 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
     app.state.metrics = metrics
     metrics.registry.register(EngineCollector(app.state))
     metrics.registry.register(GatewayCollector(app.state))
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(GatewayFastPath)  # inside the body limit and the metrics, like every route
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:  # closed unless configured: no Access-Control-Allow-Origin for anyone
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                           expose_headers=["Retry-After"], max_age=600)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer carries them, preflights included
     for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router,
                    admin_gateway.router, admin_runners.router, openai.router, chat.router, library.router,
                    usage.router, ws.router):

@@ -13,8 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from api.services.errors import (
     AuthenticationFailed,
@@ -95,7 +97,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message, code = str(exc.detail), "body_too_large"
     else:
         message, code = str(exc.detail), None
-    return error_response(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return error_response(exc.status_code, message, code=code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette's 405 names the methods of the first route on the path only; each method here is a route of its own.
+    # The resource is the first path template that matches, in routing order (/admin/runners/templates, not
+    # /admin/runners/{runner_id}); its methods are those of every route with that template.
+    path = request.url.path
+    matching = [context for context in iter_route_contexts(request.app.routes)
+                if context.path and compile_path(context.path)[0].match(path)]
+    if not matching:
+        return []
+    return sorted({method for context in matching if context.path == matching[0].path
+                   for method in getattr(context.original_route, "methods", None) or ()})
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -163,8 +181,35 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
                           type_="server_error", headers={"Retry-After": "1"})
 
 
+# SQLSTATEs that mean "no usable connection" (connection exceptions, an administrator's or a crash shutdown, too
+# many connections, a database not accepting connections): asyncpg reports some of them as a plain DBAPIError.
+CONNECTION_SQLSTATES = ("08", "57P", "53300", "55000")
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if exc.connection_invalidated or (sqlstate and sqlstate.startswith(CONNECTION_SQLSTATES)):
+        return await _database_unavailable(request, exc)
+    if _out_of_range(exc):
+        return await _unstorable_value(request, exc)
+    return await _unhandled_error(request, exc)
+
+
+def _out_of_range(exc: BaseException) -> bool:
+    # asyncpg refuses an integer past 64 bits before PostgreSQL sees it (an OverflowError under its DataError),
+    # and SQLAlchemy wraps that as a bare DBAPIError.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OverflowError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
-    # PostgreSQL refuses what SQLite takes: a NUL character in text, an integer past 32 bits.
+    # PostgreSQL refuses what SQLite takes: a NUL character in text, an integer past 32 bits; SQLite refuses an
+    # integer past 64 bits.
     log.warning("unstorable value on %s %s: %s", request.method, request.url.path, exc)
     return error_response(400, "a value cannot be stored: it is out of range or holds a character that is not "
                           "allowed (such as NUL)", code="invalid_value")
@@ -181,8 +226,10 @@ HANDLERS: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[J
     (StarletteHTTPException, _http_error),
     (RequestValidationError, _validation_error),
     (DataError, _unstorable_value),
+    (OverflowError, _unstorable_value),  # SQLite's driver: an integer past 64 bits, unwrapped
     (OperationalError, _database_unavailable),
     (InterfaceError, _database_unavailable),
+    (DBAPIError, _database_error),  # after its subclasses above: the first match answers in `response_for`
     (Exception, _unhandled_error),
 ]
 

@@ -36,19 +36,27 @@ class SamplingState:
             self.seen = torch.cat([self.seen, torch.tensor([token_id])]).unique()
 
 
-def choose_tokens(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int]:
-    """The next token for each row of ``logits`` (shape [rows, vocab], float32 on the CPU)."""
-    chosen = logits.argmax(dim=-1).tolist()
+def choose_tokens(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int | Exception]:
+    """The next token for each row of ``logits`` (shape [rows, vocab], float32 on the CPU). A row whose sampling
+    raises gets the exception in place of a token: one request's failure stays its own, the batch goes on."""
+    chosen: list[int | Exception] = logits.argmax(dim=-1).tolist()
     for row, state in enumerate(states):
-        params = state.params
-        if params.greedy and not params.penalised:
+        if state.params.greedy and not state.params.penalised:
             continue
-        scores = _penalised(logits[row].clone(), state)
-        if params.greedy:
-            chosen[row] = int(scores.argmax())
-            continue
-        chosen[row] = _sample(scores / params.temperature, params, state.generator)
+        try:
+            chosen[row] = _choose_one(logits[row], state)
+        except Exception as exc:  # noqa: BLE001 (handed back to the scheduler, which ends that request)
+            chosen[row] = exc
     return chosen
+
+
+def _choose_one(logits: torch.Tensor, state: SamplingState) -> int:
+    params = state.params
+    scores = _penalised(logits.clone(), state)
+    if params.greedy:
+        return int(scores.argmax())
+    # Shifted so the best score is 0 before dividing: a tiny temperature then gives -inf, never inf - inf.
+    return _sample((scores - scores.max()) / params.temperature, params, state.generator)
 
 
 def _penalised(scores: torch.Tensor, state: SamplingState) -> torch.Tensor:
@@ -73,6 +81,7 @@ def _sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Gener
         sorted_probs, order = probabilities.sort(descending=True)
         # Keep the smallest set whose mass reaches top_p (the token that crosses it included).
         outside = sorted_probs.cumsum(0) - sorted_probs >= params.top_p
+        outside[0] = False  # the likeliest token always stays: a top_p of 5e-324 is 0 in float32
         sorted_probs[outside] = 0
         probabilities = torch.zeros_like(probabilities).scatter(0, order, sorted_probs)
     return int(torch.multinomial(probabilities, 1, generator=generator))

@@ -22,7 +22,7 @@ class SseEvent:
         """The event's data as a JSON object; an empty object when it is not one (a malformed frame is not fatal)."""
         try:
             value = json.loads(self.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             return {}
         return value if isinstance(value, dict) else {}
 

@@ -11,6 +11,9 @@ from api.schemas.common import RequestBody
 ProviderKind = Literal["openai-compatible", "openai", "vllm", "tgi", "llama.cpp", "lmstudio", "ollama", "llmws"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
+# Sent upstream in an HTTP header: visible ASCII only (no spaces, no line breaks, nothing a header cannot carry).
+API_KEY_PATTERN = r"^[\x21-\x7e]*$"
+
 
 class ModelDefaults(RequestBody):
     system_prompt: str | None = Field(None, max_length=20_000)
@@ -23,7 +26,8 @@ class ProviderIn(RequestBody):
     name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     kind: ProviderKind = "openai-compatible"
     base_url: HttpUrl = Field(description="The upstream's OpenAI base URL, up to and including `/v1`.")
-    api_key: str | None = Field(None, min_length=1, max_length=1000, description="Stored encrypted; never shown.")
+    api_key: str | None = Field(None, min_length=1, max_length=1000, pattern=API_KEY_PATTERN,
+                                description="Stored encrypted; never shown.")
     timeout_s: float = Field(60.0, gt=0, le=3600)
     is_active: bool = True
 
@@ -32,7 +36,8 @@ class ProviderPatch(RequestBody):
     name: str | None = Field(None, min_length=1, max_length=100, pattern=NAME_PATTERN)
     kind: ProviderKind | None = None
     base_url: HttpUrl | None = None
-    api_key: str | None = Field(None, max_length=1000, description="An empty string removes the key.")
+    api_key: str | None = Field(None, max_length=1000, pattern=API_KEY_PATTERN,
+                                description="An empty string removes the key.")
     timeout_s: float | None = Field(None, gt=0, le=3600)
     is_active: bool | None = None
 

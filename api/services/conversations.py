@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.services.errors import NotFound
+from api.services.errors import Conflict, NotFound
 from db.models import Conversation, Message, Project
 from db.types import utcnow
 
@@ -192,8 +192,8 @@ async def remove_last_exchange(session: AsyncSession, conversation: Conversation
     messages = await messages_of(session, conversation.id)
     last_user = next((index for index in range(len(messages) - 1, -1, -1) if messages[index].role == "user"), None)
     if last_user is None:
-        raise NotFound("the conversation has no turn to take back", param="conversation_id",
-                       code="exchange_not_found")
+        raise Conflict("the conversation has no turn to take back", param="conversation_id",
+                       code="no_exchange")
     removed = messages[last_user:]
     for message in removed:
         await session.delete(message)

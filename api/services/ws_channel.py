@@ -100,6 +100,14 @@ class Channel:
             return
         try:
             message = json.loads(text)
+            # A lone surrogate ("\ud800" escaped in JSON) cannot be stored, nor sent back in a text frame.
+            json.dumps(message, ensure_ascii=False).encode()
+        except RecursionError:  # nested deeper than the parser goes
+            await self.error("invalid_json", "a message must not nest arrays or objects that deeply")
+            return
+        except UnicodeEncodeError:
+            await self.error("invalid_unicode", "a message must not hold lone surrogates such as \\ud800")
+            return
         except ValueError:
             await self.error("invalid_json", "a message must be a JSON object")
             return
@@ -140,6 +148,7 @@ class Channel:
             row, resumed = await ws_buffer.open_session(db, principal.user.id, session_id)
             await db.commit()
             last_stored, config, conversation_id = row.last_seq, dict(row.config or {}), row.conversation_id
+        last_stored = await self.hub.stored_seq(row.id, last_stored, last_seq)
         if self.live is not None:
             self.hub.detach(self.live, self.send)
         self.principal = principal

@@ -39,7 +39,7 @@ async def test_the_last_exchange_is_taken_back_and_earlier_turns_stay(app: FastA
     assert [m["content"] for m in taken] == ["unanswered"]
     assert len((await client.delete(f"{url}/last-exchange", headers=me)).json()["removed"]) == 2
     assert (await client.get(url, headers=me)).json()["messages"] == []
-    assert_error(await client.delete(f"{url}/last-exchange", headers=me), 404, "exchange_not_found")
+    assert_error(await client.delete(f"{url}/last-exchange", headers=me), 409, "no_exchange")
 
     # Someone else's conversation is not there for them.
     await add_messages(app, conversation["id"], [("user", "again"), ("assistant", "answer")])
