@@ -3,7 +3,9 @@ on request, chosen by the model name asked for, while recording what it saw.
 
 Models: `fake-fast` (a short streamed answer, usage when asked), `fake-quiet` (never reports usage),
 `fake-fail` (500), `fake-die` (three chunks, then the connection drops), `fake-slow` (a chunk every 50 ms for a
-minute; a client going away is recorded in `disconnects`), `fake-garbage` (an event that is not JSON).
+minute; a client going away is recorded in `disconnects`), `fake-garbage` (an event that is not JSON),
+`fake-stall` (no answer at all for a minute: not even headers), `fake-hang` (headers and a first chunk, then
+silence for a minute).
 Run it alone with `python bench/fake_openai.py --port 9100`.
 """
 
@@ -24,7 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODELS = ("fake-fast", "fake-quiet", "fake-fail", "fake-die", "fake-slow", "fake-garbage")
+MODELS = ("fake-fast", "fake-quiet", "fake-fail", "fake-die", "fake-slow", "fake-garbage", "fake-stall",
+          "fake-hang")
+SILENCE_S = 60.0
 WORDS = ["Hello", " from", " the", " fake", " upstream", ",", " fast", " and", " honest", "."]
 
 
@@ -53,6 +57,12 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": "the fake upstream fails on purpose"}}, status_code=500)
         if model not in MODELS:
             return JSONResponse({"error": {"message": f"model {model!r} does not exist"}}, status_code=404)
+        if model == "fake-stall":
+            deadline = time.monotonic() + SILENCE_S
+            while time.monotonic() < deadline and not await request.is_disconnected():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            self.disconnects.append(time.monotonic())
+            return Response(status_code=504)
         words = WORDS
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
         if not body.get("stream"):
@@ -77,6 +87,9 @@ class FakeUpstream:
                                               "finish_reason": None}]})
             if model == "fake-garbage":
                 yield b"data: {this is not json\n\n"
+                return
+            if model == "fake-hang":
+                await asyncio.sleep(SILENCE_S)
                 return
             count = 1200 if model == "fake-slow" else len(words)
             for index in range(count):

@@ -222,9 +222,15 @@ class Scheduler:
             for sequence, token in zip(sequences, tokens, strict=True):
                 if sequence.finished:
                     continue
-                sequence.output_ids.append(token)
-                sequence.sampling.record(token)
-                self._emit_token(sequence, token)
+                if isinstance(token, Exception):
+                    self._fail_request(sequence, token)
+                    continue
+                try:  # per-request work (sampling state, detokenizing, stop strings): a failure is that request's
+                    sequence.output_ids.append(token)
+                    sequence.sampling.record(token)
+                    self._emit_token(sequence, token)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail_request(sequence, exc)
             self._token_times.append((now, len(tokens)))
             while self._token_times and now - self._token_times[0][0] > THROUGHPUT_WINDOW_S:
                 self._token_times.popleft()
@@ -283,6 +289,17 @@ class Scheduler:
             tokens = sequence.prompt_ids + sequence.output_ids[:-1]
             if sequence.output_ids and int(self._batch.mask[row].sum()) == len(tokens):
                 self._prefix.store(tokens, self._batch.row_layers(row))
+
+    def _fail_request(self, sequence: Sequence, exc: Exception) -> None:
+        """End one request (all its choices) with an error event; the rest of the batch goes on. Holds the lock."""
+        log.error("request %s failed in the engine; the rest of the batch goes on", sequence.request_id,
+                  exc_info=exc)
+        for sibling in [*self._waiting, *self._running]:
+            if sibling.request_id == sequence.request_id:
+                sibling.finished = True
+        self._waiting = deque(s for s in self._waiting if not s.finished)
+        sequence.emit(ErrorEvent(sequence.request_id, f"generation failed: {type(exc).__name__}",
+                                 "generation_failed"))
 
     def _fail_all(self, message: str) -> None:
         with self._lock:

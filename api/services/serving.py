@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -107,6 +108,35 @@ async def collect(generation: Generation, request: Request) -> list[Choice]:
     finally:
         await generation.close()
     return choices
+
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):  # noqa: N818 (an event, not an error: nobody is left to answer)
+    """The client disconnected before its answer began."""
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; if the client disconnects first, ``work`` is cancelled and `ClientGone` raised (an
+    upstream that has not answered yet must not be kept waiting for nobody)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @contextlib.asynccontextmanager
