@@ -3,6 +3,7 @@ through the usual serving path, an upstream through the pass-through (`api/servi
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,6 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.background import BackgroundTask
 
 from api.schemas.openai import ChatMessage, SamplingFields
 from api.services import limits, openai_format, passthrough, serving
@@ -19,7 +19,7 @@ from api.services.backends import Backend
 from api.services.errors import RateLimited
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.metering import Meter
-from api.sse import sse_response
+from api.sse import EventStreamResponse
 from engine.requests import GenerationRequest
 from engine.upstream import UpstreamRefused, UpstreamUnavailable
 
@@ -32,9 +32,10 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
     state = request.app.state
     gateway: Gateway = state.gateway
     candidates = gateway.candidates(alias)
-    if not candidates:
-        raise UpstreamUnavailable(f"no deployment of {alias.name} is available right now")
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    if not candidates:  # every deployment is known to be down: a failed request all the same, in the usage too
+        Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway").record("error")
+        raise UpstreamUnavailable(f"no deployment of {alias.name} is available right now")
     failures: list[str] = []
     admitted = session is None  # nothing to count
     for deployment in candidates:
@@ -56,7 +57,12 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
         release = gateway.hold(deployment)
         raw = given.model_dump(mode="json", exclude_unset=True)
         try:
-            opened = await passthrough.open_stream(deployment, "/chat/completions" if chat else "/completions", raw)
+            opened = await serving.unless_client_leaves(request, passthrough.open_stream(
+                deployment, "/chat/completions" if chat else "/completions", raw))
+        except serving.ClientGone:
+            release()
+            meter.record("cancelled")
+            return Response(status_code=499)  # nobody reads it; "client closed request" in the access log
         except UpstreamUnavailable as exc:
             release()
             failures.append(exc.message)
@@ -69,8 +75,8 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
         relay = passthrough.Relay(meter, alias.name, passthrough.prompt_text(raw), gateway.token_counter(), release,
                                   deployment.upstream_model)
         if body.stream:
-            return sse_response(passthrough.relay_stream(opened, relay, include_usage=body.include_usage),
-                                background=BackgroundTask(relay.finish))
+            return EventStreamResponse(passthrough.relay_stream(opened, relay, include_usage=body.include_usage),
+                                       after=functools.partial(passthrough.settle, opened, relay))
         return await passthrough.relay_json(opened, relay)
     Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway").record("error")
     raise UpstreamUnavailable(f"every deployment of {alias.name} failed: {'; '.join(failures)}")

@@ -10,10 +10,11 @@ the next; after that, a failure ends the stream with an error frame and `[DONE]`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from api.services.metering import Meter
 from engine.upstream import UpstreamError, UpstreamUnavailable, estimate_tokens
 
 DONE = b"data: [DONE]\n\n"
+# How long the end of an upstream body may take after its [DONE] before its connection is closed instead.
+DRAIN_S = 1.0
 
 
 @dataclass
@@ -155,14 +158,17 @@ class Relay:
         self.meter.record(status or self.status)
 
 
-async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> AsyncIterator[bytes]:
+async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> AsyncGenerator[bytes, None]:
     """The client's SSE body: what arrived in one read from the upstream goes out in one write (as a byte-for-byte
     pass-through would), each event rewritten. A client that goes away cancels this, and closing the upstream
-    response closes its connection: the upstream stops at once."""
+    response closes its connection: the upstream stops at once. After a clean [DONE] the upstream response is
+    left to `settle`."""
     response = opened.response
+    assert opened.rest is not None
     finished = False
+    lines = opened.first  # what was read before committing to this deployment, then the rest
     try:
-        async for lines in _batches(opened):
+        while True:
             out: list[bytes] = []
             failure: UpstreamError | None = None
             for line in lines:
@@ -171,6 +177,8 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
                 data = line[5:].strip()
                 if data == "[DONE]":
                     finished = True
+                    relay.status = "ok"
+                    out.append(DONE)  # in the same write as the events before it
                     break
                 try:
                     piece = relay.forward(data, include_usage=include_usage)
@@ -185,10 +193,14 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
                 raise failure
             if finished:
                 break
+            # Read directly, not through a wrapping generator: one left suspended at the end is finalized by the
+            # loop in a task of its own.
+            try:
+                lines = await anext(opened.rest)
+            except StopAsyncIteration:
+                break
         if not finished:
             raise UpstreamError("the upstream closed the stream before [DONE]")
-        yield DONE
-        relay.status = "ok"
     except (httpx.HTTPError, UpstreamError) as exc:
         relay.status = "error"
         message = exc.message if isinstance(exc, UpstreamError) else f"the upstream failed: {type(exc).__name__}"
@@ -196,9 +208,28 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
                                                 "code": "upstream_error"}}).encode() + b"\n\n"
         yield DONE
     finally:
-        await response.aclose()
+        if relay.status != "ok":
+            await response.aclose()
         if relay.status is None:
             relay.status = "cancelled"  # the client went away first
+
+
+async def settle(opened: Opened, relay: Relay) -> None:
+    """After the client has its whole answer (or has gone): the usage row, then, after a clean [DONE], the rest of
+    the upstream body (the end of its chunked encoding) read before closing. A response closed before its end
+    closes its connection: every stream paid a new TCP connect to the upstream, and left its readers for the
+    loop to finalize. Read to the end, the connection goes back to the pool."""
+    if relay.status is None:
+        relay.status = "cancelled"  # the client left while an event was being written, the relay never resumed
+    relay.finish()
+    try:
+        if relay.status == "ok" and opened.rest is not None:
+            with contextlib.suppress(httpx.HTTPError, TimeoutError):
+                async with asyncio.timeout(DRAIN_S):
+                    async for _ in opened.rest:
+                        pass  # anything an upstream sends after its [DONE] is dropped
+    finally:
+        await opened.response.aclose()
 
 
 async def line_batches(response: httpx.Response) -> AsyncIterator[list[str]]:
@@ -212,14 +243,6 @@ async def line_batches(response: httpx.Response) -> AsyncIterator[list[str]]:
             yield [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
     if pending:
         yield [pending.rstrip(b"\r").decode("utf-8", "replace")]
-
-
-async def _batches(opened: Opened) -> AsyncIterator[list[str]]:
-    if opened.first:
-        yield opened.first
-    assert opened.rest is not None
-    async for lines in opened.rest:
-        yield lines
 
 
 async def relay_json(opened: Opened, relay: Relay) -> Response:

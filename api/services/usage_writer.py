@@ -73,10 +73,15 @@ class UsageWriter:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Write everything recorded so far."""
+        """Write everything recorded so far. Rows recorded meanwhile wait for the next flush: looping until none
+        were left kept a busy server writing back to back (each write takes a while under load, and rows arrive
+        during it), a transaction of a few rows at a time instead of one batch per interval."""
         async with self._lock:
-            while self._pending:
-                batch, self._pending = self._pending[:self._batch_size], self._pending[self._batch_size:]
+            left = len(self._pending)
+            while left > 0 and self._pending:  # (record() may have dropped some meanwhile)
+                size = min(left, self._batch_size)
+                batch, self._pending = self._pending[:size], self._pending[size:]
+                left -= size
                 try:
                     await self._write(batch)
                 except BaseException:  # a lost connection is an OSError, not only an SQLAlchemyError
@@ -129,7 +134,8 @@ class UsageWriter:
                      record.backend, record.status)
             daily.setdefault(group, DailySums()).add(record)
         async with self._sessionmaker() as session:
-            await session.execute(insert(UsageLog), [asdict(record) | {"created_at": datetime.fromtimestamp(at, UTC)}
+            # vars, not asdict: asdict deep-copies every field of every row (about a sixth of this write's CPU).
+            await session.execute(insert(UsageLog), [vars(record) | {"created_at": datetime.fromtimestamp(at, UTC)}
                                                      for record, at in batch])
             for group, sums in daily.items():
                 await add_daily(session, group, sums)
