@@ -151,6 +151,15 @@ def test_an_upstream_dying_mid_stream_ends_with_an_error_frame_and_done(live_api
     assert sum('"content"' in line for line in lines[:-2]) >= 3  # what came before the failure got through
     [row] = usage_rows(live_api, account, 1)
     assert row["status"] == "error" and row["completion_tokens"] > 0
+    # And the gateway serves the next request through the same provider (once its health check has seen it up).
+    healthy = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-fast"}])
+    deadline = time.monotonic() + 10
+    while (after := httpx.post(f"{live_api.base_url}/v1/chat/completions", headers=account.headers, timeout=30,
+                               json={"model": healthy, "messages": [{"role": "user", "content": "hi"}]})
+           ).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert after.status_code == 200, after.text
+    assert after.json()["choices"][0]["message"]["content"]
 
 
 def test_a_client_disconnect_closes_the_upstream_stream_within_a_second(live_api: LiveApi,
