@@ -56,6 +56,13 @@ class Reply:
         return " · ".join(parts)
 
 
+def default_model(models: list[Json]) -> str | None:
+    """Without a preference, the model this server runs itself (what a chat without a model gets too), else the
+    first listed: an alias may lead to an upstream that is down, the local model answers whenever it is loaded."""
+    local = next((model["id"] for model in models if model.get("backend") == "local"), None)
+    return local or (models[0]["id"] if models else None)
+
+
 def model_label(model: Json) -> str:
     """A model as the picker shows it: its name, the backend serving it, and its context size."""
     meta = model.get("metadata") or {}
@@ -91,7 +98,7 @@ class ChatState(param.Parameterized):
             models = self.client.models()
             self.model_options = {model_label(m): m["id"] for m in models}
             if self.model not in self.model_options.values():
-                self.model = models[0]["id"] if models else None
+                self.model = default_model(models)
         except ApiError as exc:
             problems.append(f"Models: {exc.message}")
         try:
