@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import jinja2
@@ -46,9 +46,9 @@ class LoginHandler(BasicLoginHandler):
     """Serves the login/register page and checks the form against the API."""
 
     def get(self) -> None:
-        next_url = self.get_argument("next", "")
-        if next_url.startswith("/") and not next_url.startswith("//"):
-            self.set_cookie("next_url", next_url)
+        next_url = safe_next(self.get_argument("next", ""))
+        if next_url:
+            self.set_cookie("next_url", next_url, httponly=True, samesite="Lax", path="/")
         self.write(_TEMPLATE.render(error=self.get_argument("error", ""), notice=self.get_argument("notice", ""),
                                     mode=self.get_argument("mode", "login"), login_path=LOGIN_PATH))
 
@@ -73,14 +73,15 @@ class LoginHandler(BasicLoginHandler):
             return self._back(_api_message(login, "login failed"))
         token = login.json()
         expires = datetime.fromisoformat(token["expires_at"])
-        self.set_secure_cookie(TOKEN_COOKIE, token["access_token"], expires_days=None, expires=expires,
-                               httponly=True, samesite="Lax", path="/")
-        self.set_secure_cookie(USER_COOKIE, token["user"]["username"], expires_days=None, expires=expires,
-                               httponly=True, samesite="Lax", path="/")
+        # Secure whenever the browser came over https (directly, or through a proxy that says so).
+        https = self.request.protocol == "https" or self.request.headers.get("X-Forwarded-Proto") == "https"
+        for name, value in ((TOKEN_COOKIE, token["access_token"]), (USER_COOKIE, token["user"]["username"])):
+            self.set_secure_cookie(name, value, expires_days=None, expires=expires, httponly=True, samesite="Lax",
+                                   path="/", secure=https)
         self.clear_cookie("is_guest")
-        next_url = self.get_cookie("next_url", "/")
-        self.clear_cookie("next_url")
-        self.redirect(next_url if next_url.startswith("/") and not next_url.startswith("//") else "/")
+        next_url = safe_next(self.get_cookie("next_url", "")) or "/"
+        self.clear_cookie("next_url", path="/")
+        self.redirect(next_url)
 
     def _back(self, message: str, mode: str = "login") -> None:
         self.redirect(f"{LOGIN_PATH}?mode={mode}&error={quote(message)}")
@@ -100,6 +101,17 @@ class LogoutHandler(PanelLogoutHandler):
         for name in (TOKEN_COOKIE, USER_COOKIE, "id_token", "access_token", "is_guest"):
             self.clear_cookie(name, path="/")
         self.redirect(f"{LOGIN_PATH}?notice={quote('You are logged out.')}")
+
+
+def safe_next(url: str) -> str | None:
+    """A path on this server to go back to after login, or None: never another site (``//host``, ``/\\host``,
+    which browsers read as ``//host``, or anything with a scheme or a host)."""
+    parts = urlsplit(url)
+    # (Browsers drop tabs and newlines inside a URL, so "/\t/host" is "//host" too.)
+    if (not url.startswith("/") or url.startswith("//") or "\\" in url or parts.scheme or parts.netloc
+            or any(ord(char) <= 0x20 for char in url)):
+        return None
+    return url
 
 
 def get_user(request_handler: RequestHandler) -> str | None:

@@ -60,7 +60,7 @@ async def open_stream(deployment: Deployment, path: str, body: dict[str, Any]) -
         await response.aclose()
         raise UpstreamUnavailable(f"{deployment.provider.name} failed before its first chunk: "
                                   f"{type(exc).__name__}") from exc
-    except UpstreamUnavailable:
+    except BaseException:  # UpstreamUnavailable, or a cancel because the client left: the response goes nowhere
         await response.aclose()
         raise
     return Opened(deployment, response, first, batches)
@@ -119,8 +119,11 @@ class Relay:
             error = chunk["error"]
             raise UpstreamError(str(error.get("message", "the upstream reported an error"))
                                 if isinstance(error, dict) else str(error))
-        self.observe_delta(chunk)
-        self.rewrite(chunk)
+        try:
+            self.observe_delta(chunk)
+            self.rewrite(chunk)
+        except (AttributeError, TypeError, ValueError) as exc:  # e.g. "choices": [1]: an error frame, not a cut
+            raise UpstreamError("the upstream sent an event of the wrong shape") from exc
         if not chunk.get("choices") and "usage" in chunk and not include_usage:
             return None  # asked for our accounting, not by the client
         if not include_usage and chunk.get("usage") is not None and chunk.get("choices"):

@@ -95,7 +95,8 @@ class UsageWriter:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
-            await self.flush()
+            while self._pending:  # a flush takes what was pending when it began: rows from streams still closing too
+                await self.flush()
         except Exception:  # noqa: BLE001 (shutdown goes on; the loss is logged)
             log.exception("usage writer: %d usage rows could not be written at shutdown", len(self._pending))
 

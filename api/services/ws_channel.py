@@ -148,7 +148,8 @@ class Channel:
             row, resumed = await ws_buffer.open_session(db, principal.user.id, session_id)
             await db.commit()
             last_stored, config, conversation_id = row.last_seq, dict(row.config or {}), row.conversation_id
-        last_stored = await self.hub.stored_seq(row.id, last_stored, last_seq)
+        if resumed:  # (a new session has no events anywhere: a client's claim to have seen some is not waited on)
+            last_stored = await self.hub.stored_seq(row.id, last_stored, last_seq)
         if self.live is not None:
             self.hub.detach(self.live, self.send)
         self.principal = principal

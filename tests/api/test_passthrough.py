@@ -81,3 +81,12 @@ async def test_streams_read_to_their_end_reuse_one_upstream_connection(
         assert '"usage"' not in body.decode()  # asked for our accounting, not by this client
     assert [(r.status, r.count_source, r.completion_tokens) for r in records.rows] == [
         ("ok", "upstream", len(WORDS))] * 3
+
+
+@pytest.mark.parametrize("data", ['{"choices": [1]}', '{"choices": [{"delta": "text"}]}', '{"choices": "x"}'])
+def test_an_event_of_the_wrong_shape_is_an_upstream_error_not_a_crash(data: str) -> None:
+    # After the 200 an exception other than UpstreamError would cut the stream with no error frame.
+    meter = Meter(Records(), "req", None, None, "alias", "fake")  # type: ignore[arg-type]
+    relay = passthrough.Relay(meter, "alias", "hi", None, lambda: None, "fake-fast")
+    with pytest.raises(passthrough.UpstreamError, match="wrong shape"):
+        relay.forward(data, include_usage=False)

@@ -7,6 +7,7 @@ API without a browser; the pages only turn them into widgets and show the errors
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import param
@@ -85,10 +86,12 @@ class ProvidersState(param.Parameterized):
         result = self.test_result
         if result is None:
             return ""
+        # Everything here comes from the upstream or the admin's input: escaped, never taken as markup.
+        provider = html.escape(str(result["provider"]))
         if result["ok"]:
-            models = ", ".join(result.get("models") or []) or "none"
-            return f"**{result['provider']}** answered: models {models}"
-        return f"**{result['provider']}** failed: {result.get('detail') or result.get('status')}"
+            models = html.escape(", ".join(result.get("models") or []) or "none")
+            return f"**{provider}** answered: models {models}"
+        return f"**{provider}** failed: {html.escape(str(result.get('detail') or result.get('status')))}"
 
 
 class CatalogState(param.Parameterized):

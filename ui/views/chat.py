@@ -78,7 +78,9 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
         sent = instance.objects[-1]
         metrics = pn.pane.HTML("", css_classes=["llmws-metrics"], margin=(0, 5))
         # A pane of our own for the text: a stable handle, updated in place as tokens come (Markdown: code renders).
-        body = pn.pane.Markdown("", css_classes=["message", "llmws-reply-text"], sizing_mode="stretch_width")
+        # Raw HTML off: a reply is model (or upstream) output, and an <img onerror=…> in it must not run here.
+        body = pn.pane.Markdown("", css_classes=["message", "llmws-reply-text"], sizing_mode="stretch_width",
+                                renderer_options={"html": False})
         # A text avatar: the default is an emoji, which a machine without an emoji font draws as an empty box.
         message = pn.chat.ChatMessage(body, user="Assistant", avatar="AI", footer_objects=[metrics],
                                       show_reaction_icons=False,
