@@ -35,6 +35,13 @@ def api_url() -> str:
     return load_settings().api_url.rstrip("/")
 
 
+def _forwarded_for(handler: RequestHandler) -> dict[str, str]:
+    """The browser's address for the API's login throttle and audit log, which would otherwise see every UI user
+    as the UI server. uvicorn takes X-Forwarded-For from a loopback peer (its FORWARDED_ALLOW_IPS default); an API
+    elsewhere must list the UI's address there."""
+    return {"X-Forwarded-For": handler.request.remote_ip} if handler.request.remote_ip else {}
+
+
 def _api_message(response: httpx.Response, fallback: str) -> str:
     try:
         return response.json()["error"]["message"]
@@ -57,7 +64,7 @@ class LoginHandler(BasicLoginHandler):
         password = self.get_argument("password", "")
         registering = self.get_argument("action", "login") == "register"
         try:
-            async with httpx.AsyncClient(base_url=api_url(), timeout=15.0) as http:
+            async with httpx.AsyncClient(base_url=api_url(), timeout=15.0, headers=_forwarded_for(self)) as http:
                 if registering:
                     email = self.get_argument("email", "").strip() or None
                     body = {"username": username, "password": password} | ({"email": email} if email else {})
@@ -94,7 +101,7 @@ class LogoutHandler(PanelLogoutHandler):
         token = self.get_secure_cookie(TOKEN_COOKIE)
         if token:
             try:
-                async with httpx.AsyncClient(base_url=api_url(), timeout=10.0) as http:
+                async with httpx.AsyncClient(base_url=api_url(), timeout=10.0, headers=_forwarded_for(self)) as http:
                     await http.post("/auth/logout", headers={"Authorization": f"Bearer {token.decode()}"})
             except httpx.TransportError:
                 pass  # the cookies go anyway; the API session then just expires on its own
