@@ -23,6 +23,6 @@ class NativeChatRequest(RequestBody):
     max_tokens: int = Field(512, ge=1)
     stop: list[str] = Field(default_factory=list, max_length=8)
     seed: int | None = Field(None, ge=0, lt=2**62)
-    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="Below 0.01 it overflows the scores.")
     presence_penalty: float = Field(0, ge=-2, le=2)
     frequency_penalty: float = Field(0, ge=-2, le=2)

@@ -50,7 +50,7 @@ class SamplingFields(RequestBody):
     stream_options: StreamOptions | None = None
     # Extensions vLLM and others accept too.
     top_k: int | None = Field(None, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10, description="Below 0.01 it overflows the scores.")
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:

@@ -116,6 +116,9 @@ def test_refusals_the_client_understands(live_api: LiveApi, client: openai.OpenA
     with pytest.raises(openai.BadRequestError) as hot:
         client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=5)
     assert hot.value.param == "temperature" and hot.value.status_code == 400
+    with pytest.raises(openai.BadRequestError) as tiny_penalty:  # it would overflow the scores: a 400, not a 500
+        client.chat.completions.create(model=MODEL, messages=QUESTION, extra_body={"repetition_penalty": 5e-324})
+    assert tiny_penalty.value.param == "repetition_penalty"
     with pytest.raises(openai.BadRequestError) as empty:
         client.chat.completions.create(model=MODEL, messages=[])
     assert empty.value.param == "messages"
