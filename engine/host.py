@@ -59,6 +59,11 @@ class ModelHost:
         self.reason = "no model loaded yet"
         self._switching = asyncio.Lock()
 
+    @property
+    def loading(self) -> bool:
+        """A model is being loaded (at start, or a switch): its requests cannot be served yet."""
+        return self._switching.locked()
+
     def available(self) -> list[ModelInfo]:
         return scan(self.config.model_dirs)
 

@@ -60,6 +60,8 @@ async def _check_engine(request: Request) -> dict[str, Any]:
     """A real one-token generation (cached a few seconds by the engine): a wedged engine shows red here."""
     host = request.app.state.model_host
     if host.local is None:
+        if host.loading:  # aliases may be servable, but requests for the model on its way would get 503s
+            return {"ok": False, "detail": host.reason}
         gateway = request.app.state.gateway
         if any(gateway.candidates(alias) for alias in gateway.aliases.values()):
             return {"ok": True, "detail": f"no local model ({host.reason}); serving through providers"}

@@ -220,6 +220,7 @@ def test_sigterm_lets_streams_end_stores_them_and_another_process_resumes_them(l
         native = open_streams.enter_context(httpx.stream(
             "POST", f"{replica.base_url}/v1/chat/stream", headers=account.headers, timeout=60,
             json={"message": "Tell a story.", **body}))
+        assert openai_stream.status_code == 200, openai_stream.read()
         openai_lines = openai_stream.iter_lines()
         openai_seen = [next(openai_lines) for _ in range(3)]
         native_events = events_of(native)
