@@ -117,7 +117,10 @@ def test_a_websocket_session_moves_between_replicas_mid_answer(live_api: LiveApi
         inference(ws, "And about seas?", max_tokens=4)
         third = until_done(ws)
     assert third[0]["seq"] == second[-1]["seq"] + 1 and third[-1]["type"] == "done"
-    with connect(ws_url(other.base_url)) as ws:  # the whole session, from the database, on either replica
+    with connect(ws_url(other.base_url)) as ws:  # back on the other replica, with what the client has seen
+        welcome = hello(ws, account, session_id=session_id, last_seq=third[-1]["seq"])
+        assert welcome["last_seq"] == third[-1]["seq"]  # it waited for the first replica's events to be stored
+    with connect(ws_url(other.base_url)) as ws:  # then the whole session, from the database, on either replica
         hello(ws, account, session_id=session_id, last_seq=0)
         replayed = [receive(ws) for _ in range(third[-1]["seq"])]
     assert replayed == events + second + third
