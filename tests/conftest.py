@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from api.settings import Settings
+from bench.fake_openai import FakeUpstream
 from db import migrate
 from db.base import Base
 from db.session import create_engine
@@ -171,3 +172,12 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
 
 
 ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    """A fast fake OpenAI-compatible upstream (bench/fake_openai.py) on a free loopback port, for a module's tests."""
+    fake = FakeUpstream()
+    fake.start()
+    yield fake
+    fake.stop()

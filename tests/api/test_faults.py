@@ -10,7 +10,6 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,14 +25,6 @@ from tests.api.test_gateway import add_alias, add_provider, usage_rows
 ANSWER = "".join(WORDS)
 MODEL = "tiny-chat"
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def alias_on(live_api: LiveApi, base_url: str, upstream_model: str, *, timeout_s: float = 5) -> str:

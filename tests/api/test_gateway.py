@@ -8,7 +8,6 @@ import asyncio
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,6 @@ from db.session import create_engine
 from tests.api.live import Account, LiveApi, start_server, wait_ready
 
 ANSWER = "".join(WORDS)
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def unique(prefix: str) -> str:

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from bench.fake_openai import WORDS, FakeUpstream
 from engine.requests import FinishEvent, GenerationRequest, SamplingParams, StartEvent, TokenEvent
 from engine.upstream import Upstream, UpstreamConfig, UpstreamModel
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def request() -> GenerationRequest:

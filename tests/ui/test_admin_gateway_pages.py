@@ -5,31 +5,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from bench.fake_openai import FakeUpstream
+from tests.api.test_gateway import unique
 from tests.engine.test_downloads import git_repo
 from tests.ui.conftest import ADMIN_PASSWORD
 from tests.ui.stack import UiStack, screenshot
 
 DOWNLOAD_TIMEOUT_MS = 120_000
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
 def enter(page: Page, css: str, text: str) -> None:

@@ -22,14 +22,6 @@ from ui.views.admin_gateway_state import CatalogState, ProvidersState
 from ui.views.admin_runners_state import RunnersState
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
 def admin(stack: UiStack) -> Iterator[ApiClient]:
     # Generous: stopping a runner waits for its process (SIGKILL after 10 s), slower still on a busy machine.
