@@ -28,7 +28,14 @@ from api.services.errors import (
     ServiceError,
 )
 from engine.downloads import DownloadRefused, NameTaken
-from engine.errors import ContextTooLong, EngineError, InvalidParameters, NoModelLoaded, Overloaded
+from engine.errors import (
+    ContextTooLong,
+    EngineError,
+    InvalidParameters,
+    NoModelLoaded,
+    Overloaded,
+    UnsupportedModel,
+)
 from engine.host import EngineBusy, ModelInUse, ModelLoadFailed
 from engine.scheduler import EngineStopped
 from engine.upstream import UpstreamError, UpstreamRefused, UpstreamUnavailable
@@ -157,6 +164,7 @@ ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
     ModelInUse: (409, "conflict_error"),
     EngineStopped: (503, "server_error"),
     ModelLoadFailed: (500, "server_error"),
+    UnsupportedModel: (400, "invalid_request_error"),
     Overloaded: (503, "server_error"),
     NoModelLoaded: (503, "server_error"),
 }

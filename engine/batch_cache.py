@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual name)
 from transformers import DynamicCache, PretrainedConfig
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+from engine.errors import UnsupportedModel
 
 LayerKV = tuple[torch.Tensor, torch.Tensor]  # one layer's keys and values, each [rows, kv_heads, tokens, head_dim]
 
@@ -57,15 +59,32 @@ class GrowableLayer(DynamicLayer):
         self._key_buffer, self._value_buffer = key_buffer, value_buffer
 
 
-def supports_reuse(config: PretrainedConfig) -> bool:
-    """Whether every layer is plain full attention, whose cached rows can be cut out and put back anywhere."""
-    return all(isinstance(layer, GrowableLayer) for layer in new_cache(config).layers)
+def check_batchable(config: PretrainedConfig) -> None:
+    """Refuse, before anything runs, a model with layers whose cached state cannot be cut into rows and put back
+    together: hybrid models with recurrent or linear-attention layers, and KV-sharing layers."""
+    try:
+        layers = new_cache(config).layers
+    except ValueError as exc:  # transformers refuses some layer layouts in a DynamicCache at all
+        raise UnsupportedModel(f"this model's cache layout is not supported: {exc}", param="model") from exc
+    others = sorted({type(layer).__name__ for layer in layers if not isinstance(layer, GrowableLayer)})
+    if others:
+        raise UnsupportedModel(f"this model has cache layers the engine cannot batch ({', '.join(others)}); only "
+                               "attention models (full or sliding-window) are served", param="model")
+
+
+def has_sliding_window(config: PretrainedConfig) -> bool:
+    return any(type(layer) is DynamicSlidingWindowLayer for layer in DynamicCache(config=config).layers)
 
 
 def new_cache(config: PretrainedConfig) -> DynamicCache:
-    """A cache for the model, with growable layers wherever the model uses plain full attention."""
+    """A cache for the model, with growable layers wherever the model uses attention.
+
+    Sliding-window layers get a full-length layer too: transformers' own keeps only the last window of columns and
+    cannot be left-padded or merged, while the sliding-window mask (built from ``config.sliding_window``) limits
+    what each query sees either way. Memory is counted as full attention already (engine/memory.py)."""
     cache = DynamicCache(config=config)
-    cache.layers = [GrowableLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [GrowableLayer() if type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) else layer
+                    for layer in cache.layers]
     return cache
 
 

@@ -40,3 +40,9 @@ class Overloaded(EngineError):
 
 class NoModelLoaded(EngineError):
     code = "no_model_loaded"
+
+
+class UnsupportedModel(EngineError):
+    """A model the engine cannot serve: its cache cannot be batched (recurrent or linear-attention state)."""
+
+    code = "unsupported_model"

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig
 
-from engine.errors import EngineError, NoModelLoaded
+from engine.batch_cache import check_batchable
+from engine.errors import EngineError, NoModelLoaded, UnsupportedModel
 from engine.loader import LoadedModel, Runtime, load
 from engine.local import LocalEngine
 from engine.memory import context_budget
@@ -89,6 +91,8 @@ class ModelHost:
         async with self._switching:
             if self.local is not None and (self.local.stats().running or self.local.stats().queue_depth):
                 raise EngineBusy("requests are running on the current model; retry when they have finished")
+            if info.format == "safetensors":  # refused before the current model is unloaded (a GGUF: after loading)
+                await asyncio.to_thread(check_batchable, AutoConfig.from_pretrained(info.path))
             report("unloading", 0.0)
             await asyncio.to_thread(self._unload)
             report(f"loading {info.name}", 0.1)
@@ -96,6 +100,10 @@ class ModelHost:
             try:
                 loaded = await asyncio.to_thread(load, info, cache_dir=self.config.cache_dir,
                                                  runtime=self.config.runtime)
+                check_batchable(loaded.model.config)
+            except UnsupportedModel as exc:
+                self.reason = f"{info.name} cannot be served: {exc.message}"
+                raise
             except Exception as exc:
                 self.reason = f"loading {info.name} failed: {type(exc).__name__}: {exc}"
                 raise ModelLoadFailed(self.reason) from exc

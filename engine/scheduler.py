@@ -8,6 +8,7 @@ thread-safe.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from engine.batch_cache import BatchCache, supports_reuse
+from engine.batch_cache import BatchCache, check_batchable, has_sliding_window
 from engine.errors import EngineError, Overloaded
 from engine.interface import EngineStats
 from engine.prefix_cache import PrefixCache, PrefixHit
@@ -62,6 +63,12 @@ class SchedulerStats(EngineStats):
     prefix_cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of computed, so far
 
 
+def cache_argument(model: PreTrainedModel) -> str:
+    """The keyword a model's forward takes its KV cache by: transformers renamed `past_key_values` to `cache`
+    (5.2x warns about the old name and drops it in 5.40; older 5.x know only the old one)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class Scheduler:
     def __init__(self, model: PreTrainedModel, *, eos_token_ids: set[int], pad_token_id: int, max_context: int,
                  max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0) -> None:
@@ -76,8 +83,10 @@ class Scheduler:
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._batch: BatchCache | None = None
-        reusable = prefix_cache_bytes > 0 and supports_reuse(model.config)
-        self._prefix = PrefixCache(prefix_cache_bytes) if reusable else None
+        self._cache_argument = cache_argument(model)
+        check_batchable(model.config)
+        self._windowed = has_sliding_window(model.config)
+        self._prefix = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self._stopping = False
         self._steps = 0
         self._token_times: deque[tuple[float, int]] = deque()
@@ -173,6 +182,8 @@ class Scheduler:
             self._join(self._cache_with_prefixes([hits[id(s)] for s in folded]))
 
     def _prefill(self, sequences: list[Sequence], hits: list[PrefixHit | None]) -> None:
+        if self._windowed and self._prefix is not None:
+            hits = self._without_gaps(sequences, hits)
         joining = self._cache_with_prefixes(hits)
         suffixes = [s.prompt_ids[hit.length if hit else 0:] for s, hit in zip(sequences, hits, strict=True)]
         width = max(map(len, suffixes))
@@ -189,6 +200,20 @@ class Scheduler:
                 self._prefix.store(sequence.prompt_ids, joining.row_layers(row))
         self._join(joining)
         self._accept(sequences, logits)
+
+    def _without_gaps(self, sequences: list[Sequence], hits: list[PrefixHit | None]) -> list[PrefixHit | None]:
+        """Cached prefixes cut so that every row's computed part has the same width. Otherwise a short suffix is
+        left-padded between its cached prefix and itself, and a sliding window, which counts cache columns, would
+        span fewer real tokens across that gap. The cut-off tokens are computed again instead."""
+        assert self._prefix is not None
+        width = max(len(s.prompt_ids) - (hit.length if hit else 0) for s, hit in zip(sequences, hits, strict=True))
+        kept: list[PrefixHit | None] = []
+        for sequence, hit in zip(sequences, hits, strict=True):
+            length = max(0, len(sequence.prompt_ids) - width)
+            if hit is not None:
+                self._prefix.hit_tokens -= hit.length - length
+            kept.append(PrefixHit(hit.run, length) if hit is not None and length else None)
+        return kept
 
     def _cache_with_prefixes(self, hits: list[PrefixHit | None]) -> BatchCache:
         return BatchCache.from_rows(self.model.config, [hit.layers() if hit else None for hit in hits],
@@ -211,7 +236,8 @@ class Scheduler:
 
     def _forward(self, input_ids: torch.Tensor, batch: BatchCache, positions: torch.Tensor) -> torch.Tensor:
         output = self.model(input_ids=input_ids.to(self.model.device), attention_mask=batch.mask,
-                            position_ids=positions, past_key_values=batch.cache, use_cache=True, logits_to_keep=1)
+                            position_ids=positions, use_cache=True, logits_to_keep=1,
+                            **{self._cache_argument: batch.cache})
         self._steps += 1
         return output.logits[:, -1, :].float().cpu()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from transformers import JambaConfig, JambaForCausalLM, PreTrainedTokenizerBase
 
 from api.app import create_app
 from api.settings import Settings
@@ -111,3 +112,17 @@ async def test_deleting_a_local_model_is_for_admins_and_never_the_loaded_one(
     assert await on_disk() == ["tiny-a"]
     listed = (await client.get("/admin/engine/models", headers=bearer(admin_token))).json()["data"]
     assert [entry["name"] for entry in listed] == ["tiny-a"]
+
+
+async def test_a_model_the_engine_cannot_batch_is_refused_and_the_current_one_keeps_serving(
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str, models_dir: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    hybrid = JambaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attn_layer_period=2, attn_layer_offset=1)
+    JambaForCausalLM(hybrid).save_pretrained(models_dir / "tiny-hybrid")
+    tokenizer.save_pretrained(models_dir / "tiny-hybrid")
+    refused = await client.post("/admin/engine/switch", json={"model": "tiny-hybrid"}, headers=bearer(admin_token))
+    error = assert_error(refused, 400, "unsupported_model")
+    assert "cannot batch" in error["message"] and "LinearAttentionLayer" in error["message"]
+    assert app.state.model_host.metadata()["name"] == "tiny-a"
+    assert (await client.get("/readyz")).status_code == 200
