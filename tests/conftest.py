@@ -1,5 +1,6 @@
-"""Shared fixtures: every database test runs on a real SQLite file and, when ``LLMWS_TEST_POSTGRES_URL`` is set,
-on that real PostgreSQL too (unreachable then means failure, not a skip)."""
+"""Shared fixtures: the models (from tests/model_fixtures.py), and databases. Every database test runs on a real
+SQLite file and, when ``LLMWS_TEST_POSTGRES_URL`` is set, on that real PostgreSQL too (unreachable then means
+failure, not a skip)."""
 
 from __future__ import annotations
 
@@ -10,69 +11,22 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from api.settings import Settings
 from bench.fake_openai import FakeUpstream
 from db import migrate
 from db.base import Base
 from db.session import create_engine
-from engine.demo_model import demo_model_path
-from engine.loader import converted_folder
-
-REPO = Path(__file__).resolve().parents[1]
-# Shared with `make run` (default data dir): the GGUF is converted once per machine, not once per test run.
-CONVERSION_CACHE = REPO / "var" / "cache" / "converted"
-
-
-@pytest.fixture(scope="session")
-def demo_folder() -> Path:
-    gguf = demo_model_path(REPO / "models")
-    if not gguf.is_file():
-        pytest.fail(f"the demo model is missing at {gguf}: run `make demo-model` (make test does it)")
-    return converted_folder(gguf, CONVERSION_CACHE)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(demo_folder: Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(demo_folder)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
-    torch.manual_seed(1234)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return LlamaForCausalLM(config).eval()
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
-                   tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model saved as a safetensors folder, inside a model folder of its own: `<dir>/tiny-llama/`."""
-    models = tmp_path_factory.mktemp("models")
-    tiny_model.save_pretrained(models / "tiny-llama")
-    tokenizer.save_pretrained(models / "tiny-llama")
-    return models / "tiny-llama"
-
-
-@pytest.fixture(scope="session")
-def chat_model_dir(tokenizer: PreTrainedTokenizerBase, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny seeded Llama like ``tiny_model`` but with a 4096-token context, so an API test can keep a generation
-    running for seconds (resume windows, cancels): `<dir>/tiny-chat/`."""
-    torch.manual_seed(4321)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    folder = tmp_path_factory.mktemp("chat-models") / "tiny-chat"
-    LlamaForCausalLM(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
+from tests.model_fixtures import (  # noqa: F401 (fixtures, found by name)
+    REPO,
+    chat_model_dir,
+    demo_folder,
+    tiny_model,
+    tiny_model_dir,
+    tokenizer,
+)
 
 POSTGRES_ENV = "LLMWS_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgres"]

@@ -15,6 +15,8 @@ from engine.local import LocalEngine
 from engine.requests import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 
 PREFIX_CACHE_BYTES = 64 * 1024 * 1024  # on, as in production, so every correctness test also runs through it
+# Tests and parameters that need an NVIDIA GPU: run there, reported as skipped elsewhere.
+ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")]
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +26,14 @@ def demo_model(demo_folder: Path) -> torch.nn.Module:
 
 @pytest.fixture
 async def tiny_engine(tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase) -> AsyncIterator[LocalEngine]:
-    engine = LocalEngine(tiny_model, tokenizer, max_context=512, max_batch_size=32, max_queue=128,
-                         prefix_cache_bytes=PREFIX_CACHE_BYTES)
+    engine = tiny_engine_on(tiny_model, tokenizer)
     yield engine
     engine.close()
+
+
+def tiny_engine_on(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> LocalEngine:
+    return LocalEngine(model, tokenizer, max_context=512, max_batch_size=32, max_queue=128,
+                       prefix_cache_bytes=PREFIX_CACHE_BYTES)
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +64,7 @@ def finish_of(events: list[EngineEvent], index: int = 0) -> FinishEvent:
 def reference_ids(model: torch.nn.Module, prompt_ids: list[int], max_tokens: int) -> list[int]:
     """Greedy output of plain `model.generate`, the reference the engine must match token for token."""
     with torch.inference_mode():
-        output = model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids),
-                                dtype=torch.long), max_new_tokens=max_tokens, do_sample=False)
+        output = model.generate(torch.tensor([prompt_ids], device=model.device),
+                                attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=model.device),
+                                max_new_tokens=max_tokens, do_sample=False)
     return output[0, len(prompt_ids):].tolist()

@@ -5,15 +5,15 @@ from __future__ import annotations
 import copy
 import importlib.util
 
-import pytest
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from engine.loader import choose_runtime
 from engine.local import LocalEngine
-from tests.engine.conftest import finish_of, greedy, run
+from tests.engine.conftest import ON_GPU, finish_of, greedy, run
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")]
+# test_local_engine.py runs its correctness checks on the GPU too; these cover what only a GPU has.
+pytestmark = ON_GPU
 
 
 def test_runtime_picks_dtype_and_attention_from_the_gpu() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
+from collections.abc import AsyncIterator
 
 import pytest
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
@@ -13,7 +14,18 @@ from engine.errors import ContextTooLong, EngineError, InvalidParameters, Overlo
 from engine.local import LocalEngine
 from engine.requests import FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 from engine.text_stream import TextStream
-from tests.engine.conftest import finish_of, greedy, reference_ids, run, text_of
+from tests.engine.conftest import ON_GPU, finish_of, greedy, reference_ids, run, text_of, tiny_engine_on
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=ON_GPU)])
+async def tiny_engine(request: pytest.FixtureRequest, tiny_model: LlamaForCausalLM,
+                      tokenizer: PreTrainedTokenizerBase) -> AsyncIterator[LocalEngine]:
+    """The same checks on the CPU and, where there is one, on a GPU (in float32 there, so that greedy output can
+    be compared token for token; tests/engine/test_cuda.py covers bf16)."""
+    model = tiny_model if request.param == "cpu" else copy.deepcopy(tiny_model).to("cuda")
+    engine = tiny_engine_on(model, tokenizer)
+    yield engine
+    engine.close()
 
 
 async def wait_for_empty_batch(engine: LocalEngine) -> None:
@@ -32,15 +44,15 @@ def prompts(tokenizer: PreTrainedTokenizerBase, count: int) -> list[list[int]]:
     return [tokenizer.encode(" ".join(rng.choices(words, k=3 + 5 * (i % 7)))) for i in range(count)]
 
 
-async def test_greedy_equals_model_generate_alone(tiny_engine: LocalEngine, tiny_model: LlamaForCausalLM,
+async def test_greedy_equals_model_generate_alone(tiny_engine: LocalEngine,
                                                   tokenizer: PreTrainedTokenizerBase) -> None:
     prompt = prompts(tokenizer, 1)[0]
     events = await run(tiny_engine, prompt_ids=prompt, sampling=greedy(40))
-    assert list(finish_of(events).output_ids) == reference_ids(tiny_model, prompt, 40)
+    assert list(finish_of(events).output_ids) == reference_ids(tiny_engine.model, prompt, 40)
 
 
 async def test_greedy_equals_model_generate_inside_a_mixed_batch_of_16(
-    tiny_engine: LocalEngine, tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase
+    tiny_engine: LocalEngine, tokenizer: PreTrainedTokenizerBase
 ) -> None:
     batch = prompts(tokenizer, 16)
     mixed = [greedy(12 + 3 * i) if i % 2 == 0 else SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=i,
@@ -49,7 +61,7 @@ async def test_greedy_equals_model_generate_inside_a_mixed_batch_of_16(
     results = await asyncio.gather(*(run(tiny_engine, prompt_ids=p, sampling=s) for p, s in zip(batch, mixed,
                                                                                                 strict=True)))
     for i in range(0, 16, 2):
-        assert list(finish_of(results[i]).output_ids) == reference_ids(tiny_model, batch[i], 12 + 3 * i), i
+        assert list(finish_of(results[i]).output_ids) == reference_ids(tiny_engine.model, batch[i], 12 + 3 * i), i
     assert all(finish_of(result).finish_reason in ("stop", "length") for result in results)
 
 
