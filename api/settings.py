@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.services.account_rules import password_problem, username_problem
+from engine.interface import DecodeMode
 
 ENV_PREFIX = "LLMWS_"
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a name, not a secret)
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
         description="Launch templates admins may start runners from, separated by commas (docs/gateway.md).")
     hf_token: SecretStr | None = Field(None, description="Hugging Face token for model downloads (gated repos); "
                                        "`HF_ENDPOINT` picks a mirror.")
+    decode: DecodeMode = Field(
+        "auto", description="The decode step: `auto` (CUDA graphs of a static step on a GPU for Llama-shaped models, "
+        "transformers' forward otherwise), `transformers`, `static` (the static step, not recorded) or `graphs`.")
     prefix_cache_mb: int = Field(
         256, ge=0, description="Memory kept for the keys and values of recent prompts and answers, so requests "
         "that start the same way (a shared system prompt, the next turn of a chat) skip that part; 0 turns it off.")

@@ -128,6 +128,10 @@ class BatchCache:
         return [(layer.keys[row:row + 1].index_select(2, columns), layer.values[row:row + 1].index_select(2, columns))
                 for layer in self.cache.layers]
 
+    def length(self, row: int) -> int:
+        """How many real tokens the row has cached."""
+        return int(self.mask[row].sum())
+
     def append_column(self) -> None:
         """Make room in the mask for the token every row is about to add."""
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)

@@ -20,6 +20,7 @@ from transformers import AutoConfig
 
 from engine.batch_cache import check_batchable
 from engine.errors import EngineError, NoModelLoaded, UnsupportedModel
+from engine.interface import DecodeMode
 from engine.loader import LoadedModel, Runtime, load
 from engine.local import LocalEngine
 from engine.memory import context_budget
@@ -51,6 +52,7 @@ class HostConfig:
     max_batch_size: int = 32
     max_queue: int = 256
     prefix_cache_bytes: int = 0
+    decode: DecodeMode = "auto"
 
 
 class ModelHost:
@@ -111,7 +113,7 @@ class ModelHost:
                                     reserved_bytes=self.config.prefix_cache_bytes)
             self.local = LocalEngine(loaded.model, loaded.tokenizer, max_context=budget.max_context,
                                      max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
-                                     prefix_cache_bytes=self.config.prefix_cache_bytes)
+                                     prefix_cache_bytes=self.config.prefix_cache_bytes, decode=self.config.decode)
             self.loaded = loaded
             log.info("serving %s: %s; max context %d tokens (%d bytes of KV cache per token)", info.name,
                      loaded.runtime.reason, budget.max_context, budget.kv_bytes_per_token)
@@ -153,7 +155,8 @@ class ModelHost:
     def metadata(self) -> dict[str, Any] | None:
         if self.loaded is None or self.local is None:
             return None
-        return {**self.loaded.metadata(), "max_context": self.local.max_context}
+        return {**self.loaded.metadata(), "max_context": self.local.max_context,
+                "decode": self.local.scheduler.decode}
 
     async def close(self) -> None:
         async with self._switching:  # a switch finishing after shutdown would leak its model

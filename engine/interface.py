@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from engine.requests import EngineEvent, GenerationRequest
+
+# How the local engine runs a decode step (engine/static_decode.py): a setting, so it lives where settings can
+# import it without torch.
+DecodeMode = Literal["auto", "transformers", "static", "graphs"]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import ContextTooLong, InvalidParameters
-from engine.interface import Health
+from engine.interface import DecodeMode, Health
 from engine.requests import (
     EngineEvent,
     ErrorEvent,
@@ -30,7 +30,8 @@ HEALTH_TIMEOUT_S = 30.0
 
 class LocalEngine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_context: int,
-                 max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0) -> None:
+                 max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0,
+                 decode: DecodeMode = "auto") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_context = max_context
@@ -41,7 +42,7 @@ class LocalEngine:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
         self.scheduler = Scheduler(model, eos_token_ids=eos_ids, pad_token_id=pad, max_context=max_context,
                                    max_batch_size=max_batch_size, max_queue=max_queue,
-                                   prefix_cache_bytes=prefix_cache_bytes)
+                                   prefix_cache_bytes=prefix_cache_bytes, decode=decode)
         self._health: tuple[float, Health] | None = None
 
     def encode(self, request: GenerationRequest) -> list[int]:

@@ -21,10 +21,11 @@ from transformers import PreTrainedModel
 
 from engine.batch_cache import BatchCache, check_batchable, has_sliding_window
 from engine.errors import EngineError, Overloaded
-from engine.interface import EngineStats
+from engine.interface import DecodeMode, EngineStats
 from engine.prefix_cache import PrefixCache, PrefixHit
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, FinishReason, TokenEvent, Usage
 from engine.sampling import SamplingState, choose_tokens
+from engine.static_decode import SlotCache, StaticDecoder, choose_decode
 from engine.text_stream import TextStream
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ def cache_argument(model: PreTrainedModel) -> str:
 
 class Scheduler:
     def __init__(self, model: PreTrainedModel, *, eos_token_ids: set[int], pad_token_id: int, max_context: int,
-                 max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0) -> None:
+                 max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0,
+                 decode: DecodeMode = "auto") -> None:
         self.model = model
         self.eos_token_ids = eos_token_ids
         self.pad_token_id = pad_token_id
@@ -82,7 +84,13 @@ class Scheduler:
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
-        self._batch: BatchCache | None = None
+        self._batch: BatchCache | SlotCache | None = None
+        # The decode step: transformers' forward over the batch cache, or the static step over slots (engine/
+        # static_decode.py), replayed from CUDA graphs on a GPU.
+        self.decode = choose_decode(decode, model)
+        self._slots = SlotCache(model, max_context) if self.decode != "transformers" else None
+        self._static = (StaticDecoder(model, self._slots, graphs=self.decode == "graphs")
+                        if self._slots is not None else None)
         self._cache_argument = cache_argument(model)
         check_batchable(model.config)
         self._windowed = has_sliding_window(model.config)
@@ -220,18 +228,25 @@ class Scheduler:
                                     self.model.device)
 
     def _join(self, joining: BatchCache) -> None:
-        if self._batch is None:
+        if self._slots is not None:
+            self._slots.merge(joining)
+            self._batch = self._slots
+        elif self._batch is None:
             self._batch = joining
         else:
             self._batch.merge(joining)
 
     def _decode_step(self) -> None:
-        assert self._batch is not None
         # A sequence that joined with its prompt cached feeds its last prompt token here.
-        input_ids = torch.tensor([[s.output_ids[-1] if s.output_ids else s.prompt_ids[-1]] for s in self._running],
-                                 dtype=torch.long)
-        self._batch.append_column()
-        logits = self._forward(input_ids, self._batch, self._batch.positions())
+        last = [s.output_ids[-1] if s.output_ids else s.prompt_ids[-1] for s in self._running]
+        if self._static is not None:
+            logits = self._static.step(last)
+            self._steps += 1
+        else:
+            assert isinstance(self._batch, BatchCache)
+            self._batch.append_column()
+            logits = self._forward(torch.tensor(last, dtype=torch.long)[:, None], self._batch,
+                                   self._batch.positions())
         self._accept(self._running, logits)
 
     def _forward(self, input_ids: torch.Tensor, batch: BatchCache, positions: torch.Tensor) -> torch.Tensor:
@@ -302,7 +317,7 @@ class Scheduler:
             self._running = [self._running[row] for row in keep]
         self._remember(leaving)
         if not keep:
-            self._batch = None
+            self._clear_batch()
         elif self._batch is not None:
             self._batch.keep(keep)
 
@@ -313,7 +328,7 @@ class Scheduler:
             return
         for row, sequence in leaving:
             tokens = sequence.prompt_ids + sequence.output_ids[:-1]
-            if sequence.output_ids and int(self._batch.mask[row].sum()) == len(tokens):
+            if sequence.output_ids and self._batch.length(row) == len(tokens):
                 self._prefix.store(tokens, self._batch.row_layers(row))
 
     def _fail_request(self, sequence: Sequence, exc: Exception) -> None:
@@ -334,4 +349,9 @@ class Scheduler:
                     sequence.finished = True
                     sequence.emit(ErrorEvent(sequence.request_id, message, "generation_failed"))
             self._running = []
+        self._clear_batch()
+
+    def _clear_batch(self) -> None:
+        if self._slots is not None:
+            self._slots.keep([])  # the slot buffers stay, and with them the recorded graphs
         self._batch = None

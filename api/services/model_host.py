@@ -17,7 +17,7 @@ def build_model_host(settings: Settings) -> ModelHost:
         model_dirs=_scanned_folders(settings), default_model=settings.default_model,
         cache_dir=settings.model_cache_dir, runtime=choose_runtime(cpu_threads=settings.torch_threads),
         max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
-        prefix_cache_bytes=settings.prefix_cache_mb * 1024 * 1024,
+        prefix_cache_bytes=settings.prefix_cache_mb * 1024 * 1024, decode=settings.decode,
     ))
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from engine.interface import DecodeMode
 from engine.local import LocalEngine
 from engine.requests import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 
@@ -31,15 +32,18 @@ async def tiny_engine(tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokeniz
     engine.close()
 
 
-def tiny_engine_on(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> LocalEngine:
+def tiny_engine_on(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                   decode: DecodeMode = "auto") -> LocalEngine:
     return LocalEngine(model, tokenizer, max_context=512, max_batch_size=32, max_queue=128,
-                       prefix_cache_bytes=PREFIX_CACHE_BYTES)
+                       prefix_cache_bytes=PREFIX_CACHE_BYTES, decode=decode)
 
 
-@pytest.fixture(scope="session")
-def demo_engine(demo_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> Iterator[LocalEngine]:
+@pytest.fixture(scope="session", params=["transformers", "static"])
+def demo_engine(request: pytest.FixtureRequest, demo_model: torch.nn.Module,
+                tokenizer: PreTrainedTokenizerBase) -> Iterator[LocalEngine]:
+    """The demo model behind each decode path the CPU can take (engine/static_decode.py)."""
     engine = LocalEngine(demo_model, tokenizer, max_context=2048, max_batch_size=16,
-                         prefix_cache_bytes=PREFIX_CACHE_BYTES)
+                         prefix_cache_bytes=PREFIX_CACHE_BYTES, decode=request.param)
     yield engine
     engine.close()
 

@@ -30,7 +30,8 @@ async def test_greedy_on_cuda_equals_model_generate(tiny_model: LlamaForCausalLM
                                                     tokenizer: PreTrainedTokenizerBase) -> None:
     runtime = choose_runtime()
     model = copy.deepcopy(tiny_model).to(device="cuda", dtype=runtime.torch_dtype).eval()
-    engine = LocalEngine(model, tokenizer, max_context=512)
+    # transformers' forward, as generate runs it: in bf16 another attention kernel may round differently.
+    engine = LocalEngine(model, tokenizer, max_context=512, decode="transformers")
     try:
         prompt = tokenizer.encode("the quick brown fox jumps over the lazy dog")
         events = await run(engine, prompt_ids=prompt, sampling=greedy(32))
@@ -40,3 +41,25 @@ async def test_greedy_on_cuda_equals_model_generate(tiny_model: LlamaForCausalLM
         assert list(finish_of(events).output_ids) == reference[0, len(prompt):].tolist()
     finally:
         engine.close()
+
+
+async def test_cuda_graph_replays_give_the_eager_static_steps_tokens_in_bf16(
+    tiny_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """One row, so both run the same shapes (graphs pad rows to a power of two), past 128 tokens, so the buffers
+    grow and the step is recorded again. Batches are compared with model.generate in test_local_engine.py."""
+    model = copy.deepcopy(tiny_model).to(device="cuda", dtype=torch.bfloat16).eval()
+    prompt = tokenizer.encode("the quick brown fox jumps over the lazy dog")
+    outputs = {}
+    for decode in ("static", "graphs"):
+        engine = LocalEngine(model, tokenizer, max_context=512, decode=decode)
+        try:
+            events = await run(engine, prompt_ids=prompt, sampling=greedy(150, ignore_eos=True))
+            static = engine.scheduler._static
+            assert static is not None and static.graphs == (decode == "graphs")
+            if decode == "graphs":
+                assert set(static._recorded) == {(1, 256)}, "the step was not recorded (see the log for why)"
+        finally:
+            engine.close()
+        outputs[decode] = finish_of(events).output_ids
+    assert outputs["graphs"] == outputs["static"]

@@ -17,13 +17,19 @@ from engine.text_stream import TextStream
 from tests.engine.conftest import ON_GPU, finish_of, greedy, reference_ids, run, text_of, tiny_engine_on
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=ON_GPU)])
+@pytest.fixture(params=["cpu", "cpu-static", pytest.param("cuda", marks=ON_GPU),
+                        pytest.param("cuda-transformers", marks=ON_GPU)])
 async def tiny_engine(request: pytest.FixtureRequest, tiny_model: LlamaForCausalLM,
                       tokenizer: PreTrainedTokenizerBase) -> AsyncIterator[LocalEngine]:
-    """The same checks on the CPU and, where there is one, on a GPU (in float32 there, so that greedy output can
-    be compared token for token; tests/engine/test_cuda.py covers bf16)."""
-    model = tiny_model if request.param == "cpu" else copy.deepcopy(tiny_model).to("cuda")
-    engine = tiny_engine_on(model, tokenizer)
+    """The same checks with each decode path: transformers' forward and the static step (engine/static_decode.py)
+    on the CPU; on a GPU, where there is one, the static step replayed from CUDA graphs (the default there) and
+    transformers' forward. In float32 everywhere, so greedy output compares token for token (tests/engine/
+    test_cuda.py covers bf16)."""
+    device, _, forced = request.param.partition("-")
+    model = tiny_model if device == "cpu" else copy.deepcopy(tiny_model).to(device)
+    engine = tiny_engine_on(model, tokenizer, decode=forced or "auto")  # type: ignore[arg-type]
+    assert engine.scheduler.decode == {"cpu": "transformers", "cpu-static": "static", "cuda": "graphs",
+                                       "cuda-transformers": "transformers"}[request.param]
     yield engine
     engine.close()
 
