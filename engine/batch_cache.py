@@ -62,6 +62,9 @@ class GrowableLayer(DynamicLayer):
 def check_batchable(config: PretrainedConfig) -> None:
     """Refuse, before anything runs, a model with layers whose cached state cannot be cut into rows and put back
     together: hybrid models with recurrent or linear-attention layers, and KV-sharing layers."""
+    layer_types = getattr(config.get_text_config(decoder=True), "layer_types", None) or []
+    if "chunked_attention" in layer_types:  # Llama 4: its chunks are cut in cache columns, untested with padding
+        raise UnsupportedModel("chunked attention (Llama 4) is not supported yet", param="model")
     try:
         layers = new_cache(config).layers
     except ValueError as exc:  # transformers refuses some layer layouts in a DynamicCache at all

@@ -94,7 +94,7 @@ class ModelHost:
             if self.local is not None and (self.local.stats().running or self.local.stats().queue_depth):
                 raise EngineBusy("requests are running on the current model; retry when they have finished")
             if info.format == "safetensors":  # refused before the current model is unloaded (a GGUF: after loading)
-                await asyncio.to_thread(check_batchable, AutoConfig.from_pretrained(info.path))
+                await self._check_config(info)
             report("unloading", 0.0)
             await asyncio.to_thread(self._unload)
             report(f"loading {info.name}", 0.1)
@@ -119,6 +119,14 @@ class ModelHost:
                      loaded.runtime.reason, budget.max_context, budget.kv_bytes_per_token)
             report(f"serving {info.name}", 1.0)
             return loaded
+
+    async def _check_config(self, info: ModelInfo) -> None:
+        try:
+            await asyncio.to_thread(lambda: check_batchable(AutoConfig.from_pretrained(info.path)))
+        except UnsupportedModel as exc:
+            raise UnsupportedModel(f"{info.name} cannot be served: {exc.message}", param="model") from exc
+        except Exception as exc:  # an unknown model type, a config that needs remote code, a broken file
+            raise ModelLoadFailed(f"reading {info.name}'s config failed: {type(exc).__name__}: {exc}") from exc
 
     async def unload(self) -> None:
         async with self._switching:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F  # noqa: N812 (the usual name)
 from transformers import PreTrainedModel
 
 from engine.batch_cache import BatchCache, LayerKV, has_sliding_window
@@ -121,7 +122,9 @@ class SlotCache:
             self.lengths.append(length)
 
     def keep(self, rows: list[int]) -> None:
-        """Keep these rows (ascending), moved down in order to slots 0..len(rows)-1."""
+        """Keep these rows (ascending), moved down in order to slots 0..len(rows)-1. Buffers four times wider than
+        what is left are narrowed: one long answer must not hold its width for every later batch (the slots stay,
+        and so do the recorded graphs, unless the width changes)."""
         for target, source in enumerate(rows):
             if source != target:
                 length = self.lengths[source]
@@ -129,6 +132,9 @@ class SlotCache:
                     for buffer in buffers:
                         buffer[target, :, :length] = buffer[source, :, :length]
         self.lengths = [self.lengths[row] for row in rows]
+        width = max(MIN_WIDTH, bucket(max(self.lengths, default=0) + 1))
+        if width * 4 <= self.width:
+            self._allocate(self.slots, width)
 
     def row_layers(self, row: int) -> list[LayerKV]:
         """One row's keys and values as a batch of one (copies), as the prefix cache keeps them."""
@@ -147,13 +153,19 @@ class SlotCache:
         self._allocate(slots, grown)
 
     def _allocate(self, slots: int, width: int) -> None:
+        """New buffers of this shape, holding the running rows' tokens (both sizes are at least what they use).
+        Layer by layer, in place in the lists: each old layer is freed as soon as it is copied, and a reader on
+        another thread (stats) always finds a whole list."""
         shape = (slots, self.kv_heads, width, self.head_dim)
-        old = list(zip(self.keys, self.values, strict=True))
-        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
-        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
-        for index, (keys, values) in enumerate(old):
-            self.keys[index][:keys.shape[0], :, :keys.shape[2]] = keys
-            self.values[index][:values.shape[0], :, :values.shape[2]] = values
+        rows, used = self.rows, max(self.lengths, default=0)
+        for buffers in (self.keys, self.values):
+            if not buffers:
+                buffers.extend(torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers))
+                continue
+            for index, old in enumerate(buffers):
+                buffer = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                buffer[:rows, :, :used] = old[:rows, :, :used]
+                buffers[index] = buffer
         self.version += 1
 
 
@@ -169,6 +181,7 @@ class StaticDecoder:
         self._rotate: Callable[..., tuple[torch.Tensor, torch.Tensor]] = (
             sys.modules[type(self._layers[0].self_attn).__module__].apply_rotary_pos_emb)
         self._recorded: dict[tuple[int, int], _Recorded] = {}
+        self.unrecordable: set[tuple[int, int]] = set()  # (rows, width) whose recording failed: run eagerly
         self._recorded_for = slots.version
         self._pool: object | None = None
 
@@ -200,8 +213,7 @@ class StaticDecoder:
         cos, sin = model.model.rotary_emb(hidden, positions[:, None])
         columns = torch.arange(width, device=hidden.device)
         # Each row sees its own columns up to and including the one this step writes.
-        bias = torch.zeros((size, width), dtype=torch.float32, device=hidden.device).masked_fill(
-            columns[None, :] > positions[:, None], float("-inf")).view(size, 1, 1, width)
+        visible = (columns[None, :] <= positions[:, None]).view(size, 1, 1, width)
         rows = torch.arange(size, device=hidden.device)
         heads, kv_heads, head_dim = model.config.num_attention_heads, slots.kv_heads, slots.head_dim
         for index, layer in enumerate(self._layers):
@@ -216,11 +228,10 @@ class StaticDecoder:
             keys, values = slots.keys[index][:size, :, :width], slots.values[index][:size, :, :width]
             keys[rows, :, positions] = key[:, :, 0]
             values[rows, :, positions] = value.transpose(1, 2)[:, :, 0]
-            # Grouped-query attention without repeating the keys: each KV head serves its group of query heads.
-            grouped = query.reshape(size, kv_heads, heads // kv_heads, head_dim)
-            scores = torch.matmul(grouped, keys.transpose(-1, -2)).float() * attention.scaling + bias
-            weights = torch.softmax(scores, dim=-1).to(values.dtype)
-            attended = torch.matmul(weights, values).reshape(size, 1, heads * head_dim)
+            # The same attention function transformers' `sdpa` path calls (scores kept in float32, scaled inside).
+            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible,
+                                                      scale=attention.scaling, enable_gqa=kv_heads != heads)
+            attended = attended.transpose(1, 2).reshape(size, 1, heads * head_dim)
             hidden = hidden + attention.o_proj(attended)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return model.lm_head(model.model.norm(hidden))[:, 0]
@@ -228,16 +239,25 @@ class StaticDecoder:
     def _replay(self, token_ids: torch.Tensor, positions: torch.Tensor, size: int, width: int) -> torch.Tensor:
         if self._recorded_for != self.slots.version:  # the buffers moved: the graphs write to the old ones
             self._recorded.clear()
+            self._pool = None  # a pool whose graphs are all gone cannot take a new recording
             self._recorded_for = self.slots.version
-        recorded = self._recorded.get((size, width))
+        key = (size, width)
+        if key in self.unrecordable:
+            return self.forward(token_ids, positions, size, width)
+        recorded = self._recorded.get(key)
         if recorded is None:
+            device = self.slots.device
+            stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
             try:
                 recorded = self._record(token_ids, positions, size, width)
             except Exception:  # noqa: BLE001 (an unrecordable step still decodes, eagerly)
-                log.exception("recording a CUDA graph failed; decoding eagerly from now on")
-                self.graphs = False
+                log.exception("recording a CUDA graph for %d rows of %d tokens failed; that shape decodes eagerly",
+                              size, width)
+                if stream is not None:
+                    torch.cuda.set_stream(stream)  # a failed capture can leave its own stream current
+                self.unrecordable.add(key)
                 return self.forward(token_ids, positions, size, width)
-            self._recorded[(size, width)] = recorded
+            self._recorded[key] = recorded
         recorded.token_ids.copy_(token_ids)
         recorded.positions.copy_(positions)
         recorded.graph.replay()

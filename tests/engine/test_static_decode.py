@@ -119,10 +119,31 @@ async def test_a_step_that_cannot_be_recorded_decodes_eagerly(
     prompt = tokenizer.encode("the quick brown fox")
     try:
         events = await run(engine, prompt_ids=prompt, sampling=greedy(20, ignore_eos=True))
-        assert engine.scheduler._static is not None and not engine.scheduler._static.graphs
+        static = engine.scheduler._static
+        assert static is not None and static.unrecordable == {(1, 128)} and not static._recorded
     finally:
         engine.close()
     assert list(finish_of(events).output_ids) == reference_ids(tiny_model, prompt, 20)
+
+
+async def test_one_long_answer_does_not_keep_the_buffers_wide(tiny_model: LlamaForCausalLM,
+                                                                tokenizer: PreTrainedTokenizerBase) -> None:
+    engine = LocalEngine(tiny_model, tokenizer, max_context=512, decode="static")
+    slots = engine.scheduler._slots
+    assert slots is not None
+    prompt = tokenizer.encode("a long answer follows")
+    try:
+        long_one = await run(engine, prompt_ids=prompt, sampling=greedy(400, ignore_eos=True))
+        for _ in range(200):  # the worker drops the finished row, and narrows, right after its last event
+            if slots.rows == 0 and slots.width == 128 and slots.values[-1].shape[2] == 128:
+                break
+            await asyncio.sleep(0.01)
+        assert (slots.rows, slots.width, slots.values[-1].shape[2]) == (0, 128, 128)
+        short = await run(engine, prompt_ids=prompt, sampling=greedy(20, ignore_eos=True))
+    finally:
+        engine.close()
+    assert list(finish_of(long_one).output_ids) == reference_ids(tiny_model, prompt, 400)
+    assert list(finish_of(short).output_ids) == reference_ids(tiny_model, prompt, 20)
 
 
 def other_family(tokenizer: PreTrainedTokenizerBase, family: str) -> PreTrainedModel:
