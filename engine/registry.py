@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -96,9 +97,27 @@ def _describe_safetensors(folder: Path, model_dir: Path) -> ModelInfo:
 
 
 def _describe_gguf(path: Path, model_dir: Path, *, name: str) -> ModelInfo:
+    stat = path.stat()
+    facts = _gguf_facts(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return ModelInfo(name=name, path=path, format="gguf", size_bytes=stat.st_size, model_dir=model_dir, **vars(facts))
+
+
+@dataclass(frozen=True)
+class _GgufFacts:
+    architecture: str | None
+    parameters: int
+    context_length: int | None
+    dtype: str | None
+
+
+@functools.lru_cache(maxsize=64)
+def _gguf_facts(path: str, size: int, mtime_ns: int) -> _GgufFacts:
+    """What a GGUF's header says, read once per file version (size and mtime are in the key): the reader parses
+    every field, the tokenizer's vocabulary included, which takes seconds, and every scan (start, `models list`, the
+    admin's model list) would otherwise pay it again."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
+    reader = gguf.GGUFReader(path)
 
     def field(key: str) -> object:
         value = reader.fields.get(key)
@@ -113,8 +132,6 @@ def _describe_gguf(path: Path, model_dir: Path, *, name: str) -> ModelInfo:
         except ValueError:
             quantization = f"file_type {file_type}"
     context = field(f"{architecture}.context_length") if architecture else None
-    return ModelInfo(
-        name=name, path=path, format="gguf", architecture=str(architecture) if architecture else None,
-        parameters=sum(int(tensor.n_elements) for tensor in reader.tensors), size_bytes=path.stat().st_size,
-        context_length=int(context) if context is not None else None, dtype=quantization, model_dir=model_dir,
-    )
+    return _GgufFacts(architecture=str(architecture) if architecture else None,
+                      parameters=sum(int(tensor.n_elements) for tensor in reader.tensors),
+                      context_length=int(context) if context is not None else None, dtype=quantization)
