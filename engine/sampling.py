@@ -37,14 +37,18 @@ class SamplingState:
 
 
 def choose_tokens(logits: torch.Tensor, states: Sequence[SamplingState]) -> list[int | Exception]:
-    """The next token for each row of ``logits`` (shape [rows, vocab], float32 on the CPU). A row whose sampling
-    raises gets the exception in place of a token: one request's failure stays its own, the batch goes on."""
+    """The next token for each row of ``logits`` (shape [rows, vocab], on the model's device). A row whose sampling
+    raises gets the exception in place of a token: one request's failure stays its own, the batch goes on.
+
+    The argmax runs where the logits are, and only the rows that sample come to the CPU (in float32, for their
+    own seeded generators): on a GPU, copying every row's logits back (12.6 MB a step at 64 rows of a 49k
+    vocabulary) and taking the argmax on the host would cost more than the step itself."""
     chosen: list[int | Exception] = logits.argmax(dim=-1).tolist()
     for row, state in enumerate(states):
         if state.params.greedy and not state.params.penalised:
             continue
         try:
-            chosen[row] = _choose_one(logits[row], state)
+            chosen[row] = _choose_one(logits[row].float().cpu(), state)
         except Exception as exc:  # noqa: BLE001 (handed back to the scheduler, which ends that request)
             chosen[row] = exc
     return chosen

@@ -254,7 +254,7 @@ class Scheduler:
                             position_ids=positions, use_cache=True, logits_to_keep=1,
                             **{self._cache_argument: batch.cache})
         self._steps += 1
-        return output.logits[:, -1, :].float().cpu()
+        return output.logits[:, -1, :]
 
     def _accept(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
         tokens = choose_tokens(logits, [s.sampling for s in sequences])

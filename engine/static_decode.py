@@ -186,8 +186,9 @@ class StaticDecoder:
         self._pool: object | None = None
 
     def step(self, tokens: list[int]) -> torch.Tensor:
-        """Logits [rows, vocab] (float32, on the CPU) for each row's next token; ``tokens`` are the rows' last
-        tokens, which this step appends to their caches."""
+        """Logits [rows, vocab] on the model's device for each row's next token (with graphs, a view of the
+        recorded output: read it before the next step); ``tokens`` are the rows' last tokens, which this step
+        appends to their caches."""
         rows = len(tokens)
         needed = max(self.slots.lengths) + 1
         self.slots.reserve(rows, needed)
@@ -204,7 +205,7 @@ class StaticDecoder:
         else:
             logits = self.forward(token_ids.to(device), positions.to(device), size, width)
         self.slots.lengths = [length + 1 for length in self.slots.lengths]
-        return logits[:rows].float().cpu()
+        return logits[:rows]
 
     def forward(self, token_ids: torch.Tensor, positions: torch.Tensor, size: int, width: int) -> torch.Tensor:
         """The step itself: shapes depend only on (size, width), and nothing reads a tensor back to the host."""
