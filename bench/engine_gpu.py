@@ -18,26 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from engine.demo_model import demo_model_path
-from engine.interface import DecodeMode
-from engine.loader import Runtime, choose_runtime, converted_folder
-from engine.local import LocalEngine
-from engine.requests import GenerationRequest, SamplingParams, TokenEvent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.engine_throughput import generate_timed  # noqa: E402
+from engine.demo_model import demo_model_path  # noqa: E402
+from engine.interface import DecodeMode  # noqa: E402
+from engine.loader import Runtime, choose_runtime, converted_folder  # noqa: E402
+from engine.local import LocalEngine  # noqa: E402
+from engine.requests import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SINGLE_GOAL = 0.60  # of the bandwidth bound
@@ -55,17 +50,6 @@ class Measured:
     concurrency: int
     tokens_per_s: float
     single: float  # the same way's single stream, for the ratio
-
-
-class StepClock(LogitsProcessor):
-    """Called once per generated position: when `generate` produced each step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.times.append(time.perf_counter())
-        return scores
 
 
 def synchronize(device: torch.device) -> None:
@@ -107,19 +91,9 @@ def prompts(tokenizer: PreTrainedTokenizerBase, count: int) -> list[list[int]]:
 
 def generate_rate(model: PreTrainedModel, batch: list[list[int]], new_tokens: int, pad_id: int) -> float:
     """Decode tokens/s of one left-padded `generate` call (the prefill step left out)."""
-    width = max(map(len, batch))
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, prompt in enumerate(batch):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
-    clock = StepClock()
-    with torch.inference_mode():
-        model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id,
-                       logits_processor=LogitsProcessorList([clock]))
+    _, times = generate_timed(model, batch, new_tokens, pad_id)
     synchronize(model.device)
-    return len(batch) * (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+    return len(batch) * (len(times) - 1) / (times[-1] - times[0])
 
 
 async def engine_rates(engine: LocalEngine, batch: list[list[int]], new_tokens: int) -> tuple[float, float]:

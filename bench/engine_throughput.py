@@ -71,7 +71,8 @@ def generate_timed(model: torch.nn.Module, prompts: list[list[int]], new_tokens:
     clock = StepClock()
     started = time.perf_counter()
     with torch.inference_mode():
-        model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+        model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens,
                        do_sample=False, pad_token_id=pad_id, logits_processor=LogitsProcessorList([clock]))
     return started, clock.times
 
