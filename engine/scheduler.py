@@ -84,6 +84,7 @@ class Scheduler:
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
+        check_batchable(model.config)
         self._batch: BatchCache | SlotCache | None = None
         # The decode step: transformers' forward over the batch cache, or the static step over slots (engine/
         # static_decode.py), replayed from CUDA graphs on a GPU.
@@ -92,7 +93,6 @@ class Scheduler:
         self._static = (StaticDecoder(model, self._slots, graphs=self.decode == "graphs")
                         if self._slots is not None else None)
         self._cache_argument = cache_argument(model)
-        check_batchable(model.config)
         self._windowed = has_sliding_window(model.config)
         self._prefix = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self._stopping = False
@@ -353,5 +353,5 @@ class Scheduler:
 
     def _clear_batch(self) -> None:
         if self._slots is not None:
-            self._slots.keep([])  # the slot buffers stay, and with them the recorded graphs
+            self._slots.keep([])  # the buffers stay (narrowed after a long row), and with them the recorded graphs
         self._batch = None
