@@ -66,6 +66,12 @@ class LocalEngine:
                                     param="messages") from exc
         return list(encoded["input_ids"] if isinstance(encoded, Mapping) else encoded)
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Each text's length in tokens on its own: no special tokens, no chat template around it."""
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
         prompt_ids = self.encode(request)
         if not prompt_ids:

@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,21 @@ def select(models: list[ModelInfo], default: str | None, preferred_dir: Path | N
             if model.model_dir.resolve() == preferred_dir.resolve():
                 return model
     return models[0]
+
+
+def find(models: list[ModelInfo], reference: str) -> ModelInfo | None:
+    """The model ``reference`` names: its name, or a path to it as the seed's clients send one (``models/<name>``:
+    the trailing parts of its path, or the whole path). Only ever one of ``models`` (what a scan found): the
+    reference is compared with their paths, never opened, so no reference reaches outside the model folders."""
+    wanted = PurePosixPath(reference.replace("\\", "/")).parts
+    if not wanted:
+        return None
+    for model in models:
+        entry = model.model_dir / model.path.relative_to(model.model_dir).parts[0]  # the folder, or the file
+        for location in {entry.resolve().parts, model.path.resolve().parts}:
+            if (location == wanted if wanted[0] == "/" else location[-len(wanted):] == wanted):
+                return model
+    return next((model for model in models if model.name == reference), None)
 
 
 def describe(candidate: Path, model_dir: Path) -> ModelInfo | None:

@@ -16,20 +16,24 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.datastructures import State
 
-from api.services import conversations, serving, ws_buffer
+from api.services import ws_buffer
 from api.services.auth import Principal, authenticate
 from api.services.errors import ServiceError
 from api.services.ws_hub import LiveSession, QueueFull, WsHub
-from db.models import Message, User, WsSession
-from engine.errors import ContextTooLong, EngineError
-from engine.requests import ErrorEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+from api.services.ws_inference import RequestIds, run_inference
+from db.models import WsSession
+from engine import registry
+from engine.errors import EngineError
+from engine.requests import SamplingParams
 from engine.resources import cpu_resources, gpu_resources
 
 log = logging.getLogger(__name__)
 
 SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "repetition_penalty",
                  "presence_penalty", "frequency_penalty"}
+SEED_NAMES = {"max_new_tokens": "max_tokens"}  # the seed's config names for ours
 DEFAULT_CONFIG: dict[str, Any] = {"temperature": 0.7, "max_tokens": 512}
+MAX_CLIENT_ID_CHARS = 64  # what usage_logs.request_id holds
 ADMIN_TYPES = {"switch_model", "download_model", "delete_model"}
 
 
@@ -162,18 +166,21 @@ class Channel:
         await self.hub.attach(self.live, self.send, last_seq)
 
     async def on_ack(self, message: dict[str, Any]) -> None:
+        """``ack {seq}`` forgets the events up to ``seq``; the seed's bare ``ack``, everything this client was sent."""
         assert self.live is not None
-        seq = _non_negative_int(message.get("seq"), "seq")
-        async with self.state.sessionmaker() as db:
-            removed = await ws_buffer.trim(db, self.live.id, seq)
-            await db.commit()
+        if message.get("seq") is None:
+            seq = self.live.sent_seq
+        else:  # not past the last event: an acknowledgement of events yet to come would delete them unseen
+            seq = min(_non_negative_int(message["seq"], "seq"), self.live.next_seq - 1)
+        removed = await self.hub.acknowledge(self.live, seq)
         await self.send({"type": "ack_received", "seq": seq, "removed": removed})
 
     async def on_config(self, message: dict[str, Any]) -> None:
         assert self.live is not None
-        changes = message.get("config", {k: v for k, v in message.items() if k != "type"})
-        if not isinstance(changes, dict) or not set(changes) <= SAMPLING_KEYS | {"system", "model"}:
-            raise ProtocolError("invalid_value", f"config takes {sorted(SAMPLING_KEYS | {'system', 'model'})}")
+        changes = _our_names(message.get("config", {k: v for k, v in message.items() if k != "type"}), "config")
+        if not set(changes) <= SAMPLING_KEYS | {"system", "model"}:
+            raise ProtocolError("invalid_value", f"config takes {sorted(SAMPLING_KEYS | {'system', 'model'})} "
+                                                 f"(or the seed's {sorted(SEED_NAMES)})")
         merged = {**self.live.config, **changes}
         _sampling(merged)  # refuses bad values before anything is stored
         async with self.state.sessionmaker() as db:
@@ -206,15 +213,18 @@ class Channel:
     # --- model management (admin) -------------------------------------------------------------------------------
 
     async def on_switch_model(self, message: dict[str, Any]) -> None:
+        """To ``model`` (a name from list_models) or the seed's ``model_path`` (``models/<name>``): either names
+        one of the models the scan of the model folders found, nothing else."""
         assert self.live is not None
-        name = message.get("model")
-        if not isinstance(name, str) or not name:
-            raise ProtocolError("missing_field", "switch_model needs 'model' (a name from list_models)")
+        reference = message.get("model", message.get("model_path"))
+        if not isinstance(reference, str) or not reference:
+            raise ProtocolError("missing_field", "switch_model needs 'model' (a name from list_models) or "
+                                                 "'model_path' (models/<name>)")
         host = self.state.model_host
-        target = next((m for m in await asyncio.to_thread(host.available) if m.name == name), None)
+        target = registry.find(await asyncio.to_thread(host.available), reference)
         if target is None:
-            raise ProtocolError("model_not_found", f"no local model named {name!r}")
-        live, stages = self.live, []
+            raise ProtocolError("model_not_found", f"no local model {reference!r} in the model folders")
+        live, stages, name = self.live, [], target.name
         await live.emit({"type": "log", "message": f"switching to {name}"})
         await host.switch(target, lambda stage, fraction: stages.append((stage, fraction)))
         for stage, fraction in stages:
@@ -254,94 +264,26 @@ class Channel:
     async def on_inference(self, message: dict[str, Any]) -> None:
         assert self.live is not None and self.principal is not None
         turn = _turn(message)
-        config = {**DEFAULT_CONFIG, **self.live.config, **_dict(message.get("config"), "config")}
+        config = {**DEFAULT_CONFIG, **self.live.config, **_our_names(message.get("config"), "config")}
         params = _sampling(config)
-        request_id = str(message.get("id") or uuid.uuid4().hex)
+        # The client's id is echoed in this session's events; the engine, the router and the usage log get one of
+        # the server's own, unique: two clients choosing "1" must not cancel or bill each other's requests.
+        ids = RequestIds.for_client(_client_id(message.get("id")))
         user_id, key_id = self.principal.user.id, self.principal.api_key_id
         model = config.get("model")
         system = turn.pop("system", None) or config.get("system")
 
         async def job(live: LiveSession) -> None:
-            await run_inference(self.state, live, user_id, key_id, request_id, model, system, turn["messages"],
-                                params)
+            await run_inference(self.state, live, user_id, key_id, ids, model, system, turn["messages"], params)
 
         try:
             self.hub.submit(self.live, job)
         except QueueFull as exc:
-            await self.error("queue_full", str(exc), request_id=request_id)
+            await self.error("queue_full", str(exc), request_id=ids.wire)
 
     def _model_name(self) -> str | None:
         available = self.state.backends.available()
         return available[0].model if available else None
-
-
-async def run_inference(state: State, live: LiveSession, user_id: int, key_id: int | None, request_id: str,
-                        model: str | None, system: str | None, new_messages: list[dict[str, str]],
-                        params: SamplingParams) -> None:
-    """One turn of the session's conversation: earlier turns in the prompt (the oldest dropped first when it does
-    not fit the context), the exchange saved, every event emitted into the session."""
-    async with state.sessionmaker() as db:
-        user = await db.get(User, user_id)
-        if user is None or not user.is_active:
-            await live.emit({"type": "error", "request_id": request_id, "code": "account_disabled",
-                             "message": "this account is disabled"})
-            return
-        principal = Principal(user=user, api_key_id=key_id)
-        if live.conversation_id is None:
-            conversation = await conversations.create_conversation(
-                db, user_id, title=conversations.title_from(new_messages[-1]["content"]), system_prompt=system)
-            row = await db.get(WsSession, live.id)
-            if row is not None:
-                row.conversation_id = conversation.id
-            await db.commit()
-            live.conversation_id = conversation.id
-        history = [{"role": m.role, "content": m.content}
-                   for m in await conversations.messages_of(db, live.conversation_id)]
-        while True:
-            prompt = ([{"role": "system", "content": system}] if system else []) + history + new_messages
-            try:
-                generation = await serving.begin(state, db, principal, model, GenerationRequest(
-                    messages=prompt, sampling=params, request_id=request_id))
-                break
-            except ContextTooLong:
-                if not history:
-                    raise
-                history = history[2:]  # the oldest exchange goes first
-            except (EngineError, ServiceError) as exc:
-                await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message})
-                return
-        for item in new_messages:
-            db.add(Message(conversation_id=live.conversation_id, role=item["role"], content=item["content"]))
-        await db.commit()
-    await live.emit({"type": "start", "request_id": request_id, "model": generation.backend.model,
-                     "input_tokens": generation.start.prompt_tokens, "max_tokens": generation.start.max_tokens})
-    live.current_abort = generation.abort
-    text: list[str] = []
-    finish_reason = "cancelled"
-    try:
-        async for event in generation.events:
-            generation.meter.observe(event)
-            if isinstance(event, TokenEvent) and event.text:
-                text.append(event.text)
-                await live.emit({"type": "token", "request_id": request_id, "text": event.text})
-            elif isinstance(event, FinishEvent):
-                finish_reason = event.finish_reason
-            elif isinstance(event, ErrorEvent):
-                await live.emit({"type": "error", "request_id": request_id, "code": event.code,
-                                 "message": event.message})
-                return
-    finally:
-        await generation.close()
-    meter = generation.meter
-    ttft = meter.ttft_s
-    await live.emit({"type": "done", "request_id": request_id, "finish_reason": finish_reason,
-                     "text": "".join(text),
-                     "usage": {"prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens},
-                     "metrics": {"ttft_ms": None if ttft is None else round(ttft * 1000, 1),
-                                 "tokens_per_s": meter.tokens_per_s()}})
-    await conversations.save_reply(state.sessionmaker, live.conversation_id, "".join(text),
-                                   model=generation.backend.model, prompt_tokens=meter.prompt_tokens,
-                                   completion_tokens=meter.completion_tokens)
 
 
 def _turn(message: dict[str, Any]) -> dict[str, Any]:
@@ -366,6 +308,30 @@ def _turn(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(prompt, str) and prompt:
         return {"system": None, "messages": [{"role": "user", "content": prompt}]}
     raise ProtocolError("missing_field", "inference needs 'messages', 'prompt' {system, user} or 'prompt' text")
+
+
+def _our_names(value: Any, name: str) -> dict[str, Any]:
+    """A config object with the seed's names (``max_new_tokens``) turned into ours; both for one setting must agree."""
+    config = dict(_dict(value, name))
+    for seed_name, ours in SEED_NAMES.items():
+        if seed_name in config:
+            given = config.pop(seed_name)
+            if ours in config and config[ours] != given:
+                raise ProtocolError("invalid_value", f"'{seed_name}' and '{ours}' are one setting; they disagree")
+            config[ours] = given
+    return config
+
+
+def _client_id(value: Any) -> str | None:
+    """A client's own request id, checked: it is echoed in events and must stay printable and short."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ProtocolError("invalid_value", "id must be a string")
+    text = str(value)
+    if len(text) > MAX_CLIENT_ID_CHARS or not text.isprintable():
+        raise ProtocolError("invalid_value", f"id must be at most {MAX_CLIENT_ID_CHARS} printable characters")
+    return text
 
 
 def _sampling(config: dict[str, Any]) -> SamplingParams:

@@ -117,6 +117,7 @@ class WsHub:
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_expiry = 0.0
+        self._storing = asyncio.Lock()  # one writer of events at a time: two would store the same events twice
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._housekeeping(), name="llmws-ws-hub")
@@ -245,6 +246,10 @@ class WsHub:
             del self.sessions[live.id]
 
     async def persist(self) -> None:
+        async with self._storing:
+            await self._store_unpersisted()
+
+    async def _store_unpersisted(self) -> None:
         batches = [(live, live.unpersisted()) for live in self.sessions.values()]
         batches = [(live, events) for live, events in batches if events]
         if not batches:
@@ -255,6 +260,18 @@ class WsHub:
             await session.commit()
         for live, events in batches:
             live.persisted_seq = events[-1].seq
+
+    async def acknowledge(self, live: LiveSession, upto_seq: int) -> int:
+        """Forget the session's events up to ``upto_seq`` (its client has them), in the database and in memory;
+        returns how many went. Events not stored yet are stored first: stored after the trim, they would outlive
+        it, and a resume would send them again."""
+        async with self._storing:
+            await self._store_unpersisted()
+            async with self._sessionmaker() as session:
+                removed = await ws_buffer.trim(session, live.id, upto_seq)
+                await session.commit()
+            live.recent = [event for event in live.recent if event.seq > upto_seq]
+        return removed
 
     async def close(self) -> None:
         for live in self.sessions.values():
