@@ -190,6 +190,11 @@ def test_bad_input_gets_errors_and_the_socket_stays_usable(live_api: LiveApi) ->
         assert receive(ws)["code"] == "missing_field"
         ws.send(json.dumps({"type": "config", "config": {"temperature": -1}}))
         assert receive(ws)["code"] == "invalid_parameter"
+        ws.send(json.dumps({"type": "config", "config": {"max_tokens": 8, "max_new_tokens": 9}}))
+        assert receive(ws)["code"] == "invalid_value"
+        for bad_id in ("x" * 65, "a\x00b", "line\nbreak", ["1"]):  # it would be echoed and logged as given
+            ws.send(json.dumps({"type": "inference", "id": bad_id, "prompt": "hi"}))
+            assert receive(ws)["code"] == "invalid_value", bad_id
         ws.send(json.dumps({"type": "ping", "pad": "x" * 2_000_000}))
         assert receive(ws)["code"] == "message_too_large"
         for _ in range(1000):
@@ -298,3 +303,66 @@ def test_llmws_chat_in_a_terminal_survives_the_server_restarting_under_it(live_a
                    if "(last event" in line]
     assert last_events[1] > last_events[0]  # and the question after the restart was answered in it
     assert "error:" not in screen  # how the client reports a failed request
+
+
+def test_a_client_written_from_the_seed_documents_passes_its_whole_flow(live_api: LiveApi,
+                                                                        chat_model_dir: Path) -> None:
+    """The seed's client, from its own documents only (seeds 001 "Protocol" and "Configuration", 000's message
+    table), with one addition: a credential in `hello`."""
+    with connect(ws_url(live_api.base_url)) as ws:
+        ws.send(json.dumps({"type": "hello", "token": live_api.admin_token}))
+        session_id = receive(ws)["session_id"]
+        ws.send(json.dumps({"type": "config", "config": {"max_new_tokens": 12, "temperature": 0}}))
+        assert receive(ws)["type"] == "config_ack"
+        ws.send(json.dumps({"type": "inference", "prompt": {"system": "You are helpful", "user": "Hello"}}))
+        start = receive(ws)
+        assert start["type"] == "start" and start["tokens_in"] > 0 and start["max_tokens"] == 12, start
+        pieces, event = [], receive(ws)
+        while event["type"] == "token":
+            pieces.append(event["data"])
+            event = receive(ws)
+        assert event["type"] == "done" and 0 < event["total_tokens"] <= 12 and "".join(pieces), event
+        ws.send(json.dumps({"type": "ack"}))  # the seed's: no seq, clears the whole buffer
+        cleared = receive(ws)
+        assert cleared["type"] == "ack_received" and cleared["removed"] == len(pieces) + 2, cleared
+    with connect(ws_url(live_api.base_url)) as ws:  # resumed from the start: nothing is left to replay
+        ws.send(json.dumps({"type": "hello", "token": live_api.admin_token, "session_id": session_id}))
+        assert receive(ws)["type"] == "welcome"
+        ws.send(json.dumps({"type": "ping"}))
+        assert receive(ws)["type"] == "pong"
+        ws.send(json.dumps({"type": "list_models"}))
+        assert receive(ws)["models"]
+        ws.send(json.dumps({"type": "get_resources"}))
+        assert receive(ws)["type"] == "resources"
+        for outside in ("../../etc/passwd", "/etc", str(chat_model_dir.parent / ".." / "tiny-chat")):
+            ws.send(json.dumps({"type": "switch_model", "model_path": outside}))
+            assert receive(ws)["code"] == "model_not_found", outside
+        ws.send(json.dumps({"type": "switch_model", "model_path": f"{chat_model_dir.parent.name}/tiny-chat"}))
+        events = [receive(ws)]
+        while events[-1]["type"] != "model_switched":
+            events.append(receive(ws))
+        assert events[-1]["model"] == "tiny-chat" and "error" not in [event["type"] for event in events]
+        wait_ready(live_api.server)
+        ws.send(json.dumps({"type": "inference", "prompt": {"system": "You are helpful", "user": "sea " * 5000}}))
+        refused = receive(ws)
+        assert refused["type"] == "error" and refused["code"] == "context_length_exceeded", refused
+        assert refused["max_context"] <= 4096 < refused["input_length"] == refused["input_tokens"]
+        assert refused["message"]
+
+
+def test_two_users_choosing_the_same_id_do_not_cancel_each_other(live_api: LiveApi) -> None:
+    first, second = live_api.new_account("wsid1"), live_api.new_account("wsid2")
+    with connect(ws_url(live_api.base_url)) as theirs, connect(ws_url(live_api.base_url)) as mine:
+        hello(theirs, first)
+        hello(mine, second)
+        ask = {"type": "inference", "id": "1", "prompt": "Tell me about rivers.",
+               "config": {"temperature": 0, "max_tokens": 400}}
+        mine.send(json.dumps(ask))
+        assert [receive(mine)["type"], receive(mine)["type"]] == ["start", "token"]
+        theirs.send(json.dumps(ask))
+        assert [receive(theirs)["type"], receive(theirs)["type"]] == ["start", "token"]
+        theirs.send(json.dumps({"type": "cancel"}))
+        assert until_done(theirs)[-1]["finish_reason"] == "cancelled"
+        mine_done = until_done(mine)[-1]
+    assert mine_done["type"] == "done" and mine_done["request_id"] == "1", mine_done
+    assert mine_done["finish_reason"] in {"length", "stop"}, mine_done
