@@ -96,23 +96,22 @@ class Channel:
         credential no longer good (judged again whenever its cached check lapses, so a quiet socket notices too)."""
         while True:
             now = time.monotonic()
+            if self.credential is None and now >= self.hello_deadline:  # (however busy it keeps us with pings)
+                await self.close("hello_timeout", 1008, "no 'hello' came in time; connect again and send it first")
+                return None
             until_idle = self.last_received_at + self.idle_timeout_s - now
+            if until_idle <= 0:
+                await self.ws.close(code=1000, reason="idle")
+                return None
             if self.credential is None:
                 wait = min(until_idle, self.hello_deadline - now)
             else:
                 wait = min(until_idle, self.credential.recheck_in(self.state.principal_cache))
             try:
-                async with asyncio.timeout(max(wait, 0.0)):
+                async with asyncio.timeout(wait):
                     return await self.ws.receive()
             except TimeoutError:
                 pass
-            now = time.monotonic()
-            if self.credential is None and now >= self.hello_deadline:
-                await self.close("hello_timeout", 1008, "no 'hello' came in time; connect again and send it first")
-                return None
-            if now >= self.last_received_at + self.idle_timeout_s:
-                await self.ws.close(code=1000, reason="idle")
-                return None
             if self.credential is not None and not await self._still_authorized():
                 return None
 
