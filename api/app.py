@@ -42,6 +42,7 @@ from api.services.runners import RunnerManager
 from api.services.sealing import Sealer
 from api.services.usage_writer import UsageWriter
 from api.services.users import bootstrap_admin
+from api.services.ws_access import PendingSockets
 from api.services.ws_hub import WsHub
 from api.settings import Settings, load_settings, resolve_secret_key
 from db.migrate import SchemaNotCurrent, schema_state
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                                      queue_length=settings.ws_queue_length,
                                      idle_expiry_s=settings.ws_session_expiry.total_seconds())
             app.state.ws_hub.start()
+            app.state.ws_pending = PendingSockets(settings.ws_unauthenticated_per_address)
             app.state.downloads = DownloadJobs(
                 app.state.sessionmaker, settings.download_dir, settings.download_work_dir,
                 hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,

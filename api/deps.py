@@ -4,16 +4,14 @@ and the admin check."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.services.auth import Principal, authenticate
-from api.services.credentials import credential_hash
+from api.services import auth
+from api.services.auth import Principal
 from api.services.errors import AuthenticationFailed, PermissionDenied
-from api.services.principal_cache import PrincipalCache
 from api.settings import Settings
 
 
@@ -61,21 +59,9 @@ def bearer_token(request: Request) -> str:
 
 
 async def current_principal(request: Request, session: SessionDep) -> Principal:
-    token = bearer_token(request)
-    cache: PrincipalCache = request.app.state.principal_cache
-    hashed = credential_hash(token)
-    principal = cache.get(hashed)
-    if principal is None:
-        principal = await authenticate(session, token)
-        cache.put(hashed, principal, _credential_expiry(principal))
+    principal = await auth.current_principal(session, request.app.state.principal_cache, bearer_token(request))
     request.state.principal = principal
     return principal
-
-
-def _credential_expiry(principal: Principal) -> datetime | None:
-    if principal.api_key is not None:
-        return principal.api_key.expires_at
-    return None  # a login session's expiry is days away; the cache entry lasts seconds
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         timedelta(milliseconds=500), description="How often usage rows are written (in batches, off the hot path).")
     ws_idle_timeout: timedelta = Field(
         timedelta(minutes=5), description="A WebSocket that sends nothing this long is closed (ping keeps it open).")
+    ws_hello_timeout: timedelta = Field(
+        timedelta(seconds=10), description="A WebSocket that has not authenticated (`hello`) this long after "
+        "connecting is closed; `ping` does not keep it open.")
+    ws_unauthenticated_per_address: int = Field(
+        16, ge=1, description="WebSocket connections one client address may hold open before their `hello`, per "
+        "replica; beyond it, new ones are refused.")
     ws_max_message_bytes: int = Field(1_048_576, ge=1024, description="Largest WebSocket message accepted.")
     ws_messages_per_second: int = Field(20, ge=1, description="WebSocket messages per second per connection "
                                         "(bursts of five seconds' worth); beyond it, an error per message.")
@@ -172,7 +178,7 @@ class Settings(BaseSettings):
 
     @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",
                      "usage_flush_interval", "ws_idle_timeout", "ws_session_expiry", "provider_health_interval",
-                     "auth_cache_ttl", mode="before")
+                     "ws_hello_timeout", "auth_cache_ttl", mode="before")
     @classmethod
     def _duration_shorthand(cls, value: object) -> object:
         """Accept plain seconds and `90s`, `15m`, `12h`, `7d` as well as ISO 8601 (`P7D`)."""
@@ -181,7 +187,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("token_lifetime", "login_failure_window", "stream_resume_window", "stream_retention",
-                     "usage_flush_interval", "ws_idle_timeout", "ws_session_expiry", "provider_health_interval")
+                     "usage_flush_interval", "ws_idle_timeout", "ws_session_expiry", "provider_health_interval",
+                     "ws_hello_timeout")
     @classmethod
     def _positive_duration(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +15,7 @@ from api.services.credentials import credential_hash, is_api_key, new_session_to
 from api.services.errors import AuthenticationFailed, InvalidInput, PermissionDenied
 from api.services.login_throttle import ThrottlePolicy, begin_attempt, settle_attempt
 from api.services.passwords import hash_password, password_context, verify_password
+from api.services.principal_cache import PrincipalCache
 from api.services.users import get_user_by_username, set_password
 from db.models import ApiKey, AuthSession, User
 from db.types import utcnow
@@ -104,6 +105,24 @@ async def authenticate(session: AsyncSession, token: str) -> Principal:
     if auth_session.last_used_at is None or now - auth_session.last_used_at >= LAST_USED_PRECISION:
         auth_session.last_used_at = now
     return Principal(user=auth_session.user, session_id=auth_session.id)
+
+
+async def current_principal(session: AsyncSession, cache: PrincipalCache, token: str) -> Principal:
+    """``authenticate`` through this replica's cache of recent checks: how an HTTP request and every WebSocket
+    message are judged, so a revoke, a disable or a new role reaches both alike (at once on this replica, within
+    the cache's TTL on another)."""
+    hashed = credential_hash(token)
+    principal = cache.get(hashed)
+    if principal is None:
+        principal = await authenticate(session, token)
+        cache.put(hashed, principal, _credential_expiry(principal))
+    return principal
+
+
+def _credential_expiry(principal: Principal) -> datetime | None:
+    if principal.api_key is not None:
+        return principal.api_key.expires_at
+    return None  # a login session's expiry is days away; the cache entry lasts seconds
 
 
 def _check_active(user: User) -> None:

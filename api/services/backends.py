@@ -52,6 +52,9 @@ class Backends:
     def resolve(self, name: str | None, principal: Principal | None = None) -> Backend:
         """The backend for ``name``; without a name, the local model. An alias the caller may not use does not
         exist for it."""
+        local = self._local()
+        if name is None and local is not None:
+            name = local.model  # judged as if named: an alias of that name shadows the local model, its rules too
         if self.gateway is not None and name in self.gateway.aliases:
             routed = self._routed(name, principal)
             if routed is None:
@@ -60,10 +63,9 @@ class Backends:
             return routed
         if name in self._extra:
             return self._extra[name]
-        local = self._local()
         if local is None and (name is None or not self._extra):
             raise NoModelLoaded(self.host.reason)
-        if local is not None and name in (None, local.model):
+        if local is not None and name == local.model:
             return local
         names = ", ".join(backend.model for backend in self.available(principal)) or "none"
         raise ModelNotFound(f"the model '{name}' does not exist (available: {names})", param="model")

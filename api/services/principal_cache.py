@@ -48,6 +48,12 @@ class PrincipalCache:
             return None
         return entry.principal
 
+    def lapses_in(self, credential_hash: str) -> float:
+        """Seconds until this credential's entry stops being trusted (0 when there is none): an open WebSocket
+        checks again then, so another replica's revoke reaches it no later than it reaches a request here."""
+        entry = self._entries.get(credential_hash)
+        return max(0.0, entry.until - time.monotonic()) if entry is not None else 0.0
+
     def put(self, credential_hash: str, principal: Principal, expires_at: Any) -> None:
         if self.ttl_s <= 0:
             return

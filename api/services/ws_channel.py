@@ -16,9 +16,10 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.datastructures import State
 
-from api.services import ws_buffer
-from api.services.auth import Principal, authenticate
-from api.services.errors import ServiceError
+from api.services import auth, ws_buffer
+from api.services.auth import Principal
+from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
+from api.services.ws_access import PendingSockets, SocketCredential
 from api.services.ws_hub import LiveSession, QueueFull, WsHub
 from api.services.ws_inference import RequestIds, run_inference
 from db.models import WsSession
@@ -52,10 +53,16 @@ class Channel:
         self.max_message_bytes = settings.ws_max_message_bytes
         self.rate_per_s = settings.ws_messages_per_second
         self.allowance = float(self.rate_per_s * 5)  # a token bucket: bursts of five seconds' worth
-        self.last_message_at = time.monotonic()
+        self.last_message_at = self.last_received_at = time.monotonic()
+        self.hello_deadline = self.last_received_at + settings.ws_hello_timeout.total_seconds()
         self.hub: WsHub = state.ws_hub
+        self.pending: PendingSockets = state.ws_pending
+        self.address = websocket.client.host if websocket.client else "unknown"
+        self.is_pending = False  # holds one of its address's places for sockets without a hello
+        self.credential: SocketCredential | None = None
         self.principal: Principal | None = None
         self.live: LiveSession | None = None
+        self.closed = False
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(message, ensure_ascii=False))
@@ -65,16 +72,17 @@ class Channel:
 
     async def run(self) -> None:
         await self.ws.accept()
+        if not self.pending.admit(self.address):
+            await self.close("too_many_connections", 1013, "this address has too many connections waiting for "
+                             "'hello'; authenticate those first")
+            return
+        self.is_pending = True
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.idle_timeout_s):
-                        received = await self.ws.receive()
-                except TimeoutError:
-                    await self.ws.close(code=1000, reason="idle")
+            while not self.closed:
+                received = await self._receive()
+                if received is None or received["type"] == "websocket.disconnect":
                     return
-                if received["type"] == "websocket.disconnect":
-                    return
+                self.last_received_at = time.monotonic()
                 text = received.get("text")
                 if text is None and received.get("bytes") is not None:
                     text = received["bytes"].decode("utf-8", errors="replace")
@@ -83,8 +91,58 @@ class Channel:
             if not isinstance(exc, RuntimeError | ConnectionError):
                 log.exception("websocket connection failed")
         finally:
+            self._leave_pending()
             if self.live is not None:
                 self.hub.detach(self.live, self.send)
+
+    async def _receive(self) -> dict[str, Any] | None:
+        """The next frame; None once the socket is closed instead: silent too long, no ``hello`` in time, or its
+        credential no longer good (judged again whenever its cached check lapses, so a quiet socket notices too)."""
+        while True:
+            now = time.monotonic()
+            if self.credential is None and now >= self.hello_deadline:  # (however busy it keeps us with pings)
+                await self.close("hello_timeout", 1008, "no 'hello' came in time; connect again and send it first")
+                return None
+            until_idle = self.last_received_at + self.idle_timeout_s - now
+            if until_idle <= 0:
+                await self.ws.close(code=1000, reason="idle")
+                return None
+            if self.credential is None:
+                wait = min(until_idle, self.hello_deadline - now)
+            else:
+                wait = min(until_idle, self.credential.recheck_in(self.state.principal_cache))
+            try:
+                async with asyncio.timeout(wait):
+                    return await self.ws.receive()
+            except TimeoutError:
+                pass
+            if self.credential is not None and not await self._still_authorized():
+                return None
+
+    async def _still_authorized(self) -> bool:
+        """Judge the socket's credential as it stands now (``self.principal`` follows a new role); one that is
+        revoked, expired or disabled stops the session's generations and closes the socket."""
+        assert self.credential is not None
+        try:
+            self.principal = await self.credential.principal(self.state.sessionmaker, self.state.principal_cache)
+            return True
+        except (AuthenticationFailed, PermissionDenied) as exc:
+            if self.live is not None:
+                self.hub.detach(self.live, self.send)  # the cancelled ends are kept in the session, not sent here
+                _stop_generations(self.live, queued=True)
+            await self.close("unauthorized", 1008, f"{exc.message}; this connection is closed", reason=exc.code)
+            return False
+
+    async def close(self, code: str, close_code: int, message: str, **extra: Any) -> None:
+        """Say why in an ``error``, then close the socket."""
+        self.closed = True
+        await self.error(code, message, **extra)
+        await self.ws.close(code=close_code, reason=code)
+
+    def _leave_pending(self) -> None:
+        if self.is_pending:
+            self.is_pending = False
+            self.pending.release(self.address)
 
     def _within_rate(self) -> bool:
         now = time.monotonic()
@@ -126,6 +184,9 @@ class Channel:
         if kind not in {"hello", "ping"} and self.live is None:
             await self.error("hello_first", "send 'hello' (with your token) first")
             return
+        # Every message is judged against the credential as it stands now, as every HTTP request is.
+        if self.credential is not None and kind != "hello" and not await self._still_authorized():
+            return
         if kind in ADMIN_TYPES and not (self.principal and self.principal.user.is_admin):
             await self.error("admin_required", f"'{kind}' needs the admin role")
             return
@@ -148,7 +209,7 @@ class Channel:
         session_id = _optional_uuid(message.get("session_id"), "session_id")
         last_seq = _non_negative_int(message.get("last_seq", 0), "last_seq")
         async with self.state.sessionmaker() as db:
-            principal = await authenticate(db, token)
+            principal = await auth.current_principal(db, self.state.principal_cache, token)
             row, resumed = await ws_buffer.open_session(db, principal.user.id, session_id)
             await db.commit()
             last_stored, config, conversation_id = row.last_seq, dict(row.config or {}), row.conversation_id
@@ -156,7 +217,8 @@ class Channel:
             last_stored = await self.hub.stored_seq(row.id, last_stored, last_seq)
         if self.live is not None:
             self.hub.detach(self.live, self.send)
-        self.principal = principal
+        self.credential, self.principal = SocketCredential.of(token), principal
+        self._leave_pending()
         self.live = self.hub.live(row.id, principal.user.id, last_stored, config, conversation_id)
         backend = self._model_name()
         await self.send({"type": "welcome", "session_id": str(row.id), "resumed": resumed,
@@ -198,17 +260,13 @@ class Channel:
                          "engine": asdict(host.local.stats()) if host.local else None, "model": host.metadata()})
 
     async def on_list_models(self, message: dict[str, Any]) -> None:
-        backends = self.state.backends.available()
+        backends = self.state.backends.available(self.principal)
         await self.send({"type": "models_list", "current": self._model_name(),
                          "models": [{"id": b.model, "backend": b.kind} for b in backends]})
 
     async def on_cancel(self, message: dict[str, Any]) -> None:
         assert self.live is not None
-        if message.get("all"):
-            while not self.live.jobs.empty():
-                self.live.jobs.get_nowait()
-        if self.live.current_abort is not None:
-            self.live.current_abort()
+        _stop_generations(self.live, queued=bool(message.get("all")))
 
     # --- model management (admin) -------------------------------------------------------------------------------
 
@@ -282,8 +340,20 @@ class Channel:
             await self.error("queue_full", str(exc), request_id=ids.wire)
 
     def _model_name(self) -> str | None:
-        available = self.state.backends.available()
-        return available[0].model if available else None
+        """The model a request that names none goes to, for this caller (None: there is none it may use)."""
+        try:
+            return self.state.backends.resolve(None, self.principal).model
+        except (ServiceError, EngineError):
+            return None
+
+
+def _stop_generations(live: LiveSession, *, queued: bool) -> None:
+    """End the running generation (it ends with ``done`` cancelled) and, with ``queued``, drop the waiting ones."""
+    if queued:
+        while not live.jobs.empty():
+            live.jobs.get_nowait()
+    if live.current_abort is not None:
+        live.current_abort()
 
 
 def _turn(message: dict[str, Any]) -> dict[str, Any]:

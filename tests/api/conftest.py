@@ -104,7 +104,7 @@ def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     env |= {"LLMWS_DATA_DIR": str(folder / "var"), "LLMWS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1",
             "LLMWS_MODEL_DIRS": str(chat_model_dir.parent), "LLMWS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "LLMWS_STREAM_RESUME_WINDOW": str(LIVE_RESUME_WINDOW_S), "LLMWS_USAGE_FLUSH_INTERVAL": "1",
-            "LLMWS_PROVIDER_HEALTH_INTERVAL": "1",
+            "LLMWS_PROVIDER_HEALTH_INTERVAL": "1", "LLMWS_AUTH_CACHE_TTL": "1",
             # Replicas share the secret key (what the WebSocket buffers are sealed with).
             "LLMWS_SECRET_KEY": "live-tests-secret-key-0123456789abcdef"}
     server = start_server(folder, env, "live")

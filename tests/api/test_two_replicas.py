@@ -6,6 +6,7 @@ request reaches, logins, conversations, WebSocket sessions, rate limits, quotas 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -15,12 +16,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.api.live import Account, LiveApi, Server, start_server, wait_ready
 from tests.api.test_limits import HELLO, set_limits, within_one_minute
 from tests.api.test_websocket import hello, inference, receive, text_of, until_done, ws_url
 
+CACHE_TTL_S = 1  # LLMWS_AUTH_CACHE_TTL of the live servers (tests/api/conftest.py)
 # The module's replicas share PostgreSQL only: this overrides the backends `live_api` runs on.
 pytestmark = pytest.mark.parametrize("live_api", ["postgres"], indirect=True, scope="module")
 PASSWORD = "live-test-password-1"  # what LiveApi.new_account gives its users
@@ -179,3 +182,64 @@ def test_usage_is_counted_once_whichever_replica_served_it(live_api: LiveApi, ot
                      headers=live_api.admin).json()
     assert logs["total"] == expected
 
+
+
+def ws_hello(sockets: contextlib.ExitStack, base_url: str, token: str) -> ClientConnection:
+    ws = sockets.enter_context(connect(ws_url(base_url)))
+    ws.send(json.dumps({"type": "hello", "token": token}))
+    assert receive(ws)["type"] == "welcome"
+    return ws
+
+
+def delete_refusal(ws: ClientConnection) -> str:
+    ws.send(json.dumps({"type": "delete_model", "model": "no-such-model"}))
+    return receive(ws)["code"]  # model_not_found: past the role check
+
+
+def closed_for(ws: ClientConnection, within_s: float) -> dict[str, Any]:
+    """The error a socket gets before the server closes it (its session's events before it skipped)."""
+    deadline = time.monotonic() + within_s
+    while (event := json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic()))))["type"] != "error":
+        pass
+    with pytest.raises(ConnectionClosed):
+        ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+    return event
+
+
+def test_open_sockets_lose_rights_within_the_cache_ttl_on_both_replicas(live_api: LiveApi, other: Server) -> None:
+    replicas = (live_api.base_url, other.base_url)
+    root = httpx.post(f"{live_api.base_url}/admin/users", headers=live_api.admin,
+                      json={"username": "wsroot", "password": PASSWORD, "role": "admin"}).json()
+    keyed = live_api.new_account("wsrevoked")
+    owner = login(live_api.base_url, keyed)
+    with contextlib.ExitStack() as sockets:
+        root_account = Account(root["id"], "wsroot", "", 0)
+        admins = [ws_hello(sockets, base_url, login(base_url, root_account)["Authorization"][7:])
+                  for base_url in replicas]
+        keys = [ws_hello(sockets, base_url, keyed.key) for base_url in replicas]
+        assert [delete_refusal(ws) for ws in admins] == ["model_not_found"] * 2
+        inference(keys[1], "Tell a long story.", max_tokens=3500)  # on the replica that does not see the revoke
+        assert [receive(keys[1])["type"] for _ in range(4)] == ["start", "token", "token", "token"]
+        demoted = time.monotonic()
+        assert httpx.patch(f"{live_api.base_url}/admin/users/{root['id']}", json={"role": "user"},
+                           headers=live_api.admin).status_code == 200
+        assert httpx.delete(f"{live_api.base_url}/v1/keys/{keyed.key_id}", headers=owner).status_code == 200
+        for ws in admins:
+            while (code := delete_refusal(ws)) != "admin_required":
+                assert code == "model_not_found" and time.monotonic() - demoted < CACHE_TTL_S + 5
+                time.sleep(0.1)
+        for ws in keys:  # the quiet one and the generating one alike, without a message from their clients
+            error = closed_for(ws, within_s=CACHE_TTL_S + 5 - (time.monotonic() - demoted))
+            assert (error["code"], error["reason"]) == ("unauthorized", "invalid_api_key")
+        # The revoked key's generation stopped with its socket.
+        deadline = time.monotonic() + 10
+        while (engine := httpx.get(f"{other.base_url}/admin/resources", headers=live_api.admin).json()["engine"]
+               )["running"] or engine["queue_depth"]:
+            assert time.monotonic() < deadline, engine
+            time.sleep(0.1)
+        disabled = time.monotonic()
+        assert httpx.patch(f"{live_api.base_url}/admin/users/{root['id']}", json={"is_active": False},
+                           headers=live_api.admin).status_code == 200
+        for ws in admins:
+            error = closed_for(ws, within_s=CACHE_TTL_S + 5 - (time.monotonic() - disabled))
+            assert error["code"] == "unauthorized", error

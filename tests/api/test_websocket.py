@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
@@ -170,6 +171,35 @@ def test_deleting_a_model_is_for_admins_and_never_the_loaded_one(live_api: LiveA
         assert not doomed.exists() and chat_model_dir.is_dir()
     finally:
         shutil.rmtree(doomed, ignore_errors=True)
+
+
+def test_a_restricted_alias_shadowing_the_local_model_binds_requests_that_name_no_model(live_api: LiveApi) -> None:
+    """An alias with the local model's name, kept to one user: to everyone else neither it nor the model behind
+    it exists, whether they name it or not (native chat, WebSocket), and neither is listed to them."""
+    allowed, kept_out = live_api.new_account("wsallowed"), live_api.new_account("wskeptout")
+    created = httpx.post(f"{live_api.base_url}/admin/models", headers=live_api.admin, json={
+        "name": "tiny-chat", "allowed_users": [allowed.user_id], "deployments": [{"provider_id": None}]})
+    assert created.status_code == 201, created.text
+    try:
+        native = httpx.post(f"{live_api.base_url}/v1/chat", headers=kept_out.headers, timeout=30,
+                            json={"message": "Hi", "max_tokens": 2})
+        assert native.status_code == 404 and native.json()["error"]["code"] == "model_not_found", native.text
+        with connect(ws_url(live_api.base_url)) as ws:
+            assert hello(ws, kept_out)["model"] is None
+            ws.send(json.dumps({"type": "list_models"}))
+            listed = receive(ws)
+            assert listed["current"] is None and "tiny-chat" not in [model["id"] for model in listed["models"]]
+            ws.send(json.dumps({"type": "inference", "prompt": "Hi", "config": {"max_tokens": 2}}))
+            assert until_done(ws)[-1]["code"] == "model_not_found"
+        with connect(ws_url(live_api.base_url)) as ws:
+            assert hello(ws, allowed)["model"] == "tiny-chat"
+            ws.send(json.dumps({"type": "list_models"}))
+            assert {"id": "tiny-chat", "backend": "gateway"} in receive(ws)["models"]
+            ws.send(json.dumps({"type": "inference", "prompt": "Hi", "config": {"max_tokens": 2}}))
+            assert until_done(ws)[-1]["type"] == "done"
+    finally:
+        deleted = httpx.delete(f"{live_api.base_url}/admin/models/{created.json()['id']}", headers=live_api.admin)
+        assert deleted.status_code in (200, 204), deleted.text
 
 
 def test_bad_input_gets_errors_and_the_socket_stays_usable(live_api: LiveApi) -> None:

@@ -8,19 +8,28 @@ without an entry fails here. The app runs in process behind a real uvicorn, driv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
+from api.services.credentials import credential_hash
 from api.services.ws_channel import Channel
-from tests.api.conftest import USER_PASSWORD, MakeUser, login
+from api.settings import Settings
+from db.models import AuthSession, Role
+from db.types import utcnow
+from tests.api.conftest import USER_PASSWORD, MakeUser, bearer, login
 from tests.api.live import free_port
 from tests.api.test_route_protection import MODEL, Access, app, expired_token, revoked_key  # noqa: F401 (app)
 from tests.conftest import REPO
@@ -71,6 +80,12 @@ def test_every_message_type_has_exactly_one_declared_access() -> None:
     assert handled_types() == set(WS_ACCESS), handled_types() ^ set(WS_ACCESS)
     assert documented_types() == set(WS_ACCESS), documented_types() ^ set(WS_ACCESS)
     assert set(WS_MESSAGES) == set(WS_ACCESS) - {"hello"}
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The suite's settings, with what a test passes as its (indirect) ``settings`` parameter."""
+    return settings.model_copy(update=getattr(request, "param", {}))
 
 
 @pytest.fixture
@@ -153,3 +168,107 @@ def check(access: Access, column: str, replies: list[dict[str, Any]], where: str
         assert not refusals, (where, replies)
         expected = ALLOWED_ANSWER[where.split()[0]]
         assert expected is None or expected in {reply["type"] for reply in replies}, (where, replies)
+
+
+def refusals_in(replies: list[dict[str, Any]]) -> list[str]:
+    return [reply["code"] for reply in replies if reply["type"] == "error" and reply["code"] in REFUSALS]
+
+
+async def hello_with(ws: ClientConnection, token: str) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "hello", "token": token}))
+    welcome = await receive(ws)
+    assert welcome["type"] == "welcome", welcome
+    return welcome
+
+
+async def last_words(ws: ClientConnection, within_s: float) -> tuple[dict[str, Any], int | None]:
+    """What a socket the server gives up on gets, with nothing more sent to it: an error, then the close."""
+    async with asyncio.timeout(within_s):
+        error = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    return error, ws.close_code
+
+
+async def test_an_open_socket_loses_admin_rights_with_the_role_and_is_closed_when_disabled(
+        client: httpx.AsyncClient, ws_url: str, make_user: MakeUser, admin_token: str) -> None:
+    root = await make_user("root", role=Role.ADMIN)
+    async with connect(ws_url) as ws:
+        await hello_with(ws, await login(client, "root", USER_PASSWORD))
+        assert refusals_in(await answers(ws, "delete_model")) == []  # an admin: past the role check
+        demoted = await client.patch(f"/admin/users/{root.id}", json={"role": "user"}, headers=bearer(admin_token))
+        assert demoted.status_code == 200, demoted.text
+        for kind in ("delete_model", "download_model", "switch_model"):
+            assert refusals_in(await answers(ws, kind)) == ["admin_required"], kind
+        disabled = await client.patch(f"/admin/users/{root.id}", json={"is_active": False},
+                                      headers=bearer(admin_token))
+        assert disabled.status_code == 200, disabled.text
+        error, close_code = await last_words(ws, within_s=10)  # a quiet socket notices too
+    assert error["type"] == "error" and error["code"] == "unauthorized", error
+    assert close_code == 1008
+
+
+async def test_a_revoked_key_or_an_expired_login_closes_its_socket_at_the_next_message(
+        app: FastAPI, client: httpx.AsyncClient, ws_url: str, make_user: MakeUser) -> None:  # noqa: F811
+    await make_user("kay")
+    token = await login(client, "kay", USER_PASSWORD)
+    key = (await client.post("/v1/keys", json={"name": "ws"}, headers=bearer(token))).json()
+    other_login = await login(client, "kay", USER_PASSWORD)
+    async with connect(ws_url) as keyed, connect(ws_url) as logged_in:
+        await hello_with(keyed, key["key"])
+        await hello_with(logged_in, other_login)
+        assert "done" in {reply["type"] for reply in await answers(keyed, "inference")}
+        assert (await client.delete(f"/v1/keys/{key['id']}", headers=bearer(token))).status_code == 200
+        async with app.state.sessionmaker() as session:
+            row = (await session.scalars(select(AuthSession).where(
+                AuthSession.token_hash == credential_hash(other_login)))).one()
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            await session.commit()
+        for ws in (keyed, logged_in):  # (closed already, if its quiet check came first: the same last words)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps({"type": "inference", **WS_MESSAGES["inference"]}))
+        keyed_error, keyed_close = await last_words(keyed, within_s=10)
+        login_error, login_close = await last_words(logged_in, within_s=10)
+    assert (keyed_error["code"], keyed_error["reason"], keyed_close) == ("unauthorized", "invalid_api_key", 1008)
+    assert (login_error["code"], login_error["reason"], login_close) == ("unauthorized", "token_expired", 1008)
+    assert (await client.get("/auth/me", headers=bearer(token))).status_code == 200  # the account is fine
+
+
+@pytest.mark.parametrize("settings", [{"ws_hello_timeout": timedelta(seconds=1)}], indirect=True,
+                         ids=["hello-timeout-1s"])
+async def test_pings_do_not_hold_a_socket_open_without_hello(ws_url: str, user_token: str) -> None:
+    async with connect(ws_url) as quiet, connect(ws_url) as signed_in:
+        connected = time.monotonic()
+        await hello_with(signed_in, user_token)
+        replies: list[dict[str, Any]] = []
+        with contextlib.suppress(ConnectionClosed):
+            while time.monotonic() - connected < 20:
+                await quiet.send(json.dumps({"type": "ping"}))
+                replies.append(await receive(quiet))
+                await asyncio.sleep(0.1)
+        lasted = time.monotonic() - connected
+        with contextlib.suppress(ConnectionClosed):  # what came before the close, if a ping met the close
+            while True:
+                replies.append(await receive(quiet))
+        assert replies[-1].get("code") == "hello_timeout" and quiet.close_code == 1008, replies[-3:]
+        assert {reply["type"] for reply in replies[:-1]} == {"pong"}
+        assert 0.9 < lasted < 10
+        await signed_in.send(json.dumps({"type": "ping"}))  # an authenticated socket has no such deadline
+        assert (await receive(signed_in))["type"] == "pong"
+
+
+@pytest.mark.parametrize("settings", [{"ws_unauthenticated_per_address": 2}], indirect=True, ids=["cap-2"])
+async def test_an_address_holds_few_sockets_that_have_not_said_hello(ws_url: str, user_token: str) -> None:
+    async def pong(ws: ClientConnection) -> str:
+        await ws.send(json.dumps({"type": "ping"}))
+        return (await receive(ws))["type"]
+
+    async with connect(ws_url) as first, connect(ws_url) as second:
+        assert [await pong(first), await pong(second)] == ["pong", "pong"]
+        async with connect(ws_url) as third:
+            error, close_code = await last_words(third, within_s=10)
+        assert (error["code"], close_code) == ("too_many_connections", 1013)
+        await hello_with(second, user_token)  # no longer waiting: its place is free
+        async with connect(ws_url) as fourth:
+            assert await pong(fourth) == "pong"
+        assert await pong(first) == "pong"
