@@ -174,6 +174,8 @@ class Channel:
             await self.error("invalid_json", "a message must be a JSON object")
             return
         kind = message.get("type") if isinstance(message, dict) else None
+        if kind is None and isinstance(message, dict) and "session_id" in message:
+            kind = "hello"  # the seed's connect message, {"session_id": ...}, has no type
         if not isinstance(kind, str):
             await self.error("missing_field", "a message needs a string field 'type'")
             return

@@ -356,7 +356,8 @@ def test_a_client_written_from_the_seed_documents_passes_its_whole_flow(live_api
         cleared = receive(ws)
         assert cleared["type"] == "ack_received" and cleared["removed"] == len(pieces) + 2, cleared
     with connect(ws_url(live_api.base_url)) as ws:  # resumed from the start: nothing is left to replay
-        ws.send(json.dumps({"type": "hello", "token": live_api.admin_token, "session_id": session_id}))
+        # The seed's "Connect with session" message has no type.
+        ws.send(json.dumps({"session_id": session_id, "token": live_api.admin_token}))
         assert receive(ws)["type"] == "welcome"
         ws.send(json.dumps({"type": "ping"}))
         assert receive(ws)["type"] == "pong"
