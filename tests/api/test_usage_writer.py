@@ -4,6 +4,7 @@ the database refuses is set aside without holding back the others; a database ou
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -110,8 +111,8 @@ class SwitchableDatabase:
 def unreachable_database(database_url: str, tmp_path: Path) -> str:
     if database_url.startswith("sqlite"):
         folder = tmp_path / "gone"
-        create_engine(f"sqlite+aiosqlite:///{folder / 'llmws.db'}")  # makes the folder, as a start does
-        folder.rmdir()  # then it goes (an unmounted volume)
+        create_engine(f"sqlite+aiosqlite:///{folder / 'llmws.db'}")  # makes the folder and file, as a start does
+        shutil.rmtree(folder)  # then they go (an unmounted volume)
         return f"sqlite+aiosqlite:///{folder / 'llmws.db'}"
     return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/llmws"  # nothing listens there
 
