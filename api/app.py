@@ -45,6 +45,7 @@ from api.services.users import bootstrap_admin
 from api.services.ws_access import PendingSockets
 from api.services.ws_hub import WsHub
 from api.settings import Settings, load_settings, resolve_secret_key
+from api.usage_metrics import UsageCollector
 from db.migrate import SchemaNotCurrent, schema_state
 from db.session import create_engine, create_sessionmaker
 
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
     app.state.metrics = metrics
     metrics.registry.register(EngineCollector(app.state))
     metrics.registry.register(GatewayCollector(app.state))
+    metrics.registry.register(UsageCollector(app.state))
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(GatewayFastPath)  # inside the body limit and the metrics, like every route

@@ -64,7 +64,7 @@ class GatewayFastPath:
         state = scope["app"].state
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: the route answers
             return False
         model = data.get("model") if isinstance(data, dict) else None
         alias = state.gateway.alias(model, principal) if isinstance(model, str) else None

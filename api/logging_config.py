@@ -7,8 +7,10 @@ import logging
 import logging.handlers
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from api.settings import Settings
+from db.private_files import private_file, private_folder
 
 LOG_FILE = "llmws.log"
 MAX_LOG_BYTES = 10 * 1024 * 1024
@@ -34,6 +36,11 @@ class _TolerantFileHandler(logging.handlers.RotatingFileHandler):
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         pass
 
+    def _open(self):  # noqa: ANN202 (logging's signature)
+        # Owner-only, the first file and each one a rotation starts: the logs quote conversations and users.
+        private_file(Path(self.baseFilename))
+        return super()._open()
+
 
 def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
@@ -47,7 +54,8 @@ def configure_logging(settings: Settings) -> None:
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handlers: list[logging.Handler] = [console]
     try:
-        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(settings.data_dir)  # first, or creating the logs folder would make it with the umask's mode
+        private_folder(settings.logs_dir)
         file_handler = _TolerantFileHandler(settings.logs_dir / LOG_FILE, maxBytes=MAX_LOG_BYTES,
                                             backupCount=LOG_BACKUPS, encoding="utf-8")
         file_handler.setFormatter(JsonLineFormatter())

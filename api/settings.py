@@ -6,12 +6,14 @@ with a message naming the variable (see ``describe_settings_error``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
-import stat
+import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,11 +22,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.services.account_rules import password_problem, username_problem
+from db.private_files import private_folder
 from engine.interface import DecodeMode
 
 ENV_PREFIX = "LLMWS_"
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a name, not a secret)
 MIN_SECRET_KEY_LENGTH = 32
+SECRET_KEY_WAIT_S = 5.0  # for a secret.key another replica is writing
 # Values people paste from examples; refused in production whatever their length.
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "development", "dev", "test", "llmws"}
 
@@ -282,16 +286,36 @@ def resolve_secret_key(settings: Settings) -> str:
     """The configured secret key, else the one in ``<data_dir>/secret.key``, generated there (0600) on first run."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value()
-    path = settings.data_dir / SECRET_KEY_FILE
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = private_folder(settings.data_dir) / SECRET_KEY_FILE
+    if not path.exists():
+        _write_new_secret_key(path)
+    return _read_secret_key(path)
+
+
+def _write_new_secret_key(path: Path) -> None:
+    """Write a key beside the file, on disk, then link it into place: the file appears whole or not at all, and
+    when replicas start together the first link wins (``link`` never replaces) and everyone reads that key."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{SECRET_KEY_FILE}.")  # mode 0600
     try:
-        # O_EXCL: two replicas starting together must not each write a different key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        key = secrets.token_urlsafe(48)
-        handle.write(key + "\n")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(secrets.token_urlsafe(48) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+
+
+def _read_secret_key(path: Path) -> str:
+    """The key, waiting a little while the file is empty: another replica of an older version created it and has
+    not written it yet."""
+    deadline = time.monotonic() + SECRET_KEY_WAIT_S
+    while not (key := path.read_text(encoding="utf-8").strip()):
+        if time.monotonic() > deadline:
+            raise SettingsError(f"{path} is empty: delete it to generate a new key (what was sealed with the old "
+                                "one is lost), or set LLMWS_SECRET_KEY")
+        time.sleep(0.05)
     return key
 
 

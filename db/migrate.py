@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
-from db.session import ensure_sqlite_folder
+from db.session import ensure_sqlite_file
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -29,12 +29,12 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    ensure_sqlite_folder(database_url)
+    ensure_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    ensure_sqlite_folder(database_url)
+    ensure_sqlite_file(database_url)
     command.downgrade(alembic_config(database_url), revision)
 
 

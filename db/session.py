@@ -10,18 +10,21 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from db.private_files import private_file, private_folder
 
-def ensure_sqlite_folder(database_url: str) -> None:
-    """SQLite creates the file on first use, but not the folder it lives in."""
+
+def ensure_sqlite_file(database_url: str) -> None:
+    """SQLite creates the file on first use, but not the folder it lives in, and with the umask's mode: both are
+    made owner-only here first (SQLite gives its -wal and -shm files the database file's mode)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        private_file(private_folder(Path(url.database).parent) / Path(url.database).name)
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        ensure_sqlite_folder(database_url)
+        ensure_sqlite_file(database_url)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -73,7 +73,10 @@ class LocalEngine:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
-        prompt_ids = self.encode(request)
+        # Off the event loop (a 1 MiB prompt takes a second or more), in the default pool so a small prompt need not
+        # wait for a huge one. Concurrent calls are safe: the Rust tokenizer encodes under a shared borrow, and only
+        # changing truncation or padding takes it exclusively ("Already borrowed"), which nothing here does.
+        prompt_ids = await asyncio.to_thread(self.encode, request)
         if not prompt_ids:
             raise InvalidParameters("the prompt is empty", param="messages")
         vocabulary = self.model.config.vocab_size

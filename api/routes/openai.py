@@ -43,18 +43,24 @@ async def _serve(request: Request, session: AsyncSession, principal: Principal, 
     return await openai_format.answer(request, generation, body, chat=chat)
 
 
-def _model_card(backend: Backend) -> dict[str, Any]:
+# Where the model lies on the server's disk: for admins (GET /admin/engine/models), not for every caller.
+ADMIN_ONLY_METADATA = frozenset({"source"})
+
+
+def _model_card(backend: Backend, principal: Principal) -> dict[str, Any]:
+    metadata = backend.metadata if principal.user.is_admin else {
+        name: value for name, value in backend.metadata.items() if name not in ADMIN_ONLY_METADATA}
     return {"id": backend.model, "object": "model", "created": backend.created, "owned_by": "llmws",
-            "backend": backend.kind, "metadata": backend.metadata}
+            "backend": backend.kind, "metadata": metadata}
 
 
 @router.get("/models")
 async def list_models(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     backends: Backends = request.app.state.backends
-    return {"object": "list", "data": [_model_card(backend) for backend in backends.available(principal)]}
+    return {"object": "list", "data": [_model_card(backend, principal) for backend in backends.available(principal)]}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     backends: Backends = request.app.state.backends
-    return _model_card(backends.resolve(model_id, principal))
+    return _model_card(backends.resolve(model_id, principal), principal)

@@ -55,6 +55,11 @@ async def update_provider(session: AsyncSession, gateway: Gateway, provider_id: 
                           actor: int, ip: str | None) -> Provider:
     row = await get_provider(session, provider_id)
     changes = body.model_dump(exclude_unset=True)
+    moving = changes.get("base_url") is not None and str(body.base_url).rstrip("/") != row.base_url
+    if moving and row.api_key_encrypted is not None and "api_key" not in changes:
+        # The stored key was given for the old host; sending it to another is for the admin to decide, each time.
+        raise InvalidInput("a new base_url needs the API key again: give api_key (null to send none)",
+                           param="api_key", code="api_key_required")
     for name in ("name", "kind", "timeout_s", "is_active"):
         if changes.get(name) is not None:
             setattr(row, name, changes[name])

@@ -1,6 +1,9 @@
 """Usage rows written off the hot path: requests hand their record to a queue, a background task inserts them in
 batches (and adds their tokens to the shared per-minute rate windows). Nothing is lost on a client disconnect:
-the record is queued by the request's own cleanup, and closing the writer flushes what is left."""
+the record is queued by the request's own cleanup, and closing the writer flushes what is left.
+
+A row the database refuses (a data error: too long, a NUL, a user deleted meanwhile) is found by halving the batch
+and set aside, so it cannot hold back everyone else's usage; a lost connection keeps every row for the next try."""
 
 from __future__ import annotations
 
@@ -8,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import RateWindow, UsageDaily, UsageLog
@@ -25,6 +28,10 @@ PURGE_EVERY_S = 300.0
 RETRY_AFTER_S = 2.0
 # Past this many unwritten rows (a database down for a long time) the oldest are dropped, loudly.
 MAX_PENDING = 100_000
+# Rows the database refused, kept (the latest ones) for an operator to look at; the counter counts them all.
+MAX_SET_ASIDE = 1000
+# SQLSTATE classes of errors that a given row causes whatever the database's state: data exception, constraint.
+DATA_ERROR_CLASSES = {"22", "23"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,12 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_purge = time.monotonic()
+        self.set_aside: deque[UsageRecord] = deque(maxlen=MAX_SET_ASIDE)
+        self.set_aside_total = 0
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="llmws-usage-writer")
@@ -82,11 +95,7 @@ class UsageWriter:
                 size = min(left, self._batch_size)
                 batch, self._pending = self._pending[:size], self._pending[size:]
                 left -= size
-                try:
-                    await self._write(batch)
-                except BaseException:  # a lost connection is an OSError, not only an SQLAlchemyError
-                    self._pending[:0] = batch  # kept for the next try
-                    raise
+                await self._write_setting_aside(batch)
 
     async def close(self) -> None:
         # The loop is asked to stop, not cancelled: a cancel in the middle of a write can leave SQLite locked.
@@ -118,6 +127,31 @@ class UsageWriter:
                     async with asyncio.timeout(RETRY_AFTER_S):
                         await self._wake.wait()
 
+    async def _write_setting_aside(self, batch: list[tuple[UsageRecord, float]]) -> None:
+        """Write the batch; when the database refuses a row, halve until that row is alone, set it aside and write
+        the rest. Any other failure puts back every row not yet written (halves already written stay written)."""
+        chunks = [batch]
+        while chunks:
+            chunk = chunks.pop()
+            try:
+                await self._write(chunk)
+            except BaseException as exc:  # a lost connection is an OSError, not only an SQLAlchemyError
+                if not is_data_error(exc):
+                    chunks.append(chunk)
+                    self._pending[:0] = [row for unwritten in reversed(chunks) for row in unwritten]
+                    raise
+                if len(chunk) == 1:
+                    self._set_aside(chunk[0][0], exc)
+                else:
+                    middle = len(chunk) // 2
+                    chunks += [chunk[middle:], chunk[:middle]]  # the first half is written first
+
+    def _set_aside(self, record: UsageRecord, exc: Exception) -> None:
+        self.set_aside.append(record)
+        self.set_aside_total += 1
+        log.error("usage writer: the database refused a usage row, set aside (%d so far): %r: %s",
+                  self.set_aside_total, record, str(exc).splitlines()[0])
+
     async def _purge_rate_windows(self) -> None:
         """Rate windows older than a few minutes count nothing any more."""
         self._last_purge = time.monotonic()
@@ -143,6 +177,17 @@ class UsageWriter:
             for (subject, minute), count in tokens.items():
                 await add_window_tokens(session, subject, minute, count)
             await session.commit()
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether the database refused what was sent (retrying the same rows fails again), rather than being
+    unreachable, busy or shutting down (worth retrying)."""
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # asyncpg's errors that SQLAlchemy only wraps as DBAPIError
+    return isinstance(sqlstate, str) and sqlstate[:2] in DATA_ERROR_CLASSES
 
 
 @dataclass

@@ -47,6 +47,17 @@ async def test_readyz_probes_the_loaded_model(client: httpx.AsyncClient) -> None
     assert ready.json()["checks"]["engine"] == {"ok": True, "detail": "generated a token", "model": "tiny-a"}
 
 
+async def test_only_admins_see_where_the_model_lies_on_disk(client: httpx.AsyncClient, admin_token: str,
+                                                           user_token: str) -> None:
+    for path in ("/v1/models", "/v1/models/tiny-a"):
+        user_view = (await client.get(path, headers=bearer(user_token))).json()
+        admin_view = (await client.get(path, headers=bearer(admin_token))).json()
+        user_card, admin_card = (view["data"][0] if "data" in view else view for view in (user_view, admin_view))
+        assert user_card["metadata"]["max_context"] > 0 and "source" not in user_card["metadata"]
+        assert admin_card["metadata"]["source"].endswith("tiny-a")
+        assert str(Path(admin_card["metadata"]["source"]).parent) not in str(user_view)
+
+
 async def test_resources_report_the_model_and_its_choices(client: httpx.AsyncClient, admin_token: str) -> None:
     body = (await client.get("/admin/resources", headers=bearer(admin_token))).json()
     model = body["model"]

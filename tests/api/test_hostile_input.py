@@ -31,6 +31,21 @@ def test_deep_nesting_is_refused(live_api: LiveApi, route: str) -> None:
     assert healthy(live_api)
 
 
+def test_deep_nesting_is_refused_on_the_gateway_fast_path_too(live_api: LiveApi) -> None:
+    """A key already in the principal cache takes the fast path (api/gateway_fast_path.py), which parses the body
+    itself: 100,000 nested arrays must get the normal path's 400, not a 500 and a traceback in the log."""
+    account = live_api.new_account("nesting")
+    depth = 100_000
+    for route in ("/v1/chat/completions", "/v1/completions"):
+        for body in ("[" * depth + "]" * depth, '{"model": "m", "messages": ' + "[" * depth + "]" * depth + "}"):
+            assert httpx.get(f"{live_api.base_url}/v1/models", headers=account.headers).status_code == 200  # cached
+            answer = httpx.post(f"{live_api.base_url}{route}", content=body, headers={
+                **account.headers, "content-type": "application/json"}, timeout=30)
+            assert_error(answer, 400)  # the route's answer (FastAPI cannot parse it either)
+    assert healthy(live_api)
+    assert "RecursionError" not in live_api.server.console.read_text()
+
+
 @pytest.mark.parametrize("route", ROUTES)
 def test_a_20_mb_body_is_refused(live_api: LiveApi, route: str) -> None:
     body = b'{"message": "' + b"a" * (20 * 1024 * 1024) + b'"}'

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from db.base import Base
-from tests.api.conftest import USER_PASSWORD, MakeUser, bearer, login
+from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
 from tests.conftest import ADMIN_PASSWORD
 
 
@@ -51,3 +51,25 @@ async def test_provider_api_keys_are_stored_as_ciphertext(app: FastAPI, client: 
     # And it opens only as that provider's key.
     gateway = app.state.gateway
     assert gateway.providers[created.json()["id"]].upstream.config.api_key == upstream_key
+
+
+async def test_a_provider_moved_to_another_host_needs_its_key_again(app: FastAPI, client: httpx.AsyncClient) -> None:
+    admin = bearer(await login(client, "admin", ADMIN_PASSWORD))
+    upstream_key = "sk-upstream-0123456789-for-the-first-host"
+    created = (await client.post("/admin/providers", headers=admin, json={
+        "name": "moving", "base_url": "http://127.0.0.1:9/v1", "api_key": upstream_key})).json()
+    url = f"/admin/providers/{created['id']}"
+
+    moved = await client.patch(url, headers=admin, json={"base_url": "http://attacker.example/v1"})
+    assert_error(moved, 400, "api_key_required")
+    provider = app.state.gateway.providers[created["id"]]
+    assert provider.upstream.config.base_url == "http://127.0.0.1:9/v1"  # nothing changed
+    assert provider.upstream.config.api_key == upstream_key
+
+    renamed = await client.patch(url, headers=admin, json={"name": "moved", "base_url": "http://127.0.0.1:9/v1/"})
+    assert renamed.status_code == 200 and renamed.json()["has_api_key"] is True  # same host: the key stays
+    dropped = await client.patch(url, headers=admin, json={"base_url": "http://127.0.0.2:9/v1", "api_key": None})
+    assert dropped.status_code == 200 and dropped.json()["has_api_key"] is False
+    given = await client.patch(url, headers=admin, json={"base_url": "http://127.0.0.3:9/v1", "api_key": "sk-new"})
+    assert given.status_code == 200 and given.json()["has_api_key"] is True
+    assert app.state.gateway.providers[created["id"]].upstream.config.api_key == "sk-new"

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from db import migrate
 from tests.api.live import LLMWS, START_TIMEOUT_S, Server, free_port, start_server
 
 PASSWORD_MARKER = "with the password:"
@@ -32,12 +33,20 @@ def test_serve_refuses_a_database_that_is_behind(tmp_path: Path, env: dict[str, 
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """The usual umask (group and others may read), so the modes checked are the ones LLMWS chose."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
 def test_without_a_model_the_server_starts_and_says_why_it_is_not_ready(
-    tmp_path: Path, env: dict[str, str], sqlite_template: Path
+    tmp_path: Path, env: dict[str, str], permissive_umask: None
 ) -> None:
-    database = tmp_path / "llmws.db"
-    database.write_bytes(sqlite_template.read_bytes())
-    env |= {"LLMWS_DATABASE_URL": f"sqlite:///{database}", "LLMWS_MODEL_DIRS": str(tmp_path / "no-models")}
+    var = tmp_path / "var"
+    migrate.upgrade(f"sqlite+aiosqlite:///{var / 'llmws.db'}")  # what `llmws db upgrade` does: the default database
+    env |= {"LLMWS_MODEL_DIRS": str(tmp_path / "no-models")}
     running = start_server(tmp_path, env, "no-model")
     try:
         ready = httpx.get(f"{running.base_url}/readyz")
@@ -46,6 +55,9 @@ def test_without_a_model_the_server_starts_and_says_why_it_is_not_ready(
         assert ready.json()["checks"]["database"]["ok"] is True
     finally:
         running.stop()
+    # Conversations, password hashes and the key that unseals provider keys: nobody else's to read.
+    modes = {path.relative_to(var).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in [var, *var.rglob("*")]}
+    assert modes == {".": 0o700, "llmws.db": 0o600, "secret.key": 0o600, "logs": 0o700, "logs/llmws.log": 0o600}
 
 
 @pytest.fixture

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from api.settings import SettingsError, load_settings, resolve_secret_key
+from api.settings import Settings, SettingsError, load_settings, resolve_secret_key
 
 
 def settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str):
@@ -88,3 +90,34 @@ def test_secret_key_is_generated_once_with_owner_only_mode(monkeypatch: pytest.M
     path = tmp_path / "var" / "secret.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(first) >= 48 and resolve_secret_key(settings) == first
+
+
+def test_replicas_starting_together_all_get_the_same_complete_key(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    settings = settings_from_env(monkeypatch, tmp_path, LLMWS_DATA_DIR=str(tmp_path / "var"))
+    for attempt in range(5):  # a fresh data folder each time: five first starts of sixteen replicas
+        fresh = settings.model_copy(update={"data_dir": tmp_path / f"var-{attempt}"})
+        start_together = threading.Barrier(16)
+
+        def first_start(_: int, fresh: Settings = fresh, barrier: threading.Barrier = start_together) -> str:
+            barrier.wait()
+            return resolve_secret_key(fresh)
+
+        with ThreadPoolExecutor(16) as pool:
+            keys = set(pool.map(first_start, range(16)))
+        assert len(keys) == 1 and len(keys.pop()) >= 48
+        assert [path.name for path in fresh.data_dir.iterdir()] == ["secret.key"]  # no temporary file left
+
+
+def test_a_key_file_another_replica_has_created_but_not_written_yet_is_waited_for(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = settings_from_env(monkeypatch, tmp_path, LLMWS_DATA_DIR=str(tmp_path / "var"))
+    path = tmp_path / "var" / "secret.key"
+    path.parent.mkdir()
+    path.touch(mode=0o600)  # what an older replica's O_EXCL create leaves until it writes
+    other_replica = threading.Timer(0.3, path.write_text, ["written-by-the-other-replica-0123456789abcdef\n"])
+    other_replica.start()
+    try:
+        assert resolve_secret_key(settings) == "written-by-the-other-replica-0123456789abcdef"
+    finally:
+        other_replica.join()

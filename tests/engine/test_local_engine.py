@@ -175,6 +175,19 @@ async def test_a_prompt_over_the_context_is_refused_before_any_work(tiny_engine:
     assert tiny_engine.scheduler.stats().steps == steps
 
 
+async def test_a_small_request_is_answered_while_a_1_mib_prompt_is_being_tokenized(tiny_engine: LocalEngine) -> None:
+    """Tokenizing a 1 MiB chat prompt takes seconds; on the event loop it held up every other request (and the
+    server's /healthz) that long."""
+    huge = [{"role": "user", "content": "hello world, " * (1024 * 1024 // 13)}]
+    tokenizing = asyncio.create_task(run(tiny_engine, messages=huge, sampling=greedy(1)))
+    await asyncio.sleep(0)  # the huge request starts first
+    small = await run(tiny_engine, messages=[{"role": "user", "content": "hi"}], sampling=greedy(4, ignore_eos=True))
+    assert finish_of(small).usage.completion_tokens == 4
+    assert not tokenizing.done()  # the small one was answered while the huge one was still being tokenized
+    with pytest.raises(ContextTooLong):  # (and then it is refused: it does not fit the tiny model)
+        await tokenizing
+
+
 @pytest.mark.parametrize(("field", "value"), [("temperature", -0.1), ("top_p", 1.5), ("max_tokens", 0),
                                               ("top_k", -1), ("n", 0), ("presence_penalty", 3.0)])
 def test_bad_parameters_are_refused_naming_the_field(field: str, value: float) -> None:
