@@ -35,6 +35,7 @@ from api.services import runner_templates, ws_buffer
 from api.services.backends import Backend, Backends
 from api.services.chat_streams import StreamHub
 from api.services.gateway import PROVIDER_KEY_PURPOSE, Gateway
+from api.services.generation_slots import GenerationSlots
 from api.services.model_downloads import DownloadJobs
 from api.services.model_host import build_model_host, start_model_host
 from api.services.principal_cache import PrincipalCache
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
             app.state.runners = RunnerManager(app.state.sessionmaker, app.state.gateway, settings.data_dir / "runners")
             for backend in extra_backends:
                 app.state.backends.register(backend)
+            app.state.generation_slots = GenerationSlots(settings.max_concurrent_per_user)
             app.state.usage_writer = UsageWriter(app.state.sessionmaker,
                                                  interval_s=settings.usage_flush_interval.total_seconds())
             app.state.usage_writer.start()

@@ -76,6 +76,27 @@ async def admin_principal(principal: CurrentPrincipal) -> Principal:
 AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
 
 
+def _require_login_session(principal: Principal) -> Principal:
+    # Only a login session makes or changes credentials: a request signed with an API key (perhaps limited,
+    # perhaps expiring tomorrow) could otherwise mint a key with more rights than its own, which would outlive it.
+    if principal.credential != "session":
+        raise PermissionDenied("this needs a login session (POST /auth/login): an API key cannot create or change "
+                               "credentials", code="login_session_required")
+    return principal
+
+
+async def login_session_principal(principal: CurrentPrincipal) -> Principal:
+    return _require_login_session(principal)
+
+
+async def admin_session_principal(principal: AdminPrincipal) -> Principal:
+    return _require_login_session(principal)
+
+
+LoginSessionPrincipal = Annotated[Principal, Depends(login_session_principal)]
+AdminSessionPrincipal = Annotated[Principal, Depends(admin_session_principal)]
+
+
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 

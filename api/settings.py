@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most sequences decoded together.")
     max_queue: int = Field(256, ge=1, description="Most requests waiting for a batch slot before 503s.")
+    # Per replica, in memory: one user must not fill the engine's queue (`max_queue`) for everyone else.
+    max_concurrent_per_user: int = Field(
+        16, ge=1, description="Most generations (choices: `n` counts as n) one user may run at once on a replica, "
+        "whatever the protocol; past it, 429 `concurrency_limit_exceeded`.")
     auth_cache_ttl: timedelta = Field(
         timedelta(seconds=5), description="How long a replica reuses a credential it checked (0 turns it off); "
         "changes made on this replica apply at once, another replica's within this time.")

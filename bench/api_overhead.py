@@ -57,7 +57,7 @@ def serve(port: int, data_dir: Path) -> None:
     from db import migrate
 
     settings = Settings(_env_file=None, data_dir=data_dir, model_dirs=[], admin_password=PASSWORD,  # type: ignore[call-arg]
-                        log_level="WARNING")
+                        log_level="WARNING", max_concurrent_per_user=100_000)  # one key, many streams
     migrate.upgrade(settings.resolved_database_url)
     app = create_app(settings, extra_backends=[Backend(model="zero-cost", kind="bench", client=ZeroCostEngine())])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

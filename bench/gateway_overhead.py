@@ -158,7 +158,8 @@ def main() -> None:
     upstream = f"http://127.0.0.1:{ports['upstream']}/v1"
     (work / "models").mkdir()
     gateway_env = {**env, "LLMWS_DATA_DIR": str(work / "var"), "LLMWS_MODEL_DIRS": str(work / "models"),
-                   "LLMWS_ADMIN_PASSWORD": PASSWORD, "LLMWS_PORT": str(ports["gateway"]), "LLMWS_LOG_LEVEL": "WARNING"}
+                   "LLMWS_ADMIN_PASSWORD": PASSWORD, "LLMWS_PORT": str(ports["gateway"]), "LLMWS_LOG_LEVEL": "WARNING",
+                   "LLMWS_MAX_CONCURRENT_PER_USER": "100000"}  # one key drives all the load
     subprocess.run([LLMWS, "db", "upgrade"], env=gateway_env, check=True, capture_output=True, cwd=work)
     processes = [
         (spawn([sys.executable, str(REPO / "bench" / "fake_openai.py"), "--port", str(ports["upstream"])], env,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import AdminPrincipal, ClientIP, SessionDep, admin_principal
+from api.deps import AdminPrincipal, AdminSessionPrincipal, ClientIP, SessionDep, admin_principal
 from api.schemas.admin import AdminUserCreate, AdminUserUpdate, AuditOut, LimitsIn, LimitsOut
 from api.schemas.auth import UserOut
 from api.schemas.common import ListOut
@@ -38,7 +38,8 @@ async def list_users(session: SessionDep, offset: Offset = 0, limit: Limit = 100
 
 
 @router.post("/users", status_code=201)
-async def create_user(body: AdminUserCreate, admin: AdminPrincipal, session: SessionDep, ip: ClientIP) -> UserOut:
+async def create_user(body: AdminUserCreate, admin: AdminSessionPrincipal, session: SessionDep,
+                      ip: ClientIP) -> UserOut:
     user = await user_service.create_user(session, body.username, body.password, role=body.role,
                                           email=body.email, actor_user_id=admin.user.id, ip=ip)
     return UserOut.model_validate(user)
@@ -50,7 +51,7 @@ async def get_user(user_id: int, session: SessionDep) -> UserOut:
 
 
 @router.patch("/users/{user_id}")
-async def update_user(user_id: int, body: AdminUserUpdate, admin: AdminPrincipal, session: SessionDep,
+async def update_user(user_id: int, body: AdminUserUpdate, admin: AdminSessionPrincipal, session: SessionDep,
                       ip: ClientIP) -> UserOut:
     user = await user_service.admin_update(session, user_id, role=body.role, is_active=body.is_active,
                                            email=body.email, password=body.password, actor_user_id=admin.user.id,
@@ -59,7 +60,7 @@ async def update_user(user_id: int, body: AdminUserUpdate, admin: AdminPrincipal
 
 
 @router.put("/users/{user_id}/limits")
-async def set_user_limits(user_id: int, body: LimitsIn, admin: AdminPrincipal, session: SessionDep,
+async def set_user_limits(user_id: int, body: LimitsIn, admin: AdminSessionPrincipal, session: SessionDep,
                           ip: ClientIP) -> LimitsOut:
     user = await user_service.get_user(session, user_id)
     _apply_limits(session, user, body, admin, ip, target_type="user", subject=user.username)
@@ -67,7 +68,7 @@ async def set_user_limits(user_id: int, body: LimitsIn, admin: AdminPrincipal, s
 
 
 @router.put("/keys/{key_id}/limits")
-async def set_key_limits(key_id: int, body: LimitsIn, admin: AdminPrincipal, session: SessionDep,
+async def set_key_limits(key_id: int, body: LimitsIn, admin: AdminSessionPrincipal, session: SessionDep,
                          ip: ClientIP) -> LimitsOut:
     key = await api_keys.get_key(session, key_id)
     _apply_limits(session, key, body, admin, ip, target_type="api_key", subject=key.user.username)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from api.deps import ClientIP, CurrentPrincipal, SessionDep, SessionmakerDep, SettingsDep, current_principal
+from api.deps import (
+    ClientIP,
+    CurrentPrincipal,
+    LoginSessionPrincipal,
+    SessionDep,
+    SessionmakerDep,
+    SettingsDep,
+    current_principal,
+)
 from api.schemas.auth import (
     LoginRequest,
     MeOut,
@@ -63,7 +71,7 @@ async def logout(principal: CurrentPrincipal, session: SessionDep, ip: ClientIP)
 
 
 @router.post("/password", status_code=204)
-async def change_password(body: PasswordChangeRequest, principal: CurrentPrincipal, session: SessionDep,
+async def change_password(body: PasswordChangeRequest, principal: LoginSessionPrincipal, session: SessionDep,
                           sessionmaker: SessionmakerDep, settings: SettingsDep, ip: ClientIP) -> None:
     await auth_service.change_own_password(session, sessionmaker, principal, body.current_password,
                                            body.new_password, policy=ThrottlePolicy.from_settings(settings), ip=ip)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.deps import ClientIP, CurrentPrincipal, SessionDep, current_principal
+from api.deps import ClientIP, CurrentPrincipal, LoginSessionPrincipal, SessionDep, current_principal
 from api.schemas.common import ListOut
 from api.schemas.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from api.services import api_keys
@@ -26,7 +26,7 @@ async def list_own_keys(
 
 
 @router.post("", status_code=201)
-async def create_key(body: ApiKeyCreate, principal: CurrentPrincipal, session: SessionDep,
+async def create_key(body: ApiKeyCreate, principal: LoginSessionPrincipal, session: SessionDep,
                      ip: ClientIP) -> ApiKeyCreated:
     created = await api_keys.create_key(session, principal.user, body.name, expires_at=body.expires_at, ip=ip)
     return ApiKeyCreated.model_validate({**ApiKeyOut.model_validate(created.row).model_dump(), "key": created.key})

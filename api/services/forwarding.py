@@ -19,9 +19,10 @@ from api.services.backends import Backend
 from api.services.errors import RateLimited
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.metering import Meter
+from api.services.usage_writer import Reservation
 from api.sse import EventStreamResponse
-from engine.requests import GenerationRequest
-from engine.upstream import UpstreamRefused, UpstreamUnavailable
+from engine.requests import GenerationRequest, SamplingParams
+from engine.upstream import UpstreamUnavailable, estimate_tokens
 
 
 async def serve_alias(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
@@ -38,24 +39,29 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
         raise UpstreamUnavailable(f"no deployment of {alias.name} is available right now")
     failures: list[str] = []
     admitted = session is None  # nothing to count
+    reservation: Reservation | None = None  # what the count reserved, settled by whichever meter records last
     for deployment in candidates:
         given = with_defaults(body, alias, deployment)
         if deployment.provider is None:
             backend = Backend(model=alias.name, kind="local", client=gateway.host.engine())
             generation = await serving.begin(state, session, principal, alias.name, build(given), backend=backend,
-                                             admit=not admitted)
+                                             admit=not admitted, reservation=reservation)
             return await openai_format.answer(request, generation, given, chat=chat)
         meter = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, deployment.backend)
+        meter.reservation = reservation
+        raw = given.model_dump(mode="json", exclude_unset=True)
+        slot = serving.take_slots(state.generation_slots, principal, given.n, meter)
         if not admitted:
             assert session is not None
             try:
-                await limits.admit(session, principal)
+                reservation = meter.reservation = await limits.admit(
+                    session, principal, choices=given.n, reserve_tokens=_upstream_reservation(raw, given, gateway))
             except RateLimited:
+                slot.release()
                 meter.record("rejected")
                 raise
             admitted = True
-        release = gateway.hold(deployment)
-        raw = given.model_dump(mode="json", exclude_unset=True)
+        release = _releasing(gateway.hold(deployment), slot.release)
         try:
             opened = await serving.unless_client_leaves(request, passthrough.open_stream(
                 deployment, "/chat/completions" if chat else "/completions", raw))
@@ -68,7 +74,7 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
             failures.append(exc.message)
             gateway.mark_unhealthy(deployment, exc.message)
             continue
-        except UpstreamRefused:
+        except BaseException:
             release()
             meter.record("error")
             raise
@@ -78,8 +84,27 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
             return EventStreamResponse(passthrough.relay_stream(opened, relay, include_usage=body.include_usage),
                                        after=functools.partial(passthrough.settle, opened, relay))
         return await passthrough.relay_json(opened, relay)
-    Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway").record("error")
+    failed = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway")
+    failed.reservation = reservation
+    failed.record("error")
     raise UpstreamUnavailable(f"every deployment of {alias.name} failed: {'; '.join(failures)}")
+
+
+def _releasing(*releases: Callable[[], None]) -> Callable[[], None]:
+    """One release for what a forwarded request holds (its deployment's count, the user's slots); each part gives
+    itself back once."""
+    def release() -> None:
+        for part in releases:
+            part()
+    return release
+
+
+def _upstream_reservation(raw: dict[str, Any], given: SamplingFields, gateway: Gateway) -> int:
+    """The most an upstream answer may count: the prompt (estimated with the local tokenizer) and max_tokens per
+    choice; an upstream's own default for an unset max_tokens is unknown, so the engine's default stands in."""
+    count = gateway.token_counter() or estimate_tokens
+    most = given.max_tokens or getattr(given, "max_completion_tokens", None) or SamplingParams.max_tokens
+    return count(passthrough.prompt_text(raw)) + most * given.n
 
 
 def with_defaults(body: SamplingFields, alias: Alias, deployment: Deployment) -> SamplingFields:

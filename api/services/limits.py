@@ -1,9 +1,12 @@
 """Requests/minute, tokens/minute and monthly token quotas, per API key and per user, checked before a generation
 starts. The counters live in the database (``rate_windows``, ``usage_logs``), so every replica shares them.
 
-Requests are counted at admission (a conditional increment, so two replicas cannot both take the last slot);
-tokens are counted when the usage writer stores the finished request, so a minute's token limit and the monthly
-quota refuse the *next* request once they are reached (a running answer is never cut off).
+Both per-minute counts are taken at admission by a conditional increment, so two replicas cannot both take the
+last of a limit. A request counts as ``n`` requests (one per choice it asks for). Against a tokens/minute limit
+it reserves the most it can use (its prompt and ``max_tokens`` × n) while the window is not yet full; the usage
+writer settles the reservation to the real count when it stores the finished request. Concurrent long requests
+therefore overshoot a token limit by one request's reservation at most. The monthly quota is counted from the
+stored usage, so it refuses the *next* request once it is reached (a running answer is never cut off).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from api.services.auth import Principal
 from api.services.errors import RateLimited
+from api.services.usage_writer import Reservation
 from db.models import ApiKey, RateWindow, UsageLog, User
 
 
@@ -48,9 +53,11 @@ def has_limits(principal: Principal) -> bool:
                or subject.monthly_token_quota is not None for subject in subjects_of(principal, principal.api_key))
 
 
-async def admit(session: AsyncSession, principal: Principal) -> None:
-    """Count this request against the caller's limits (committed at once, so every replica sees it), or raise
-    ``RateLimited`` (429) without counting it."""
+async def admit(session: AsyncSession, principal: Principal, *, choices: int = 1,
+                reserve_tokens: int = 0) -> Reservation | None:
+    """Count this request (``choices`` requests, ``reserve_tokens`` tokens) against the caller's limits, committed
+    at once so every replica sees it; or raise ``RateLimited`` (429) without counting anything. The reservation,
+    if any subject has a tokens/minute limit, goes with the request's usage record to be settled."""
     now = time.time()
     minute = int(now) // 60
     key = principal.api_key
@@ -65,31 +72,40 @@ async def admit(session: AsyncSession, principal: Principal) -> None:
                     f"{subject.label} has used its monthly quota of {subject.monthly_token_quota} tokens",
                     retry_after_s=_seconds_to_next_month(now), code="insufficient_quota",
                     error_type="insufficient_quota")
-        if subject.tokens_per_minute is not None:
-            used = await session.scalar(select(RateWindow.tokens).where(
-                RateWindow.subject == subject.key, RateWindow.minute == minute)) or 0
-            if used >= subject.tokens_per_minute:
-                raise _per_minute(f"{subject.label} has used its {subject.tokens_per_minute} tokens per minute",
-                                  now)
+    reserved: list[str] = []
     for subject in subjects:
-        if subject.requests_per_minute is not None and not await _take_request(
-                session, subject.key, minute, subject.requests_per_minute):
-            await session.rollback()  # the other subjects' counts for this refused request go too
-            raise _per_minute(f"{subject.label} is limited to {subject.requests_per_minute} requests per minute",
-                              now)
+        # Tokens: admitted while the window is not full yet (a request larger than the whole limit still runs
+        # in an empty minute). Requests: all n must fit.
+        if subject.tokens_per_minute is not None:
+            if not await _take(session, subject.key, minute, RateWindow.tokens, reserve_tokens,
+                               ceiling=subject.tokens_per_minute - 1):
+                await session.rollback()  # what this refused request counted elsewhere goes too
+                raise _per_minute(f"{subject.label} has used its {subject.tokens_per_minute} tokens per minute", now)
+            reserved.append(subject.key)
+        if subject.requests_per_minute is not None and not await _take(
+                session, subject.key, minute, RateWindow.requests, choices,
+                ceiling=subject.requests_per_minute - choices):
+            await session.rollback()
+            asked = f" (this request asks for {choices} choices, each counted)" if choices > 1 else ""
+            raise _per_minute(f"{subject.label} is limited to {subject.requests_per_minute} requests per minute"
+                              f"{asked}", now)
     await session.commit()
+    return Reservation(minute, reserve_tokens, tuple(reserved)) if reserved else None
 
 
-async def _take_request(session: AsyncSession, subject: str, minute: int, limit: int) -> bool:
+async def _take(session: AsyncSession, subject: str, minute: int, column: InstrumentedAttribute[int], amount: int,
+                *, ceiling: int) -> bool:
+    """Add ``amount`` to the subject's window in ``column`` if it holds at most ``ceiling`` so far."""
     increment = (update(RateWindow).where(RateWindow.subject == subject, RateWindow.minute == minute,
-                                          RateWindow.requests < limit).values(requests=RateWindow.requests + 1))
+                                          column <= ceiling).values({column: column + amount}))
     if (await session.execute(increment)).rowcount:  # type: ignore[attr-defined]
         return True
-    if limit < 1:
+    if ceiling < 0:
         return False
     try:
         async with session.begin_nested():
-            session.add(RateWindow(subject=subject, minute=minute, requests=1, tokens=0))
+            session.add(RateWindow(subject=subject, minute=minute, **{"requests": 0, "tokens": 0,
+                                                                      column.key: amount}))
         return True
     except IntegrityError:  # the window exists: full, or just created by another replica
         return bool((await session.execute(increment)).rowcount)  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from api.services.auth import Principal
-from api.services.usage_writer import UsageRecord, UsageWriter
+from api.services.usage_writer import Reservation, UsageRecord, UsageWriter
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, StartEvent, TokenEvent
 
 
@@ -28,6 +28,7 @@ class Meter:
     finish_reasons: dict[int, str] = field(default_factory=dict)
     error: str | None = None
     recorded: bool = False
+    reservation: Reservation | None = None  # what admission reserved against token limits, settled by the record
 
     @classmethod
     def for_principal(cls, writer: UsageWriter, principal: Principal, request_id: str, model: str,
@@ -77,4 +78,5 @@ class Meter:
             request_id=self.request_id, user_id=self.user_id, api_key_id=self.api_key_id, model=self.model,
             backend=self.backend, prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
             ttft_ms=None if ttft is None else ttft * 1000, latency_ms=(time.perf_counter() - self.started) * 1000,
-            tokens_per_s=self.tokens_per_s(), status=status, count_source=self.count_source))
+            tokens_per_s=self.tokens_per_s(), status=status, count_source=self.count_source,
+            reservation=self.reservation))

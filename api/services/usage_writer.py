@@ -1,6 +1,7 @@
 """Usage rows written off the hot path: requests hand their record to a queue, a background task inserts them in
-batches (and adds their tokens to the shared per-minute rate windows). Nothing is lost on a client disconnect:
-the record is queued by the request's own cleanup, and closing the writer flushes what is left.
+batches (and adds their tokens to the shared per-minute rate windows, settling what admission reserved there).
+Nothing is lost on a client disconnect: the record is queued by the request's own cleanup, and closing the writer
+flushes what is left.
 
 A row the database refuses (a data error: too long, a NUL, a user deleted meanwhile) is found by halving the batch
 and set aside, so it cannot hold back everyone else's usage; a lost connection keeps every row for the next try."""
@@ -35,6 +36,16 @@ DATA_ERROR_CLASSES = {"22", "23"}
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """Tokens that admission added to ``subjects``' rate windows of ``minute`` before the request ran (its most:
+    prompt + max_tokens × n); the usage row replaces them there with the real count."""
+
+    minute: int
+    tokens: int
+    subjects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class UsageRecord:
     request_id: str
     user_id: int | None
@@ -48,10 +59,20 @@ class UsageRecord:
     tokens_per_s: float | None
     status: str  # ok, cancelled, error, rejected
     count_source: str  # engine, upstream, estimated
+    reservation: Reservation | None = None  # not a column
 
     def rate_subjects(self) -> list[str]:
         subjects = [f"user:{self.user_id}"] if self.user_id is not None else []
         return subjects + ([f"key:{self.api_key_id}"] if self.api_key_id is not None else [])
+
+    def window_tokens(self, finished_at: float) -> list[tuple[tuple[str, int], int]]:
+        """What this request adds to each subject's rate window: its tokens in the minute it finished, or, where
+        admission reserved tokens, the difference in the reservation's minute (counted once, never twice)."""
+        total = self.prompt_tokens + self.completion_tokens
+        reservation = self.reservation
+        return [((subject, reservation.minute), total - reservation.tokens)
+                if reservation is not None and subject in reservation.subjects
+                else ((subject, int(finished_at) // 60), total) for subject in self.rate_subjects()]
 
 
 class UsageWriter:
@@ -163,15 +184,13 @@ class UsageWriter:
         tokens: Counter[tuple[str, int]] = Counter()
         daily: dict[tuple[Any, ...], DailySums] = {}
         for record, at in batch:
-            for subject in record.rate_subjects():
-                tokens[(subject, int(at) // 60)] += record.prompt_tokens + record.completion_tokens
+            for window, count in record.window_tokens(at):
+                tokens[window] += count
             group = (datetime.fromtimestamp(at, UTC).date(), record.user_id, record.api_key_id, record.model,
                      record.backend, record.status)
             daily.setdefault(group, DailySums()).add(record)
         async with self._sessionmaker() as session:
-            # vars, not asdict: asdict deep-copies every field of every row (about a sixth of this write's CPU).
-            await session.execute(insert(UsageLog), [vars(record) | {"created_at": datetime.fromtimestamp(at, UTC)}
-                                                     for record, at in batch])
+            await session.execute(insert(UsageLog), [_row(record, at) for record, at in batch])
             for group, sums in daily.items():
                 await add_daily(session, group, sums)
             for (subject, minute), count in tokens.items():
@@ -188,6 +207,13 @@ def is_data_error(exc: BaseException) -> bool:
         return True
     sqlstate = getattr(exc.orig, "sqlstate", None)  # asyncpg's errors that SQLAlchemy only wraps as DBAPIError
     return isinstance(sqlstate, str) and sqlstate[:2] in DATA_ERROR_CLASSES
+
+
+def _row(record: UsageRecord, at: float) -> dict[str, Any]:
+    # vars, not asdict: asdict deep-copies every field of every row (about a sixth of this write's CPU).
+    row = vars(record) | {"created_at": datetime.fromtimestamp(at, UTC)}
+    del row["reservation"]
+    return row
 
 
 @dataclass
@@ -232,6 +258,8 @@ async def add_window_tokens(session: AsyncSession, subject: str, minute: int, co
     statement = (update(RateWindow).where(RateWindow.subject == subject, RateWindow.minute == minute)
                  .values(tokens=RateWindow.tokens + count))
     if (await session.execute(statement)).rowcount:  # type: ignore[attr-defined]
+        return
+    if count <= 0:  # a reservation settled after its window was purged: nothing is left to take it from
         return
     try:
         async with session.begin_nested():

@@ -80,3 +80,50 @@ async def test_logout_with_an_api_key_is_refused(client: httpx.AsyncClient, user
     created = await create_key(client, user_token)
     assert_error(await client.post("/auth/logout", headers=bearer(created["key"])), 400, "not_a_session")
     assert (await client.get("/auth/me", headers=bearer(created["key"]))).status_code == 200
+
+
+async def test_an_api_key_cannot_mint_a_key(client: httpx.AsyncClient, user_token: str, admin_token: str) -> None:
+    """Only a login session creates keys: a limited key that expires tomorrow must not make an unlimited one that
+    never expires (and would outlive its revocation)."""
+    tomorrow = (utcnow() + timedelta(days=1)).isoformat()
+    parent = await create_key(client, user_token, "limited", expires_at=tomorrow)
+    limited = await client.put(f"/admin/keys/{parent['id']}/limits", json={"requests_per_minute": 1},
+                               headers=bearer(admin_token))
+    assert limited.status_code == 200, limited.text
+    refused = await client.post("/v1/keys", json={"name": "child"}, headers=bearer(parent["key"]))
+    assert "login session" in assert_error(refused, 403, "login_session_required")["message"]
+    listed = (await client.get("/v1/keys", headers=bearer(user_token))).json()["data"]
+    assert [key["id"] for key in listed] == [parent["id"]]
+
+
+async def test_an_api_key_cannot_change_a_password(client: httpx.AsyncClient, user_token: str) -> None:
+    key = await create_key(client, user_token)
+    change = {"current_password": USER_PASSWORD, "new_password": "a-new-password-456"}
+    assert_error(await client.post("/auth/password", json=change, headers=bearer(key["key"])), 403,
+                 "login_session_required")
+    assert await login(client, "alice", USER_PASSWORD)  # unchanged
+    assert (await client.post("/auth/password", json=change, headers=bearer(user_token))).status_code == 204
+
+
+async def test_an_admins_api_key_cannot_make_users_or_change_rights_or_limits(
+    client: httpx.AsyncClient, admin_token: str, make_user: MakeUser
+) -> None:
+    key = await create_key(client, admin_token, "admin-ci")
+    bob = await make_user("bob")
+    as_key = bearer(key["key"])
+    attempts = [
+        client.post("/admin/users", json={"username": "eve", "password": "eve-password-123", "role": "admin"},
+                    headers=as_key),
+        client.patch(f"/admin/users/{bob.id}", json={"role": "admin", "password": "taken-over-123"}, headers=as_key),
+        client.put(f"/admin/users/{bob.id}/limits", json={"requests_per_minute": None}, headers=as_key),
+        client.put(f"/admin/keys/{key['id']}/limits", json={"requests_per_minute": None}, headers=as_key),
+    ]
+    for attempt in attempts:
+        assert_error(await attempt, 403, "login_session_required")
+    users = (await client.get("/admin/users", headers=as_key)).json()["data"]  # reading is still allowed
+    assert sorted(user["username"] for user in users) == ["admin", "bob"]
+    assert next(user for user in users if user["username"] == "bob")["role"] == "user"
+    assert await login(client, "bob", USER_PASSWORD)
+    audit = (await client.get("/admin/audit", headers=as_key)).json()["data"]
+    assert not {"user.updated", "user.limits_set", "api_key.limits_set"} & {
+        entry["action"] for entry in audit}

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.services.usage_writer import UsageRecord, UsageWriter
+from api.services.usage_writer import Reservation, UsageRecord, UsageWriter
 from db.models import RateWindow, UsageDaily, UsageLog
 from db.session import create_engine, create_sessionmaker
 from tests.api.conftest import MakeUser
@@ -137,3 +137,12 @@ async def test_a_database_outage_keeps_every_row_for_the_next_try(database_url: 
     finally:
         await down_engine.dispose()
         await up_engine.dispose()
+
+
+def test_a_reservation_is_replaced_by_the_real_count_not_added_to_it() -> None:
+    """Admission reserved 50 tokens on the key's window of minute 100; the request used 17 and finished in minute
+    101. The key's window gets 17 in all (50 - 33), the user's (nothing reserved there) 17 when it finished."""
+    record = UsageRecord("r", 1, 2, "m", "local", 7, 10, 3.0, 12.0, None, "ok", "engine",
+                         reservation=Reservation(minute=100, tokens=50, subjects=("key:2",)))
+    assert record.window_tokens(101 * 60 + 5) == [(("user:1", 101), 17), (("key:2", 100), -33)]
+    assert usage("plain").window_tokens(101 * 60) == [(("user:1", 101), 17)]
