@@ -93,10 +93,14 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Browser origins (`https://app.example.com`, separated by commas; `*` for "
         "any) allowed to call the API from their pages; none by default (docs/security.md).")
-    login_max_failures: int = Field(5, ge=1, description="Failed logins per user or address before slowing.")
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per username and address before slowing (four times as many per address).")
     login_failure_window: timedelta = Field(
         timedelta(minutes=15), description="Window in which failed logins are counted."
     )
+    password_checks_per_address: int = Field(
+        100, ge=1, description="Password checks one client address may cause per `login_failure_window` (logins, "
+        "right or wrong, password changes and registrations: each is an Argon2 hash) before it waits.")
     stream_resume_window: timedelta = Field(
         timedelta(seconds=60), description="How long a native stream nobody follows keeps generating before it "
         "is cancelled (a client may reconnect with Last-Event-ID meanwhile).")
