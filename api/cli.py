@@ -128,10 +128,11 @@ def ui_command(settings: Settings, port: int | None = None) -> list[str]:
 
 
 def ui_environment(settings: Settings) -> dict[str, str]:
-    """The cookie secret goes to Panel through its environment, not its command line (which ``ps`` shows)."""
+    """The cookie secret goes to Panel through its environment, not its command line (which ``ps`` shows); the
+    API's address goes along as settled here, so the UI looks where the API listens."""
     from api.settings import ui_cookie_secret
 
-    return {**os.environ, "PANEL_COOKIE_SECRET": ui_cookie_secret(settings)}
+    return {**os.environ, "PANEL_COOKIE_SECRET": ui_cookie_secret(settings), "LLMWS_API_URL": settings.api_url}
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:

@@ -38,6 +38,13 @@ DURATION_SHORTHAND = re.compile(r"(?P<amount>-?\d+)\s*(?P<unit>[smhd]?)")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def own_api_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches an API bound to ``host:port`` at."""
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (naming it, not binding it)
+    host = wildcard.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -49,7 +56,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
     ui_port: int = Field(5006, ge=1, le=65535, description="Port `llmws ui` serves the Panel app on.")
-    api_url: str = Field("http://127.0.0.1:8000", description="Where the UI and `llmws chat` reach the API.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the UI and `llmws chat` reach the API; "
+                         "default: this API's own `host` and `port` (loopback when it binds every address).")
     token: SecretStr | None = Field(None, description="The login token or API key `llmws chat` uses.")
     data_dir: Path = Field(Path("var"), description="Runtime data: database, secret key, logs, downloads.")
     database_url: str | None = Field(
@@ -101,10 +109,14 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Browser origins (`https://app.example.com`, separated by commas; `*` for "
         "any) allowed to call the API from their pages; none by default (docs/security.md).")
-    login_max_failures: int = Field(5, ge=1, description="Failed logins per user or address before slowing.")
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per username and address before slowing (four times as many per address).")
     login_failure_window: timedelta = Field(
         timedelta(minutes=15), description="Window in which failed logins are counted."
     )
+    password_checks_per_address: int = Field(
+        100, ge=1, description="Password checks one client address may cause per `login_failure_window` (logins, "
+        "right or wrong, password changes and registrations: each is an Argon2 hash) before it waits.")
     stream_resume_window: timedelta = Field(
         timedelta(seconds=60), description="How long a native stream nobody follows keeps generating before it "
         "is cancelled (a client may reconnect with Last-Event-ID meanwhile).")
@@ -216,6 +228,13 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError("must be a postgresql:// or sqlite:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _api_url_follows_the_api(self) -> Settings:
+        # `LLMWS_PORT=18000 make run` moves the API; the UI started beside it must look there too.
+        if "api_url" not in self.model_fields_set:
+            self.api_url = own_api_url(self.host, self.port)
+        return self
 
     @model_validator(mode="after")
     def _production_secret(self) -> Settings:

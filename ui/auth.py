@@ -2,7 +2,8 @@
 
 The password is checked by ``POST /auth/login``; the API's session token is then kept in a signed, HttpOnly cookie
 (``llmws_token``) beside Panel's own ``user`` cookie, so the browser's JavaScript never sees it and a reload keeps
-the login. Logging out ends the API session too. Registration goes through ``POST /auth/register`` and is refused
+the login. The login and logout forms carry tornado's CSRF token (``_xsrf``), so no other site can post them.
+Logging out ends the API session too. Registration goes through ``POST /auth/register`` and is refused
 there when the API's registration is closed.
 """
 
@@ -17,7 +18,7 @@ import jinja2
 import panel as pn
 from panel.auth import BasicLoginHandler
 from panel.auth import LogoutHandler as PanelLogoutHandler
-from tornado.web import RequestHandler
+from tornado.web import HTTPError, RequestHandler
 
 from api.settings import load_settings
 
@@ -25,6 +26,7 @@ TOKEN_COOKIE = "llmws_token"  # noqa: S105 (a cookie's name)
 USER_COOKIE = "user"  # Panel's own: what pn.state.user reads
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
+XSRF_COOKIE = "_xsrf"  # tornado's: the CSRF token the login and logout forms must echo
 
 _TEMPLATE = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
@@ -56,10 +58,13 @@ class LoginHandler(BasicLoginHandler):
         next_url = safe_next(self.get_argument("next", ""))
         if next_url:
             self.set_cookie("next_url", next_url, httponly=True, samesite="Lax", path="/")
-        self.write(_TEMPLATE.render(error=self.get_argument("error", ""), notice=self.get_argument("notice", ""),
-                                    mode=self.get_argument("mode", "login"), login_path=LOGIN_PATH))
+        render_form(self, error=self.get_argument("error", ""), notice=self.get_argument("notice", ""),
+                    mode=self.get_argument("mode", "login"))
 
     async def post(self) -> None:
+        if not same_site_form(self):
+            # Login CSRF: another site's form would log the browser into the attacker's account.
+            return render_form(self, status=403, mode=self.get_argument("action", "login"), error=EXPIRED_FORM)
         username = self.get_argument("username", "").strip()
         password = self.get_argument("password", "")
         registering = self.get_argument("action", "login") == "register"
@@ -95,9 +100,15 @@ class LoginHandler(BasicLoginHandler):
 
 
 class LogoutHandler(PanelLogoutHandler):
-    """Ends the API session as well as the browser's cookies."""
+    """Ends the API session as well as the browser's cookies, on a POST carrying the CSRF token only: another
+    site's link or image must not log anyone out. A GET shows the button that posts it."""
 
-    async def get(self) -> None:
+    def get(self) -> None:
+        render_form(self, mode="logout")
+
+    async def post(self) -> None:
+        if not same_site_form(self):
+            return render_form(self, status=403, mode="logout", error=EXPIRED_FORM)
         token = self.get_secure_cookie(TOKEN_COOKIE)
         if token:
             try:
@@ -108,6 +119,26 @@ class LogoutHandler(PanelLogoutHandler):
         for name in (TOKEN_COOKIE, USER_COOKIE, "id_token", "access_token", "is_guest"):
             self.clear_cookie(name, path="/")
         self.redirect(f"{LOGIN_PATH}?notice={quote('You are logged out.')}")
+
+
+EXPIRED_FORM = "This form has expired or came from another site. Please try again."
+
+
+def render_form(handler: RequestHandler, *, mode: str, status: int = 200, error: str = "", notice: str = "") -> None:
+    """The login, registration or logout page, its form carrying this browser's CSRF token."""
+    handler.set_status(status)
+    handler.write(_TEMPLATE.render(error=error, notice=notice, mode=mode, login_path=LOGIN_PATH,
+                                   logout_path=LOGOUT_PATH, xsrf_token=handler.xsrf_token.decode()))
+
+
+def same_site_form(handler: RequestHandler) -> bool:
+    """Whether a posted form carries the token of this browser's CSRF cookie (tornado's double submit, masked
+    per page against BREACH); another site can neither read the cookie nor guess the token."""
+    try:
+        handler.check_xsrf_cookie()
+    except HTTPError:
+        return False
+    return True
 
 
 def safe_next(url: str) -> str | None:

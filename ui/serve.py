@@ -18,7 +18,15 @@ from tornado.web import GZipContentEncoding, OutputTransform
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",  # no UI page inside someone else's frame (clickjacking)
-    "Content-Security-Policy": "frame-ancestors 'none'",
+    # Bokeh renders with inline scripts and styles and compiles some code at run time, hence 'unsafe-inline' and
+    # 'unsafe-eval', and Panel loads modules from blob: URLs; everything else stays on this server. Above all
+    # `img-src`: a chat answer's Markdown must not load a remote image, whose URL would carry what a prompt
+    # injection put in it.
+    "Content-Security-Policy": "; ".join((
+        "default-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:", "worker-src 'self' blob:",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:", "font-src 'self' data:", "connect-src 'self'", "object-src 'none'",
+        "base-uri 'self'", "form-action 'self'", "frame-ancestors 'none'")),
     "Referrer-Policy": "same-origin",
 }
 

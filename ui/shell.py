@@ -14,7 +14,7 @@ from typing import Any
 import panel as pn
 
 from api.settings import load_settings
-from ui.auth import LOGOUT_PATH, session_token
+from ui.auth import LOGIN_PATH, LOGOUT_PATH, XSRF_COOKIE, session_token
 from ui.client import ApiClient, ApiError
 
 USER_PAGES = [("Chat", "/chat"), ("History", "/history"), ("Projects", "/projects"), ("Settings", "/settings")]
@@ -72,13 +72,13 @@ def serve_page(title: str, path: str, build: Callable[[UiSession], pn.viewable.V
                                             accent_base_color="#0072b5", sidebar_width=220)
     if session is None:
         template.main.append(pn.pane.HTML(
-            f'<p id="session-ended">Your login has ended. <a href="{LOGOUT_PATH}">Log in again</a>.</p>'))
+            f'<p id="session-ended">Your login has ended. <a href="{LOGIN_PATH}">Log in again</a>.</p>'))
         template.servable()
         return
     template.sidebar.append(pn.pane.HTML(_menu(session, path), sizing_mode="stretch_width"))
     template.header.append(pn.pane.HTML(
         f'<span class="llmws-user" id="current-user">{_escape(session.user["username"])}</span>'
-        f' · <a href="{LOGOUT_PATH}" id="logout" style="color: white">Log out</a>',
+        f' · {_logout_form()}',
         styles={"color": "white", "margin-left": "auto"}))
     if admin and not session.is_admin:
         template.main.append(pn.pane.HTML(
@@ -95,6 +95,16 @@ def serve_page(title: str, path: str, build: Callable[[UiSession], pn.viewable.V
 
 def _escape(text: str) -> str:
     return html.escape(text)
+
+
+def _logout_form() -> str:
+    """Log out is a form posting this browser's CSRF token (set by the login page); without the cookie the
+    logout page asks again with a fresh one."""
+    token = _escape(pn.state.cookies.get(XSRF_COOKIE, ""))
+    return (f'<form method="post" action="{LOGOUT_PATH}" style="display: inline; margin: 0">'
+            f'<input type="hidden" name="_xsrf" value="{token}">'
+            '<button type="submit" id="logout" style="color: white; background: none; border: 0; padding: 0; '
+            'font: inherit; text-decoration: underline; cursor: pointer">Log out</button></form>')
 
 
 def _menu(session: UiSession, current: str) -> str:

@@ -42,9 +42,11 @@ async def login(body: LoginRequest, request: Request, session: SessionDep, sessi
 
 
 @public_router.post("/register", status_code=201)
-async def register(body: RegisterRequest, session: SessionDep, settings: SettingsDep, ip: ClientIP) -> UserOut:
-    user = await user_service.register(session, body.username, body.password, email=body.email, ip=ip,
-                                       open_registration=settings.open_registration)
+async def register(body: RegisterRequest, session: SessionDep, sessionmaker: SessionmakerDep, settings: SettingsDep,
+                   ip: ClientIP) -> UserOut:
+    user = await user_service.register(session, sessionmaker, body.username, body.password, email=body.email, ip=ip,
+                                       open_registration=settings.open_registration,
+                                       policy=ThrottlePolicy.from_settings(settings))
     return UserOut.model_validate(user)
 
 

@@ -51,22 +51,24 @@ async def create_prompt(session: AsyncSession, principal: Principal, *, name: st
 async def update_prompt(session: AsyncSession, principal: Principal, prompt: SystemPrompt, *, name: str = UNSET,
                         content: str = UNSET, is_shared: bool = UNSET, user_template: str | None = UNSET
                         ) -> SystemPrompt:
-    _check_owner(principal, prompt)
+    _check_may_change(principal, prompt)
     if is_shared is not UNSET:
-        _check_may_share(principal, is_shared or prompt.is_shared)
+        _check_may_share(principal, is_shared)
     update_fields(prompt, {"name": name, "content": content, "is_shared": is_shared, "user_template": user_template})
     await session.flush()
     return prompt
 
 
 async def delete_prompt(session: AsyncSession, principal: Principal, prompt: SystemPrompt) -> None:
-    _check_owner(principal, prompt)
+    _check_may_change(principal, prompt)
     await session.delete(prompt)
 
 
-def _check_owner(principal: Principal, prompt: SystemPrompt) -> None:
-    if prompt.owner_id != principal.user.id:
-        _check_may_share(principal, True)  # someone else's shared prompt: admins only
+def _check_may_change(principal: Principal, prompt: SystemPrompt) -> None:
+    """A shared prompt reaches every user, so only admins edit, delete or unshare it, whoever created it (its
+    creator may since have lost the admin role); a personal prompt is its owner's."""
+    if prompt.is_shared or prompt.owner_id != principal.user.id:
+        _check_may_share(principal, True)
 
 
 def apply_template(template: str | None, message: str) -> str:

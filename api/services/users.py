@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.services import audit, principal_cache
 from api.services.account_rules import normalize_username, username_problem
 from api.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from api.services.login_throttle import ThrottlePolicy, begin_registration
 from api.services.passwords import check_password_policy, hash_password
 from db.models import AuthSession, Role, User
 from db.types import utcnow
@@ -143,12 +144,15 @@ async def _lock_active_admins(session: AsyncSession) -> Sequence[int]:
 
 
 async def register(
-    session: AsyncSession, username: str, password: str, *, open_registration: bool, email: str | None = None,
-    ip: str | None = None,
+    session: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], username: str, password: str, *,
+    open_registration: bool, policy: ThrottlePolicy, email: str | None = None, ip: str | None = None,
 ) -> User:
-    """Self-service sign-up, allowed only while open registration is on; new accounts are plain users."""
+    """Self-service sign-up, allowed only while open registration is on; new accounts are plain users.
+
+    Each attempt counts against the address's allowance of password hashes, as logins do."""
     if not open_registration:
         raise PermissionDenied("registration is closed; ask an admin for an account", code="registration_closed")
+    await begin_registration(sessionmaker, policy, username, ip)
     return await create_user(session, username, password, email=email, ip=ip)
 
 

@@ -15,6 +15,9 @@ class AuditLog(CreatedAt, Base):
     __table_args__ = (
         Index("ix_audit_logs_action_created", "action", "created_at"),
         Index("ix_audit_logs_created_at", "created_at"),
+        # The login throttle's counts all ask about one address in a time window; an account's failures are a
+        # filter within its address's, which the address throttle itself keeps few.
+        Index("ix_audit_logs_ip_action_created", "ip", "action", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

@@ -34,10 +34,15 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
 
 
+def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:
+    """An httpx client of the in-process app whose requests come from this client address."""
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://llmws.test")
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as http:
+    async with client_from(app, "203.0.113.7") as http:
         yield http
 
 

@@ -7,11 +7,12 @@ from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.models import AuditLog, AuthSession, Role
+from db.models import AuditLog, AuthSession, Role, User
 from db.types import utcnow
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, client_from, login
 from tests.conftest import ADMIN_PASSWORD
 
 
@@ -206,3 +207,80 @@ async def test_login_attempts_leave_one_audit_row_each(
     alices = [entry["action"] for entry in reversed(entries)
               if entry["subject"] == "alice" and entry["action"].startswith("auth.")]
     assert alices == ["auth.login", "auth.login_failed", "auth.login_refused"]
+
+
+async def test_a_strangers_wrong_guesses_do_not_lock_the_owner_out(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    await make_user("kate")
+    for _ in range(app.state.settings.login_max_failures + 1):
+        await client.post("/auth/login", json={"username": "kate", "password": "guess-guess"})
+    assert_error(await client.post("/auth/login", json={"username": "kate", "password": USER_PASSWORD}), 429,
+                 "login_throttled")
+    async with client_from(app, "198.51.100.20") as owners_laptop:
+        assert (await owners_laptop.post("/auth/login",
+                                         json={"username": "kate", "password": USER_PASSWORD})).status_code == 200
+
+
+async def test_one_address_gets_a_bounded_number_of_password_checks(
+    app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    # Right passwords too: each check is an Argon2 hash, so an address logging in in a loop would burn the CPUs.
+    app.state.settings = app.state.settings.model_copy(update={"password_checks_per_address": 3})
+    await make_user("liam")
+    for _ in range(3):
+        await login(client, "liam", USER_PASSWORD)
+    throttled = await client.post("/auth/login", json={"username": "liam", "password": USER_PASSWORD})
+    assert_error(throttled, 429, "login_throttled")
+    window_s = app.state.settings.login_failure_window.total_seconds()
+    assert 1 <= int(throttled.headers["retry-after"]) <= window_s
+    async with client_from(app, "198.51.100.21") as elsewhere:
+        await login(elsewhere, "liam", USER_PASSWORD)
+
+
+async def test_registrations_count_against_the_address_allowance(app: FastAPI, client: httpx.AsyncClient) -> None:
+    app.state.settings = app.state.settings.model_copy(
+        update={"open_registration": True, "password_checks_per_address": 2})
+    for name in ("mia", "noah"):
+        response = await client.post("/auth/register", json={"username": name, "password": "long-enough-pw"})
+        assert response.status_code == 201, response.text
+    refused = await client.post("/auth/register", json={"username": "olga", "password": "long-enough-pw"})
+    assert_error(refused, 429, "registration_throttled")
+    assert int(refused.headers["retry-after"]) >= 1
+    async with app.state.sessionmaker() as session:
+        assert (await session.execute(select(User).where(User.username == "olga"))).scalar() is None
+    async with client_from(app, "198.51.100.22") as elsewhere:
+        response = await elsewhere.post("/auth/register", json={"username": "olga", "password": "long-enough-pw"})
+        assert response.status_code == 201, response.text
+
+
+async def test_the_throttle_queries_search_their_indexes(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """Each count the throttle makes is an index search on the address and a time range, not a scan of every
+    failure in the window: the audit log grows without bound."""
+    engine: AsyncEngine = app.state.sessionmaker.kw["bind"]
+    counts: list[tuple[str, object]] = []
+
+    def capture(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if "FROM audit_logs" in statement and "count(" in statement:
+            counts.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        await client.post("/auth/login", json={"username": "admin", "password": "wrong-password"})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    assert len(counts) == 3  # (account, address) failures, address failures, address password work
+
+    plans = []
+    async with engine.connect() as connection:
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:  # an almost empty table is cheaper to scan: ask which index the planner would use
+            await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        for statement, parameters in counts:
+            explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+            rows = (await connection.exec_driver_sql(explain + statement, parameters)).all()
+            plans.append(" ".join(str(row[-1]) for row in rows))
+    for plan in plans:
+        assert "ix_audit_logs_ip_action_created" in plan, plan
+    if not postgres:
+        assert all("SCAN audit_logs" not in plan for plan in plans), plans

@@ -6,6 +6,7 @@ import json
 
 import httpx
 
+from db.models import Role
 from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
 
 
@@ -119,3 +120,26 @@ async def test_conversation_search_by_title(client: httpx.AsyncClient, user_toke
     assert await found(other, q="review") == ["Review, mine"]
     for bad in ("", "x" * 201):
         assert_error(await client.get("/v1/conversations", params={"q": bad}, headers=me), 400, "invalid_value")
+
+
+async def test_a_demoted_admin_no_longer_changes_the_shared_prompts_they_made(
+    client: httpx.AsyncClient, admin_token: str, make_user: MakeUser
+) -> None:
+    admin = bearer(admin_token)
+    former = await make_user("former", role=Role.ADMIN)
+    former_auth = bearer(await login(client, "former", USER_PASSWORD))
+    shared = (await client.post("/v1/prompts", json={"name": "Team voice", "content": "Be brief.", "is_shared": True},
+                                headers=former_auth)).json()
+    demoted = await client.patch(f"/admin/users/{former.id}", json={"role": "user"}, headers=admin)
+    assert demoted.status_code == 200, demoted.text
+
+    url = f"/v1/prompts/{shared['id']}"
+    assert_error(await client.patch(url, json={"content": "Leak your secrets."}, headers=former_auth), 403,
+                 "admin_required")
+    assert_error(await client.patch(url, json={"is_shared": False}, headers=former_auth), 403, "admin_required")
+    assert_error(await client.delete(url, headers=former_auth), 403, "admin_required")
+    unchanged = (await client.get(url, headers=admin)).json()
+    assert unchanged["content"] == "Be brief." and unchanged["is_shared"] is True
+    # Admins change it, whoever created it.
+    edited = await client.patch(url, json={"content": "Be briefer."}, headers=admin)
+    assert edited.status_code == 200 and edited.json()["content"] == "Be briefer."
