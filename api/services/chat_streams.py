@@ -218,9 +218,11 @@ class StreamHub:
     async def _follow_stored(self, stream_id: uuid.UUID, after_seq: int) -> AsyncIterator[bytes]:
         """Another replica runs the generation: read its stored events, and tell it somebody is following."""
         seq, beat = after_seq, 0.0
+        # A beat several times per window: one late beat (a busy database, a busy machine) must not read as gone.
+        every_s = min(FOLLOWER_HEARTBEAT_S, self.resume_window_s / 4)
         while True:
             async with self._sessionmaker() as session:
-                if time.monotonic() - beat > FOLLOWER_HEARTBEAT_S:
+                if time.monotonic() - beat > every_s:
                     beat = time.monotonic()
                     await session.execute(update(ChatStream).where(ChatStream.id == stream_id)
                                           .values(follower_seen_at=utcnow()))

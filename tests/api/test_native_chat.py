@@ -165,18 +165,20 @@ def test_another_replica_resumes_keeps_alive_and_cancels_a_stream(live_api: Live
     try:
         wait_ready(replica)
         long_story = {"message": "Tell a long story.", "max_tokens": 3500, "temperature": 0}
-        with stream(live_api, account, long_story) as first:
-            head = []
-            for event in events_of(first):
-                head.append(event)
-                if len(head) == 4:
-                    break
-        stream_id = head[0].data["stream_id"]
-        with httpx.stream("GET", f"{replica.base_url}/v1/chat/stream/{stream_id}", timeout=30,
-                          headers={**account.headers, "Last-Event-ID": head[-1].id}) as resumed:
-            events = events_of(resumed)
+        with contextlib.ExitStack() as following:
+            with stream(live_api, account, long_story) as first:
+                # next(), not a loop with break: closing the reader early would drop A's connection right away.
+                first_events = events_of(first)
+                head = [next(first_events) for _ in range(4)]
+                stream_id = head[0].data["stream_id"]
+                # B's follower is in place (B records it before it sends an event) before A's client leaves, so
+                # A's resume window is not spent on the reconnect: on a busy machine that alone can take > 2 s.
+                resumed = following.enter_context(httpx.stream(
+                    "GET", f"{replica.base_url}/v1/chat/stream/{stream_id}", timeout=30,
+                    headers={**account.headers, "Last-Event-ID": head[-1].id}))
+                events = events_of(resumed)
+                rest = [next(events)]
             followed = time.monotonic()
-            rest = []
             while time.monotonic() - followed < LIVE_RESUME_WINDOW_S + 1.5:  # past A's resume window
                 rest.append(next(events))
             assert live_api.engine_stats()["running"] == 1  # still generating on A: B's client counts
