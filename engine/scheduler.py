@@ -259,8 +259,8 @@ class Scheduler:
 
     def _fits(self, settled: list[RowPlan], group: list[Sequence], group_hits: list[PrefixHit | None],
               folded: list[Sequence], folded_hits: list[PrefixHit | None]) -> bool:
-        """Whether the batch stays within budget with these sequences joining: the folded ones at once (their
-        copied prefixes as wide as the longest), the group after its prefill."""
+        """Whether the batch stays within budget with these sequences joining: the folded ones at once, the
+        group after its prefill."""
         folded_widths = [hit.length if hit else 0 for hit in folded_hits]
         folded_plans = [self._plan(s, width, len(s.output_ids)) for s, width in zip(folded, folded_widths,
                                                                                    strict=True)]
@@ -270,8 +270,8 @@ class Scheduler:
         # between a row's cached prefix and the rest of its prompt.
         spans = ([len(s.prompt_ids) for s in group] if self._slots is not None else [p + columns for p in prefixes])
         group_plans = [self._plan(s, span, 1) for s, span in zip(group, spans, strict=True)]
-        joining_tokens = (len(group) * (max(prefixes, default=0) + columns)
-                          + len(folded) * max(folded_widths, default=0))
+        # The folded rows' copied prefixes join at once, emptied layer by layer as they merge: no transient.
+        joining_tokens = len(group) * (max(prefixes, default=0) + columns)
         return self._memory.fits([*settled, *folded_plans], group_plans, joining_tokens)
 
     def _plan(self, sequence: Sequence, span: int, outputs: int) -> RowPlan:
