@@ -27,6 +27,8 @@ class EngineCollector(Collector):
             ("batch_size", "rows in the running batch", stats.batch_size),
             ("tokens_per_second", "tokens generated per second over the last 10 s", stats.tokens_per_s),
             ("kv_cache_bytes", "bytes held by the running batch's KV cache", stats.kv_cache_bytes),
+            ("peak_kv_cache_bytes", "the most the batch's KV cache has held", stats.peak_kv_cache_bytes),
+            ("kv_budget_bytes", "what the batch's KV cache may hold (0: no cap)", stats.kv_budget_bytes or 0),
             ("max_context_tokens", "longest request the memory budget allows", local.max_context),
             ("prefix_cache_bytes", "bytes of keys and values kept for reuse by prompts with the same start",
              stats.prefix_cache_bytes),

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     prefix_cache_mb: int = Field(
         256, ge=0, description="Memory kept for the keys and values of recent prompts and answers, so requests "
         "that start the same way (a shared system prompt, the next turn of a chat) skip that part; 0 turns it off.")
+    kv_budget_mb: int | None = Field(
+        None, ge=1, description="Memory the running batch's KV cache may hold, all requests together; default: "
+        "free memory less a margin, the prefix cache and one prefill chunk's activations.")
+    prefill_chunk_tokens: int = Field(
+        512, ge=16, description="Most prompt tokens prefilled per engine step, so running requests keep decoding "
+        "while a long prompt is read.")
     secret_key: SecretStr | None = Field(
         None, description=f"Server secret; generated into `<data_dir>/{SECRET_KEY_FILE}` when unset."
     )

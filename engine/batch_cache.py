@@ -23,6 +23,10 @@ class GrowableLayer(DynamicLayer):
     """A layer whose keys and values live in buffers with room to spare, so a decode step writes one column in
     place instead of copying the whole cache (`DynamicLayer` concatenates: a fifth of a CPU step at batch 16)."""
 
+    # The most columns the buffers may take (None: no limit): the scheduler sets the batch's planned width, so the
+    # spare room never takes the cache past its memory budget (engine/batch_memory.py).
+    column_limit: int | None = None
+
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         self._key_buffer: torch.Tensor | None = None
@@ -48,8 +52,21 @@ class GrowableLayer(DynamicLayer):
         self.keys, self.values = keys, values
         self._key_buffer = self._value_buffer = None
 
+    def release(self) -> None:
+        """Free this layer's memory (a joining cache, once its rows are merged)."""
+        if self.is_initialized:
+            self.adopt(self.keys.new_empty(0), self.values.new_empty(0))
+
+    def nbytes(self) -> int:
+        """What the layer really holds: whole buffers and storages, not the views the model sees."""
+        if not self.is_initialized:
+            return 0
+        return self.keys.untyped_storage().nbytes() + self.values.untyped_storage().nbytes()
+
     def _reserve(self, needed: int, key_states: torch.Tensor, value_states: torch.Tensor, length: int) -> None:
         capacity = needed + max(64, needed // 2)
+        if self.column_limit is not None:
+            capacity = max(needed, min(capacity, self.column_limit))
         batch, heads, _, dim = key_states.shape
         key_buffer = key_states.new_empty((batch, heads, capacity, dim))
         value_buffer = value_states.new_empty((batch, value_states.shape[1], capacity, value_states.shape[-1]))
@@ -139,16 +156,29 @@ class BatchCache:
         """Make room in the mask for the token every row is about to add."""
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
 
+    def spans(self) -> list[int]:
+        """Per row, the columns from its first real token to the newest: what it occupies of the batch's width."""
+        used = self.mask.any(dim=1).tolist()
+        first = self.mask.argmax(dim=1).tolist()  # the first 1
+        return [self.width - start if row_used else 0 for start, row_used in zip(first, used, strict=True)]
+
+    def limit_columns(self, columns: int) -> None:
+        for layer in self.cache.layers:
+            if isinstance(layer, GrowableLayer):
+                layer.column_limit = columns
+
     def positions(self) -> torch.Tensor:
         """Each row's position for its next token: how many real tokens it has cached."""
         return (self.mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
 
     def merge(self, other: BatchCache) -> None:
-        """Append ``other``'s rows below ours, left-padding whichever is shorter."""
+        """Append ``other``'s rows below ours, left-padding whichever is shorter. ``other`` is emptied layer by
+        layer as it goes, so the merge never holds both caches whole at once."""
         width = max(self.mask.shape[1], other.mask.shape[1])
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
             _set(mine, torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)], dim=0),
                  torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)], dim=0))
+            _release(theirs)
         self.mask = torch.cat([_left_pad_mask(self.mask, width), _left_pad_mask(other.mask, width)], dim=0)
 
     def keep(self, rows: list[int]) -> None:
@@ -163,8 +193,11 @@ class BatchCache:
         self.mask = self.mask[:, start:]
 
     def nbytes(self) -> int:
-        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.cache.layers
-                   if getattr(layer, "keys", None) is not None)
+        return sum(layer.nbytes() if isinstance(layer, GrowableLayer) else layer.keys.nbytes + layer.values.nbytes
+                   for layer in self.cache.layers if getattr(layer, "keys", None) is not None)
+
+    def release_layer(self, index: int) -> None:
+        _release(self.cache.layers[index])
 
 
 def _set(layer: DynamicLayer, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -172,6 +205,13 @@ def _set(layer: DynamicLayer, keys: torch.Tensor, values: torch.Tensor) -> None:
         layer.adopt(keys, values)
     else:
         layer.keys, layer.values = keys, values
+
+
+def _release(layer: DynamicLayer) -> None:
+    if isinstance(layer, GrowableLayer):
+        layer.release()
+    elif layer.is_initialized:
+        layer.keys, layer.values = layer.keys[:, :, :0], layer.values[:, :, :0]
 
 
 def _empty_row(like: torch.Tensor) -> torch.Tensor:

@@ -46,3 +46,9 @@ class UnsupportedModel(EngineError):
     """A model the engine cannot serve: its cache cannot be batched (recurrent or linear-attention state)."""
 
     code = "unsupported_model"
+
+
+class RequestTooLarge(InvalidParameters):
+    """A request that could not run even alone: its choices' KV cache would exceed the engine's memory budget."""
+
+    code = "request_too_large"

@@ -23,7 +23,7 @@ from engine.errors import EngineError, NoModelLoaded, UnsupportedModel
 from engine.interface import DecodeMode
 from engine.loader import LoadedModel, Runtime, load
 from engine.local import LocalEngine
-from engine.memory import context_budget
+from engine.memory import context_budget, prefill_activation_bytes
 from engine.registry import ModelInfo, scan, select
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class HostConfig:
     max_queue: int = 256
     prefix_cache_bytes: int = 0
     decode: DecodeMode = "auto"
+    kv_budget_bytes: int | None = None  # None: from free memory (engine/memory.py)
+    prefill_chunk_tokens: int = 512
 
 
 class ModelHost:
@@ -109,14 +111,21 @@ class ModelHost:
             except Exception as exc:
                 self.reason = f"loading {info.name} failed: {type(exc).__name__}: {exc}"
                 raise ModelLoadFailed(self.reason) from exc
+            config = self.config
+            activations = prefill_activation_bytes(loaded.model.config, loaded.runtime.torch_dtype,
+                                                   config.prefill_chunk_tokens, config.max_batch_size)
             budget = context_budget(loaded.model.config, loaded.runtime.torch_dtype, loaded.runtime.device,
-                                    reserved_bytes=self.config.prefix_cache_bytes)
+                                    reserved_bytes=config.prefix_cache_bytes + activations,
+                                    kv_budget_bytes=config.kv_budget_bytes)
             self.local = LocalEngine(loaded.model, loaded.tokenizer, max_context=budget.max_context,
-                                     max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
-                                     prefix_cache_bytes=self.config.prefix_cache_bytes, decode=self.config.decode)
+                                     max_batch_size=config.max_batch_size, max_queue=config.max_queue,
+                                     prefix_cache_bytes=config.prefix_cache_bytes, decode=config.decode,
+                                     kv_budget_bytes=budget.kv_budget_bytes,
+                                     prefill_chunk_tokens=config.prefill_chunk_tokens)
             self.loaded = loaded
-            log.info("serving %s: %s; max context %d tokens (%d bytes of KV cache per token)", info.name,
-                     loaded.runtime.reason, budget.max_context, budget.kv_bytes_per_token)
+            log.info("serving %s: %s; max context %d tokens, KV budget %d bytes for the batch (%d a token)",
+                     info.name, loaded.runtime.reason, self.local.max_context, budget.kv_budget_bytes,
+                     budget.kv_bytes_per_token)
             report(f"serving {info.name}", 1.0)
             return loaded
 
@@ -164,6 +173,7 @@ class ModelHost:
         if self.loaded is None or self.local is None:
             return None
         return {**self.loaded.metadata(), "max_context": self.local.max_context,
+                "kv_budget_bytes": self.local.scheduler.stats().kv_budget_bytes,
                 "decode": self.local.scheduler.decode}
 
     async def close(self) -> None:

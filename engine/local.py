@@ -31,10 +31,10 @@ HEALTH_TIMEOUT_S = 30.0
 class LocalEngine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_context: int,
                  max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0,
-                 decode: DecodeMode = "auto") -> None:
+                 decode: DecodeMode = "auto", kv_budget_bytes: int | None = None,
+                 prefill_chunk_tokens: int = 512) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.max_context = max_context
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
         if tokenizer.eos_token_id is not None:
@@ -42,7 +42,10 @@ class LocalEngine:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
         self.scheduler = Scheduler(model, eos_token_ids=eos_ids, pad_token_id=pad, max_context=max_context,
                                    max_batch_size=max_batch_size, max_queue=max_queue,
-                                   prefix_cache_bytes=prefix_cache_bytes, decode=decode)
+                                   prefix_cache_bytes=prefix_cache_bytes, decode=decode,
+                                   kv_budget_bytes=kv_budget_bytes, prefill_chunk_tokens=prefill_chunk_tokens)
+        # What one request alone may use: the context budget, and no more than the batch's KV budget holds.
+        self.max_context = self.scheduler.max_context
         self._health: tuple[float, Health] | None = None
 
     def encode(self, request: GenerationRequest) -> list[int]:
@@ -84,6 +87,7 @@ class LocalEngine:
             raise InvalidParameters(f"prompt token ids must be in [0, {vocabulary})", param="prompt_ids")
         if len(prompt_ids) >= self.max_context:
             raise ContextTooLong(len(prompt_ids), self.max_context)
+        self.scheduler.check_fits(len(prompt_ids), request.sampling.n, request.sampling.max_tokens)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[EngineEvent] = asyncio.Queue()
 

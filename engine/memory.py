@@ -16,6 +16,7 @@ MIN_SAFETY_BYTES = 512 * 1024 * 1024
 class ContextBudget:
     max_context: int
     kv_bytes_per_token: int
+    kv_budget_bytes: int  # what the whole batch's KV cache may hold
     free_bytes: int
     model_context: int | None
 
@@ -34,14 +35,30 @@ def free_memory_bytes(device: str) -> int:
     return psutil.virtual_memory().available
 
 
-def context_budget(config: PretrainedConfig, dtype: torch.dtype, device: str, reserved_bytes: int = 0
-                   ) -> ContextBudget:
-    """The longest single request that fits: free memory less a margin and less what is reserved for other
-    caches, over the KV bytes per token, and never beyond the model's own context length."""
+def context_budget(config: PretrainedConfig, dtype: torch.dtype, device: str, reserved_bytes: int = 0,
+                   kv_budget_bytes: int | None = None) -> ContextBudget:
+    """The batch's KV budget (free memory less a margin and less what is reserved for other caches and the
+    prefill's activations, unless given) and the longest single request it holds, never beyond the model's own
+    context length."""
     per_token = kv_bytes_per_token(config, dtype)
     free = free_memory_bytes(device)
     usable = max(0, free - max(MIN_SAFETY_BYTES, int(free * SAFETY_FRACTION)) - reserved_bytes)
-    fits = usable // per_token
+    budget = usable if kv_budget_bytes is None else kv_budget_bytes
+    fits = budget // per_token
     model_context = getattr(config, "max_position_embeddings", None)
     return ContextBudget(max_context=int(min(fits, model_context) if model_context else fits),
-                         kv_bytes_per_token=per_token, free_bytes=free, model_context=model_context)
+                         kv_bytes_per_token=per_token, kv_budget_bytes=budget, free_bytes=free,
+                         model_context=model_context)
+
+
+def prefill_activation_bytes(config: PretrainedConfig, dtype: torch.dtype, chunk_tokens: int, rows: int) -> int:
+    """A rough bound on one prefill chunk's transient memory: per token the hidden states, the q/k/v and attention
+    outputs and the MLP's three intermediate tensors of one layer, plus the float32 logits of the last column of
+    every row. Chunking bounds it, so it is reserved once instead of counted per admission."""
+    text = config.get_text_config(decoder=True)
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    per_token = 4 * text.hidden_size + (2 * heads + 2 * kv_heads) * head_dim + 3 * text.intermediate_size
+    element = torch.tensor([], dtype=dtype).element_size()
+    return chunk_tokens * per_token * element + rows * text.vocab_size * 4

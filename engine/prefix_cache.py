@@ -53,7 +53,8 @@ class PrefixCache:
 
     def lookup(self, prompt: list[int]) -> PrefixHit | None:
         """The cached run sharing the longest prefix with ``prompt``, cut so at least its last token is left to
-        compute (the model needs a fresh forward over it to predict what comes next)."""
+        compute (the model needs a fresh forward over it to predict what comes next). Counted in ``hit_tokens``
+        only once used (``record_use``): a request may look and then wait for room in the batch."""
         self.lookups += 1
         if not self._runs or len(prompt) < 2:
             return None
@@ -66,9 +67,10 @@ class PrefixCache:
         if best is None:
             return None
         self._runs.move_to_end(id(best.run))
-        hit = PrefixHit(best.run, min(best.length, len(prompt) - 1))
-        self.hit_tokens += hit.length
-        return hit
+        return PrefixHit(best.run, min(best.length, len(prompt) - 1))
+
+    def record_use(self, hits: list[PrefixHit | None]) -> None:
+        self.hit_tokens += sum(hit.length for hit in hits if hit is not None)
 
     def store(self, tokens: list[int], layers: list[LayerKV]) -> None:
         """Keep these tokens' keys and values; runs they extend are dropped, and a run already covering them is

@@ -1,9 +1,11 @@
 """Continuous batching: one worker thread runs the model; sequences join between decode steps and leave when done.
 
-Each loop turn admits waiting sequences (prefilled together, left-padded, then merged into the running batch),
-then runs one decode step for every running sequence. A new request therefore waits at most one step, never for
-another request to finish. Events go out through each sequence's ``emit`` callback, which the async side makes
-thread-safe.
+Each loop turn admits waiting sequences while the batch's projected KV memory stays within its budget
+(engine/batch_memory.py), feeds one chunk of the admitted group's prompts (left-padded, in a cache of their own,
+merged into the running batch after the last chunk), then runs one decode step for every running sequence. A new
+request therefore waits for room in memory, never for a particular request to finish, and a long prompt delays
+the running ones by one chunk per step. Events go out through each sequence's ``emit`` callback, which the async
+side makes thread-safe.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import torch
 from transformers import PreTrainedModel
 
 from engine.batch_cache import BatchCache, check_batchable, has_sliding_window
-from engine.errors import EngineError, Overloaded
+from engine.batch_memory import BatchMemory, RowPlan, steps_left
+from engine.errors import EngineError, Overloaded, RequestTooLarge
 from engine.interface import DecodeMode, EngineStats
+from engine.memory import kv_bytes_per_token
+from engine.prefill import ChunkedPrefill
 from engine.prefix_cache import PrefixCache, PrefixHit
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, FinishReason, TokenEvent, Usage
 from engine.sampling import SamplingState, choose_tokens
-from engine.static_decode import SlotCache, StaticDecoder, choose_decode
+from engine.static_decode import MIN_WIDTH, SlotCache, StaticDecoder, choose_decode
 from engine.text_stream import TextStream
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,8 @@ class Sequence:
 @dataclass(frozen=True)
 class SchedulerStats(EngineStats):
     steps: int  # model forward passes so far (tests use it to prove no work was done)
+    peak_kv_cache_bytes: int = 0  # the most kv_cache_bytes has been, a joining group's own cache included
+    kv_budget_bytes: int | None = None  # what the batch's KV cache may hold (None: no cap)
     prefix_cache_bytes: int = 0
     prefix_cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of computed, so far
 
@@ -73,23 +80,33 @@ def cache_argument(model: PreTrainedModel) -> str:
 class Scheduler:
     def __init__(self, model: PreTrainedModel, *, eos_token_ids: set[int], pad_token_id: int, max_context: int,
                  max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0,
-                 decode: DecodeMode = "auto") -> None:
+                 decode: DecodeMode = "auto", kv_budget_bytes: int | None = None,
+                 prefill_chunk_tokens: int = 512) -> None:
         self.model = model
         self.eos_token_ids = eos_token_ids
         self.pad_token_id = pad_token_id
-        self.max_context = max_context
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[Sequence] = deque()
-        self._running: list[Sequence] = []
+        self._running: list[Sequence] = []  # in batch row order
+        self._prefilling: list[Sequence] = []  # the group whose prompts are being fed, in ``self._feed``'s rows
+        self._feed: ChunkedPrefill | None = None
         check_batchable(model.config)
         self._batch: BatchCache | SlotCache | None = None
         # The decode step: transformers' forward over the batch cache, or the static step over slots (engine/
         # static_decode.py), replayed from CUDA graphs on a GPU.
         self.decode = choose_decode(decode, model)
+        per_token = kv_bytes_per_token(model.config, model.dtype)
+        if kv_budget_bytes is not None:  # one request alone must fit, beside the static step's smallest buffers
+            idle = MIN_WIDTH * per_token if self.decode != "transformers" else 0
+            max_context = min(max_context, max(0, kv_budget_bytes - idle) // per_token)
+        self.max_context = max_context
         self._slots = SlotCache(model, max_context) if self.decode != "transformers" else None
+        self._memory = BatchMemory(kv_budget_bytes, per_token, self._slots)
+        self._peak_kv_bytes = 0
         self._static = (StaticDecoder(model, self._slots, graphs=self.decode == "graphs")
                         if self._slots is not None else None)
         self._cache_argument = cache_argument(model)
@@ -103,6 +120,18 @@ class Scheduler:
 
     # --- called from any thread -------------------------------------------------------------------------------
 
+    def check_fits(self, prompt_tokens: int, n: int, max_tokens: int) -> None:
+        """Refuse up front a request that could not run even alone, rather than queue it for ever."""
+        if n > self.max_batch_size:
+            raise RequestTooLarge(f"n is {n}; this engine decodes at most {self.max_batch_size} sequences together",
+                                  param="n")
+        rows = [RowPlan(prompt_tokens, steps_left(prompt_tokens, 1, max_tokens, self.max_context))] * n
+        if not self._memory.fits([], rows, n * prompt_tokens, as_now=False):
+            need = self._memory.peak_bytes([], rows, n * prompt_tokens, as_now=False)
+            raise RequestTooLarge(f"{n} choices of a {prompt_tokens}-token prompt with max_tokens {max_tokens} need "
+                                  f"{need} bytes of KV cache; the engine has {self._memory.budget_bytes}: lower n or "
+                                  "max_tokens", param="n")
+
     def submit(self, sequences: list[Sequence]) -> None:
         with self._lock:
             if self._stopping:
@@ -115,7 +144,7 @@ class Scheduler:
     def cancel(self, request_id: str) -> None:
         """End the request's streams now; its rows leave the batch at the next step."""
         with self._lock:
-            for sequence in [*self._waiting, *self._running]:
+            for sequence in [*self._waiting, *self._prefilling, *self._running]:
                 if sequence.request_id == request_id and not sequence.finished:
                     sequence.finished = True
                     sequence.emit(FinishEvent(request_id, sequence.index, "cancelled", self._usage(sequence)))
@@ -127,9 +156,11 @@ class Scheduler:
             recent = [count for at, count in self._token_times if now - at <= THROUGHPUT_WINDOW_S]
             batch = self._batch  # read once: the worker replaces it outside the lock
             return SchedulerStats(
-                queue_depth=len(self._waiting), running=sum(not s.finished for s in self._running),
+                queue_depth=len(self._waiting),
+                running=sum(not s.finished for s in [*self._prefilling, *self._running]),
                 batch_size=batch.rows if batch else 0, tokens_per_s=sum(recent) / THROUGHPUT_WINDOW_S,
-                kv_cache_bytes=batch.nbytes() if batch else 0, steps=self._steps,
+                kv_cache_bytes=self._kv_bytes(), steps=self._steps, peak_kv_cache_bytes=self._peak_kv_bytes,
+                kv_budget_bytes=self._memory.budget_bytes,
                 prefix_cache_bytes=self._prefix.nbytes if self._prefix else 0,
                 prefix_cached_tokens=self._prefix.hit_tokens if self._prefix else 0,
             )
@@ -137,7 +168,7 @@ class Scheduler:
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-            for sequence in [*self._waiting, *self._running]:
+            for sequence in [*self._waiting, *self._prefilling, *self._running]:
                 if not sequence.finished:
                     sequence.finished = True
                     sequence.emit(ErrorEvent(sequence.request_id, "the engine is shutting down", "engine_stopped"))
@@ -149,8 +180,8 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                idle = not self._running
-                while not self._stopping and not self._waiting and not self._running:
+                idle = not self._running and not self._prefilling
+                while not self._stopping and not self._waiting and not self._running and not self._prefilling:
                     self._wake.wait()
                 if idle and not self._stopping:
                     deadline = time.monotonic() + GATHER_WINDOW_S
@@ -161,65 +192,133 @@ class Scheduler:
             try:
                 with torch.inference_mode():
                     self._drop_finished()
-                    with self._lock:
-                        room = self.max_batch_size - len(self._running)
-                        admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-                    if admitted:
-                        self._admit(admitted)
+                    if self._feed is None and self._waiting:
+                        self._admit()
+                    if self._feed is not None:
+                        self._prefill_chunk()
                         self._drop_finished()  # a cancel during the prefill leaves a row with no token
                     if self._running:
                         self._decode_step()
+                        self._note_kv_bytes()
                     self._drop_finished()
             except Exception as exc:  # noqa: BLE001 (a failed step must end its requests, not the engine)
                 log.exception("engine step failed; ending the running requests")
                 self._fail_all(f"generation failed: {type(exc).__name__}")
 
-    def _admit(self, sequences: list[Sequence]) -> None:
-        """Bring waiting sequences into the batch. What the prefix cache holds of a prompt is copied in, not
-        computed; a sequence with only its last prompt token left joins without a prefill forward at all, and that
-        token goes through the next decode step with everybody else's."""
-        hits = {id(s): self._prefix.lookup(s.prompt_ids) if self._prefix else None for s in sequences}
-        folded = [s for s in sequences if (hit := hits[id(s)]) and hit.length == len(s.prompt_ids) - 1]
-        prefilled = [s for s in sequences if s not in folded]
+    def _admit(self) -> None:
+        """Take the requests at the head of the queue, in arrival order and each with all its choices, while the
+        batch's projected memory stays within the budget; start prefilling them as one group. What the prefix
+        cache holds of a prompt is copied in, not computed; a sequence with only its last prompt token left joins
+        at once, without a prefill forward, and that token goes through the next decode step with everybody's."""
         with self._lock:
-            # Listed as running from now on, in batch row order, so cancel, stop and failures reach them mid-prefill.
-            self._running.extend(prefilled + folded)
-        if prefilled:
-            self._prefill(prefilled, [hits[id(s)] for s in prefilled])
+            waiting = [s for s in self._waiting if not s.finished]
+        settled = self._running_plans()
+        group: list[Sequence] = []
+        group_hits: list[PrefixHit | None] = []
+        folded: list[Sequence] = []
+        folded_hits: list[PrefixHit | None] = []
+        for request in _by_request(waiting):
+            if len(self._running) + len(group) + len(folded) + len(request) > self.max_batch_size:
+                break
+            hits = [self._prefix.lookup(s.prompt_ids) if self._prefix else None for s in request]
+            joins_at_once = [bool(hit and hit.length == len(s.prompt_ids) - 1) for s, hit in zip(request, hits,
+                                                                                                 strict=True)]
+            new_group = group + [s for s, at_once in zip(request, joins_at_once, strict=True) if not at_once]
+            new_group_hits = group_hits + [h for h, at_once in zip(hits, joins_at_once, strict=True) if not at_once]
+            new_folded = folded + [s for s, at_once in zip(request, joins_at_once, strict=True) if at_once]
+            new_folded_hits = folded_hits + [h for h, at_once in zip(hits, joins_at_once, strict=True) if at_once]
+            if self._windowed and self._prefix is not None and new_group:
+                new_group_hits = self._without_gaps(new_group, new_group_hits)
+            if not self._fits(settled, new_group, new_group_hits, new_folded, new_folded_hits):
+                if group or folded or self._running:
+                    break  # it waits for rows to leave; nothing behind it goes first
+                if self._slots is not None and self._slots.slots * self._slots.width > MIN_WIDTH:
+                    self._slots.shrink()  # an earlier batch's buffers are all that is in the way
+                    if self._fits(settled, new_group, new_group_hits, new_folded, new_folded_hits):
+                        group, group_hits, folded, folded_hits = new_group, new_group_hits, new_folded, new_folded_hits
+                        continue
+                self._refuse(request)  # submitted without check_fits: it would wait for ever
+                break
+            group, group_hits, folded, folded_hits = new_group, new_group_hits, new_folded, new_folded_hits
+        admitted = {id(s) for s in group + folded}
+        if not admitted:
+            return
+        if self._prefix is not None:
+            self._prefix.record_use(group_hits + folded_hits)
+        with self._lock:
+            self._waiting = deque(s for s in self._waiting if id(s) not in admitted)
+            # Listed from now on, so cancel, stop and failures reach them mid-prefill.
+            self._prefilling = group
+            self._running.extend(folded)
         if folded:
-            self._join(self._cache_with_prefixes([hits[id(s)] for s in folded]))
+            self._join(self._cache_with_prefixes(folded_hits))
+        if group:
+            joining = self._cache_with_prefixes(group_hits)
+            suffixes = [s.prompt_ids[hit.length if hit else 0:] for s, hit in zip(group, group_hits, strict=True)]
+            self._feed = ChunkedPrefill(joining, suffixes, self.pad_token_id)
 
-    def _prefill(self, sequences: list[Sequence], hits: list[PrefixHit | None]) -> None:
-        if self._windowed and self._prefix is not None:
-            hits = self._without_gaps(sequences, hits)
-        joining = self._cache_with_prefixes(hits)
-        suffixes = [s.prompt_ids[hit.length if hit else 0:] for s, hit in zip(sequences, hits, strict=True)]
-        width = max(map(len, suffixes))
-        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, suffix in enumerate(suffixes):
-            input_ids[row, width - len(suffix):] = torch.tensor(suffix)
-            mask[row, width - len(suffix):] = 1
-        joining.mask = torch.cat([joining.mask, mask.to(joining.mask.device)], dim=1)
-        positions = (joining.mask.cumsum(dim=1) - 1).clamp(min=0)[:, -width:]
-        logits = self._forward(input_ids, joining, positions)
+    def _fits(self, settled: list[RowPlan], group: list[Sequence], group_hits: list[PrefixHit | None],
+              folded: list[Sequence], folded_hits: list[PrefixHit | None]) -> bool:
+        """Whether the batch stays within budget with these sequences joining: the folded ones at once, the
+        group after its prefill."""
+        folded_widths = [hit.length if hit else 0 for hit in folded_hits]
+        folded_plans = [self._plan(s, width, len(s.output_ids)) for s, width in zip(folded, folded_widths,
+                                                                                   strict=True)]
+        prefixes = [hit.length if hit else 0 for hit in group_hits]
+        columns = max((len(s.prompt_ids) - p for s, p in zip(group, prefixes, strict=True)), default=0)
+        # The static step copies only real tokens into its slots; transformers' batch keeps the group's padding
+        # between a row's cached prefix and the rest of its prompt.
+        spans = ([len(s.prompt_ids) for s in group] if self._slots is not None else [p + columns for p in prefixes])
+        group_plans = [self._plan(s, span, 1) for s, span in zip(group, spans, strict=True)]
+        # The folded rows' copied prefixes join at once, emptied layer by layer as they merge: no transient.
+        joining_tokens = len(group) * (max(prefixes, default=0) + columns)
+        return self._memory.fits([*settled, *folded_plans], group_plans, joining_tokens)
+
+    def _plan(self, sequence: Sequence, span: int, outputs: int) -> RowPlan:
+        return RowPlan(span, steps_left(len(sequence.prompt_ids), outputs, sequence.max_tokens, self.max_context))
+
+    def _running_plans(self) -> list[RowPlan]:
+        spans = self._batch.spans() if self._batch is not None else []
+        return [self._plan(s, span, len(s.output_ids)) for s, span in zip(self._running, spans, strict=True)]
+
+    def _refuse(self, request: list[Sequence]) -> None:
+        with self._lock:
+            self._fail_request(request[0], RequestTooLarge("the request does not fit the engine's memory budget"))
+
+    def _prefill_chunk(self) -> None:
+        """Feed the group's next chunk of prompt columns (at most ``prefill_chunk_tokens`` tokens, padding
+        included); after the last, the rows join the batch with their first tokens."""
+        feed = self._feed
+        assert feed is not None
+        if all(s.finished for s in self._prefilling):  # all cancelled: nothing to finish
+            with self._lock:
+                self._prefilling = []
+            self._feed = None
+            return
+        input_ids, positions = feed.next_chunk(max(1, self.prefill_chunk_tokens // feed.rows))
+        logits = self._forward(input_ids, feed.cache, positions)
+        self._note_kv_bytes(feed.cache.nbytes())
+        if not feed.done:
+            return
+        sequences = self._prefilling
         if self._prefix is not None:
             for row, sequence in enumerate(sequences):
-                self._prefix.store(sequence.prompt_ids, joining.row_layers(row))
-        self._join(joining)
+                self._prefix.store(sequence.prompt_ids, feed.cache.row_layers(row))
+        with self._lock:
+            self._running.extend(sequences)
+            self._prefilling = []
+        self._feed = None
+        self._join(feed.cache)
         self._accept(sequences, logits)
 
     def _without_gaps(self, sequences: list[Sequence], hits: list[PrefixHit | None]) -> list[PrefixHit | None]:
         """Cached prefixes cut so that every row's computed part has the same width. Otherwise a short suffix is
         left-padded between its cached prefix and itself, and a sliding window, which counts cache columns, would
         span fewer real tokens across that gap. The cut-off tokens are computed again instead."""
-        assert self._prefix is not None
         width = max(len(s.prompt_ids) - (hit.length if hit else 0) for s, hit in zip(sequences, hits, strict=True))
         kept: list[PrefixHit | None] = []
         for sequence, hit in zip(sequences, hits, strict=True):
             length = max(0, len(sequence.prompt_ids) - width)
-            if hit is not None:
-                self._prefix.hit_tokens -= hit.length - length
             kept.append(PrefixHit(hit.run, length) if hit is not None and length else None)
         return kept
 
@@ -235,6 +334,21 @@ class Scheduler:
             self._batch = joining
         else:
             self._batch.merge(joining)
+        self._limit_columns()
+        self._note_kv_bytes()
+
+    def _limit_columns(self) -> None:
+        """Transformers' batch grows its buffers with room to spare: never past the width the rows will reach."""
+        if isinstance(self._batch, BatchCache):
+            widest = max((plan.width for plan in self._running_plans()), default=0)
+            self._batch.limit_columns(max(widest, self._batch.width))
+
+    def _kv_bytes(self) -> int:
+        batch = self._slots or self._batch  # the slots hold their buffers even with no rows
+        return batch.nbytes() if batch is not None else 0
+
+    def _note_kv_bytes(self, joining_bytes: int = 0) -> None:
+        self._peak_kv_bytes = max(self._peak_kv_bytes, self._kv_bytes() + joining_bytes)
 
     def _decode_step(self) -> None:
         # A sequence that joined with its prompt cached feeds its last prompt token here.
@@ -320,6 +434,7 @@ class Scheduler:
             self._clear_batch()
         elif self._batch is not None:
             self._batch.keep(keep)
+            self._limit_columns()
 
     def _remember(self, leaving: list[tuple[int, Sequence]]) -> None:
         """Keep finished answers' keys and values: the next turn of a conversation starts with this prompt and
@@ -335,7 +450,7 @@ class Scheduler:
         """End one request (all its choices) with an error event; the rest of the batch goes on. Holds the lock."""
         log.error("request %s failed in the engine; the rest of the batch goes on", sequence.request_id,
                   exc_info=exc)
-        for sibling in [*self._waiting, *self._running]:
+        for sibling in [*self._waiting, *self._prefilling, *self._running]:
             if sibling.request_id == sequence.request_id:
                 sibling.finished = True
         self._waiting = deque(s for s in self._waiting if not s.finished)
@@ -344,14 +459,27 @@ class Scheduler:
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
-            for sequence in self._running:
+            for sequence in [*self._prefilling, *self._running]:
                 if not sequence.finished:
                     sequence.finished = True
                     sequence.emit(ErrorEvent(sequence.request_id, message, "generation_failed"))
             self._running = []
+            self._prefilling = []
+        self._feed = None
         self._clear_batch()
 
     def _clear_batch(self) -> None:
         if self._slots is not None:
             self._slots.keep([])  # the buffers stay (narrowed after a long row), and with them the recorded graphs
         self._batch = None
+
+
+def _by_request(sequences: list[Sequence]) -> list[list[Sequence]]:
+    """The queue cut into requests (a request's choices are submitted together, so they are adjacent)."""
+    requests: list[list[Sequence]] = []
+    for sequence in sequences:
+        if requests and requests[-1][0].request_id == sequence.request_id:
+            requests[-1].append(sequence)
+        else:
+            requests.append([sequence])
+    return requests

@@ -73,6 +73,11 @@ def bucket(count: int) -> int:
     return 1 << max(0, count - 1).bit_length()
 
 
+def buffer_width(tokens: int, max_width: int) -> int:
+    """The buffers' width once grown to hold this many tokens."""
+    return min(max_width, max(MIN_WIDTH, bucket(tokens)))
+
+
 class SlotCache:
     """Keys and values of the running rows, one slot each, in buffers [slots, kv_heads, width, head_dim] per layer.
     Row i of the batch is slot i: rows that leave are closed up, in order, so the running rows stay slots
@@ -110,17 +115,43 @@ class SlotCache:
     def length(self, row: int) -> int:
         return self.lengths[row]
 
+    def spans(self) -> list[int]:
+        """Per row, the columns it holds (its tokens, from column 0): what it occupies of the buffers' width."""
+        return list(self.lengths)
+
     def merge(self, joining: BatchCache) -> None:
-        """Copy the joining rows' real keys and values (padding left out) into the next free slots."""
+        """Copy the joining rows' real keys and values (padding left out) into the next free slots, growing the
+        buffers and emptying ``joining`` layer by layer: the two are never held whole at once."""
         lengths = joining.mask.sum(dim=1).tolist()
-        self.reserve(self.rows + joining.rows, max(lengths, default=0) + 1)
-        for row, length in enumerate(lengths):
-            slot = self.rows
-            columns = joining.mask[row].nonzero().squeeze(1)
-            for index, layer in enumerate(joining.cache.layers):
-                self.keys[index][slot, :, :length] = layer.keys[row].index_select(1, columns)
-                self.values[index][slot, :, :length] = layer.values[row].index_select(1, columns)
-            self.lengths.append(length)
+        shape = self._grown_shape(self.rows + joining.rows, max(lengths, default=0) + 1)
+        columns = [joining.mask[row].nonzero().squeeze(1) for row in range(joining.rows)]
+        for index, layer in enumerate(joining.cache.layers):
+            for buffers, source in ((self.keys, layer.keys), (self.values, layer.values)):
+                if shape is not None:
+                    buffers[index] = self._resized(buffers[index], shape)
+                for row, length in enumerate(lengths):
+                    buffers[index][self.rows + row, :, :length] = source[row].index_select(1, columns[row])
+            joining.release_layer(index)
+        self.lengths.extend(lengths)
+        if shape is not None:
+            self.version += 1
+
+    def projected_bytes(self, rows: int, width: int, bytes_per_token: int) -> int:
+        """What the buffers will take for this many rows of this many tokens: rounded up as ``reserve`` rounds,
+        and never less than they take now (they do not shrink while rows run)."""
+        columns = max(self.width, buffer_width(width, self.max_width))
+        return max(self.slots, bucket(rows)) * columns * bytes_per_token
+
+    @staticmethod
+    def fresh_bytes(rows: int, width: int, max_width: int, bytes_per_token: int) -> int:
+        """What buffers made for this many rows of this many tokens take, from the smallest ones up."""
+        return bucket(rows) * buffer_width(width, max_width) * bytes_per_token
+
+    def shrink(self) -> None:
+        """Back to the smallest buffers, with no rows running: an earlier batch's shape must not keep a request
+        that fits alone from being admitted."""
+        assert not self.lengths
+        self._allocate(1, MIN_WIDTH)
 
     def keep(self, rows: list[int]) -> None:
         """Keep these rows (ascending), moved down in order to slots 0..len(rows)-1. Buffers four times wider than
@@ -145,29 +176,38 @@ class SlotCache:
 
     def reserve(self, rows: int, width: int) -> None:
         """Room for this many rows of this many tokens; grows (copying) by powers of two."""
+        shape = self._grown_shape(rows, width)
+        if shape is not None:
+            self._allocate(shape[0], shape[2])
+
+    def _grown_shape(self, rows: int, width: int) -> tuple[int, int, int, int] | None:
+        """The buffers' shape once grown to hold this (None: they hold it already)."""
         if rows <= self.slots and width <= self.width:
-            return
+            return None
         slots = max(self.slots, bucket(rows))
         grown = max(self.width, min(self.max_width, bucket(width)))
         if width > grown:
             raise ValueError(f"{width} tokens do not fit the {self.max_width}-token context")
-        self._allocate(slots, grown)
+        return (slots, self.kv_heads, grown, self.head_dim)
 
     def _allocate(self, slots: int, width: int) -> None:
         """New buffers of this shape, holding the running rows' tokens (both sizes are at least what they use).
         Layer by layer, in place in the lists: each old layer is freed as soon as it is copied, and a reader on
         another thread (stats) always finds a whole list."""
         shape = (slots, self.kv_heads, width, self.head_dim)
-        rows, used = self.rows, max(self.lengths, default=0)
         for buffers in (self.keys, self.values):
             if not buffers:
                 buffers.extend(torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers))
                 continue
             for index, old in enumerate(buffers):
-                buffer = torch.zeros(shape, dtype=self.dtype, device=self.device)
-                buffer[:rows, :, :used] = old[:rows, :, :used]
-                buffers[index] = buffer
+                buffers[index] = self._resized(old, shape)
         self.version += 1
+
+    def _resized(self, old: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
+        rows, used = self.rows, max(self.lengths, default=0)
+        buffer = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        buffer[:rows, :, :used] = old[:rows, :, :used]
+        return buffer
 
 
 class StaticDecoder:
