@@ -78,17 +78,23 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
             except (EngineError, ServiceError) as exc:
                 await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message})
                 return
-        for item in new_messages:
-            db.add(Message(conversation_id=live.conversation_id, role=item["role"], content=item["content"]))
-        await db.commit()
-    prompt_tokens = generation.start.prompt_tokens
-    await live.emit({"type": "start", "request_id": request_id, "model": generation.backend.model,
-                     "input_tokens": prompt_tokens, "tokens_in": prompt_tokens,
-                     "max_tokens": generation.start.max_tokens})
-    live.current_abort = generation.abort
+        # From here on the generation holds an engine slot and the user's generation slots: whatever fails (the
+        # commit, an emit into a session whose client is gone) must still close it.
+        try:
+            for item in new_messages:
+                db.add(Message(conversation_id=live.conversation_id, role=item["role"], content=item["content"]))
+            await db.commit()
+        except BaseException:
+            await generation.close()
+            raise
     text: list[str] = []
     finish_reason = "cancelled"
     try:
+        prompt_tokens = generation.start.prompt_tokens
+        await live.emit({"type": "start", "request_id": request_id, "model": generation.backend.model,
+                         "input_tokens": prompt_tokens, "tokens_in": prompt_tokens,
+                         "max_tokens": generation.start.max_tokens})
+        live.current_abort = generation.abort
         async for event in generation.events:
             generation.meter.observe(event)
             if isinstance(event, TokenEvent) and event.text:
