@@ -103,7 +103,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
             app.state.downloads = DownloadJobs(
                 app.state.sessionmaker, settings.download_dir, settings.download_work_dir,
                 hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
-                names_in_use=lambda: [model.name for model in app.state.model_host.available()])
+                names_in_use=lambda: [model.name for model in app.state.model_host.available()],
+                max_bytes=settings.download_max_bytes or None, min_free_bytes=settings.download_min_free_bytes)
             # Loading (or converting a GGUF, the first time) can take a while: serve meanwhile, /readyz says so.
             app.state.model_loading = asyncio.create_task(start_model_host(app.state.model_host))
             log.info("LLMWS API ready (database %s)", engine.url.render_as_string(hide_password=True))

@@ -27,7 +27,7 @@ from api.services.errors import (
     RateLimited,
     ServiceError,
 )
-from engine.downloads import DownloadRefused, NameTaken
+from engine.downloads import DownloadRefused, InsufficientStorage, NameTaken
 from engine.errors import (
     ContextTooLong,
     EngineError,
@@ -158,6 +158,7 @@ ENGINE_ERROR_STATUS: dict[type[EngineError], tuple[int, str]] = {
     NameTaken: (409, "conflict_error"),
     UpstreamUnavailable: (503, "server_error"),
     UpstreamError: (502, "server_error"),
+    InsufficientStorage: (507, "server_error"),
     DownloadRefused: (400, "invalid_request_error"),
     ContextTooLong: (400, "invalid_request_error"),
     EngineBusy: (409, "conflict_error"),

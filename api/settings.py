@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="Launch templates admins may start runners from, separated by commas (docs/gateway.md).")
     hf_token: SecretStr | None = Field(None, description="Hugging Face token for model downloads (gated repos); "
                                        "`HF_ENDPOINT` picks a mirror.")
+    download_max_bytes: int = Field(
+        200 * 1024**3, ge=0, description="The most bytes one model download may write (200 GiB; 0: no cap); past "
+        "it the download stops, fails and its partial files are deleted.")
+    download_min_free_bytes: int = Field(
+        2 * 1024**3, ge=0, description="Free disk space a download must leave where it writes (2 GiB): refused at "
+        "the start, or stopped when the expected size would not fit.")
     decode: DecodeMode = Field(
         "auto", description="The decode step: `auto` (CUDA graphs of a static step on a GPU for Llama-shaped models, "
         "transformers' forward otherwise), `transformers`, `static` (the static step, not recorded) or `graphs`.")

@@ -5,8 +5,10 @@ cancel can stop it at once, into a work folder outside every scanned model folde
 folder against the total where it is known (Hugging Face lists file sizes; git reports its own percentage). Only a
 result that checks out as a model is moved into `<models>/<name>`; anything else is deleted.
 
-The child gets an argument list, never a shell; git may use only https, http and file transports; the name is one
-plain path segment; and a result holding symbolic links is refused, so nothing can point outside the folder.
+The child gets an argument list, never a shell, and a minimal environment (`engine.fetch_child`); git may use only
+https, http and file transports; the name is one plain path segment; and a result holding symbolic links is
+refused, so nothing can point outside the folder. A download may not grow past `max_bytes`, nor leave less than
+`min_free_bytes` free where it is written: the fetch is stopped and its partial files deleted.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from engine.errors import EngineError
+from engine.fetch_child import GIT_SCHEMES, GitCredentials, child_environment, redact_urls, split_credentials
 from engine.registry import ModelInfo, describe
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,11 @@ log = logging.getLogger(__name__)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
-GIT_SCHEMES = ("https", "http", "file")
 HF_HOSTS = {"huggingface.co", "hf.co"}
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 GIT_PERCENT = re.compile(r"(Receiving objects|Resolving deltas|Filtering content|Updating files):\s+(\d+)%")
 POLL_S = 0.5
+LOG_LINE_CHARS = 500
 
 
 class DownloadRefused(EngineError):
@@ -57,11 +60,20 @@ class DownloadCancelled(EngineError):
     code = "download_cancelled"
 
 
+class DownloadTooLarge(DownloadFailed):
+    code = "download_too_large"
+
+
+class InsufficientStorage(DownloadRefused):
+    code = "insufficient_storage"
+
+
 @dataclass(frozen=True)
 class DownloadSource:
     kind: Literal["huggingface", "git"]
-    location: str  # the repo id or the URL
+    location: str  # the repo id or the URL without credentials: what is fetched, logged, stored and shown
     revision: str | None = None
+    credentials: GitCredentials | None = field(default=None, repr=False, compare=False)
 
     @property
     def default_name(self) -> str:
@@ -90,7 +102,12 @@ def parse_source(source: str, revision: str | None = None) -> DownloadSource:
         # The seed's form: a repo's web address. Through the hub, not git, which would need git-lfs for weights.
         return DownloadSource("huggingface", repo, revision)
     if parts.scheme in GIT_SCHEMES and (parts.netloc or parts.scheme == "file") and parts.path.strip("/"):
-        return DownloadSource("git", source, revision)
+        location, credentials = split_credentials(source)
+        if credentials is not None and (parts.scheme == "file" or not credentials.host or any(
+                ord(char) < 32 for char in credentials.username + credentials.password)):
+            raise DownloadRefused("credentials in a git URL must be printable, on an http(s) URL with a host",
+                                  param="source")
+        return DownloadSource("git", location, revision, credentials)
     raise DownloadRefused("source must be a Hugging Face repo id (owner/name) or a git URL (https, http or file)",
                           param="source")
 
@@ -108,6 +125,24 @@ def target_folder(models_dir: Path, name: str) -> Path:
     return target
 
 
+def free_bytes(*folders: Path) -> int:
+    """The least free space among the file systems of ``folders`` (the nearest existing folder of each)."""
+    free = []
+    for folder in folders:
+        existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+        free.append(shutil.disk_usage(existing).free)
+    return min(free)
+
+
+def check_free_space(folders: tuple[Path, ...], min_free_bytes: int, still_needed: int = 0) -> None:
+    """Refuse when writing ``still_needed`` more bytes would leave less than ``min_free_bytes`` free."""
+    free = free_bytes(*folders)
+    if free - still_needed < min_free_bytes:
+        needed = f"{still_needed} more bytes and " if still_needed else ""
+        raise InsufficientStorage(f"not enough free disk space: the download needs {needed}{min_free_bytes} bytes "
+                                  f"left free, and {free} are free", param="source")
+
+
 def folder_bytes(folder: Path) -> int:
     total = 0
     for root, _, files in os.walk(folder):
@@ -123,19 +158,31 @@ class Download:
     """One download, run from a worker thread with `run()`; `cancel()` from any thread."""
 
     def __init__(self, source: DownloadSource, name: str, models_dir: Path, work_dir: Path, *,
-                 hf_token: str | None = None, on_progress: Callable[[Progress], None] = lambda _: None,
+                 hf_token: str | None = None, max_bytes: int | None = None, min_free_bytes: int = 0,
+                 on_progress: Callable[[Progress], None] = lambda _: None,
                  on_log: Callable[[str], None] = lambda _: None) -> None:
         self.source, self.name = source, name
         self.models_dir, self.work_dir = models_dir.resolve(), work_dir.resolve()
         self.hf_token = hf_token
-        self.on_progress, self.on_log = on_progress, on_log
+        self.max_bytes, self.min_free_bytes = max_bytes or None, min_free_bytes
+        self.on_progress, self._on_log = on_progress, on_log
         self._process: subprocess.Popen[bytes] | None = None
         self._cancelled = threading.Event()
+        self._stopped_by: DownloadFailed | DownloadRefused | None = None  # a limit that ended the fetch
         self._total: int | None = None
         self._git_percent: float | None = None
 
+    def on_log(self, line: str) -> None:
+        """Every line shown or kept passes here: no credentials in it, whatever the fetcher printed."""
+        if self.source.credentials is not None:
+            line = self.source.credentials.redact(line)
+        self._on_log(redact_urls(line)[:LOG_LINE_CHARS])  # cut after redacting, so no part of a secret is kept
+
     def cancel(self) -> None:
         self._cancelled.set()
+        self._terminate()
+
+    def _terminate(self) -> None:
         process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
@@ -159,6 +206,7 @@ class Download:
     # --- fetching ---------------------------------------------------------------------------------------------
 
     def _fetch(self, fetched: Path) -> None:
+        check_free_space(self._written_to, self.min_free_bytes)
         if self.source.kind == "git":
             command = ["git", "clone", "--progress", "--depth", "1"]
             if self.source.revision:
@@ -168,9 +216,8 @@ class Download:
             command = [sys.executable, "-m", "engine.hf_fetch", self.source.location, str(fetched)]
             if self.source.revision:
                 command += ["--revision", self.source.revision]
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": ":".join(GIT_SCHEMES)}
-        if self.hf_token:
-            env["HF_TOKEN"] = self.hf_token  # in the environment, never on a command line others can read
+        env = child_environment(self.work_dir / "home", hf_token=self.hf_token if self.source.kind == "huggingface"
+                                else None, git_credentials=self.source.credentials)
         self.on_log(f"fetching {self.source.location}")
         self._process = subprocess.Popen(  # noqa: S603 (an argument list built above from validated parts)
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -182,15 +229,38 @@ class Download:
         started = time.monotonic()
         while self._process.poll() is None:
             self._report("fetching", fetched, started)
+            self._enforce_limits(fetched)
             time.sleep(POLL_S)
         reader.join(timeout=5)
         if self._cancelled.is_set():
             raise DownloadCancelled("the download was cancelled")
+        self._enforce_limits(fetched)  # once more: a fetch can finish between two polls
+        if self._stopped_by is not None:
+            raise self._stopped_by
         if self._process.returncode != 0:
             raise DownloadFailed(f"{self.source.kind} fetch failed (exit {self._process.returncode}); see the log")
         for bookkeeping in (".git", ".cache"):  # git's objects; huggingface_hub's download metadata
             shutil.rmtree(fetched / bookkeeping, ignore_errors=True)
         self._report("fetching", fetched, started)
+
+    @property
+    def _written_to(self) -> tuple[Path, ...]:
+        return (self.work_dir, self.models_dir)  # the fetch, then the move (a copy across file systems)
+
+    def _enforce_limits(self, fetched: Path) -> None:
+        """Stop the fetch once it passes the size cap, or would leave too little free space."""
+        done = folder_bytes(fetched) if fetched.exists() else 0
+        expected = max(self._total or 0, done)
+        try:
+            if self.max_bytes is not None and expected > self.max_bytes:
+                raise DownloadTooLarge(f"the download is larger than the cap of {self.max_bytes} bytes "
+                                       f"({'announced ' if expected > done else ''}{expected} bytes); stopped")
+            check_free_space(self._written_to, self.min_free_bytes, expected - done)
+        except (DownloadTooLarge, InsufficientStorage) as exc:
+            if self._stopped_by is None:
+                self._stopped_by = exc
+                self.on_log(exc.message)
+            self._terminate()
 
     def _read_output(self, process: subprocess.Popen[bytes]) -> None:
         """The fetcher's output as log lines; git redraws its progress with carriage returns."""
@@ -212,21 +282,21 @@ class Download:
                     if time.monotonic() - last_logged < 1.0 and not line.endswith("done."):
                         continue  # a redraw: log at most one a second
                     last_logged = time.monotonic()
-                self.on_log(line[:500])
+                self.on_log(line)
         if pending.strip():
-            self.on_log(pending.decode("utf-8", "replace").strip()[:500])
+            self.on_log(pending.decode("utf-8", "replace").strip())
 
     def _read_fetcher_message(self, line: str) -> None:
         try:
             message = json.loads(line)
         except ValueError:
-            self.on_log(line[:500])
+            self.on_log(line)
             return
         if isinstance(message, dict) and isinstance(message.get("total_bytes"), int):
             self._total = message["total_bytes"]
             self.on_log(f"{message.get('files', '?')} files, {self._total} bytes")
         elif isinstance(message, dict) and isinstance(message.get("log"), str):
-            self.on_log(message["log"][:500])
+            self.on_log(message["log"])
 
     def _report(self, stage: Literal["fetching", "checking", "installing"], fetched: Path,
                 started: float | None = None) -> None:

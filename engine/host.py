@@ -21,7 +21,7 @@ from transformers import AutoConfig
 from engine.batch_cache import check_batchable
 from engine.errors import EngineError, NoModelLoaded, UnsupportedModel
 from engine.interface import DecodeMode
-from engine.loader import LoadedModel, Runtime, load
+from engine.loader import LoadedModel, Runtime, converted_copies, load
 from engine.local import LocalEngine
 from engine.memory import context_budget, prefill_activation_bytes
 from engine.registry import ModelInfo, scan, select
@@ -146,7 +146,8 @@ class ModelHost:
 
     async def delete(self, info: ModelInfo) -> Path:
         """Delete a model from disk: the entry of its model folder that holds it (a file, or a folder with
-        everything in it). Never the loaded model, never anything outside the scanned folders."""
+        everything in it), and the converted copy of a GGUF in the cache. Never the loaded model, never anything
+        outside the scanned folders."""
         async with self._switching:
             if self.loaded is not None and self.loaded.info.path == info.path:
                 raise ModelInUse(f"{info.name} is loaded; switch to another model or unload it first",
@@ -156,8 +157,11 @@ class ModelHost:
             if not target.is_relative_to(root) or target == root:
                 raise ModelInUse(f"{info.name} is not inside a managed model folder", param="model")
             entry = root / target.relative_to(root).parts[0]
+            copies = await asyncio.to_thread(converted_copies, entry, self.config.cache_dir)
             await asyncio.to_thread(shutil.rmtree if entry.is_dir() else entry.unlink, entry)
-            log.info("deleted model %s (%s)", info.name, entry)
+            for copy in copies:
+                await asyncio.to_thread(shutil.rmtree, copy, True)
+            log.info("deleted model %s (%s%s)", info.name, entry, "".join(f", {copy}" for copy in copies))
             return entry
 
     def _unload(self) -> None:

@@ -67,11 +67,29 @@ class LoadedModel:
                 "source": str(self.source)}
 
 
-def converted_folder(gguf_path: Path, cache_dir: Path) -> Path:
-    """A safetensors copy of a GGUF (dequantized), made once: loading it takes a fraction of a second."""
+def converted_path(gguf_path: Path, cache_dir: Path) -> Path:
+    """Where this version of the GGUF (its path, size and mtime) is kept converted."""
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_dir / f"{gguf_path.stem}-{key}"
+    return cache_dir / f"{gguf_path.stem}-{key}"
+
+
+def converted_copies(removed: Path, cache_dir: Path) -> list[Path]:
+    """The converted copies of every GGUF at or under ``removed`` (a file or a folder), of any version: each
+    copy's marker names the GGUF it was made from. Called before ``removed`` is deleted."""
+    removed = removed.resolve()
+    ggufs = [removed] if removed.is_file() else sorted(removed.rglob("*.gguf")) if removed.is_dir() else []
+    copies = {converted_path(gguf, cache_dir) for gguf in ggufs if gguf.is_file()}
+    for marker in cache_dir.glob(f"*/{COMPLETE_MARKER}") if cache_dir.is_dir() else []:
+        made_from = marker.read_text().strip()
+        if made_from and Path(made_from).is_relative_to(removed):
+            copies.add(marker.parent)
+    return sorted(copy for copy in copies if copy.is_dir())
+
+
+def converted_folder(gguf_path: Path, cache_dir: Path) -> Path:
+    """A safetensors copy of a GGUF (dequantized), made once: loading it takes a fraction of a second."""
+    target = converted_path(gguf_path, cache_dir)
     if (target / COMPLETE_MARKER).exists():
         return target
     log.info("converting %s to safetensors in %s (once)", gguf_path.name, target)
@@ -84,7 +102,7 @@ def converted_folder(gguf_path: Path, cache_dir: Path) -> Path:
         model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / COMPLETE_MARKER).touch()
+    (staging / COMPLETE_MARKER).write_text(str(gguf_path.resolve()))  # which GGUF: deleted with it
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target

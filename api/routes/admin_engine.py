@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from api.deps import admin_principal
+from api.deps import admin_principal, client_ip
 from api.schemas.common import RequestBody
+from api.services import local_models as model_actions
 from api.services.auth import Principal
 from api.services.errors import NotFound
 from api.services.model_downloads import DownloadJobs
@@ -56,25 +57,21 @@ async def local_models(request: Request) -> dict[str, Any]:
 
 
 @router.post("/engine/switch")
-async def switch(body: SwitchRequest, request: Request) -> dict[str, Any]:
+async def switch(body: SwitchRequest, request: Request,
+                 principal: Principal = Depends(admin_principal)) -> dict[str, Any]:
     host = _host(request)
-    models = await asyncio.to_thread(host.available)
-    target = next((model for model in models if model.name == body.model), None)
-    if target is None:
-        raise NotFound(f"no local model named {body.model!r}", param="model")
     stages: list[dict[str, Any]] = []
-    await host.switch(target, lambda stage, fraction: stages.append({"stage": stage, "progress": fraction}))
+    await model_actions.switch(host, request.app.state.sessionmaker, body.model, actor_user_id=principal.user.id,
+                               ip=client_ip(request),
+                               progress=lambda stage, fraction: stages.append({"stage": stage, "progress": fraction}))
     return {"model": host.metadata(), "progress": stages}
 
 
 @router.delete("/engine/models/{name}", status_code=204)
-async def delete_local_model(name: str, request: Request) -> None:
+async def delete_local_model(name: str, request: Request, principal: Principal = Depends(admin_principal)) -> None:
     """Delete a model from disk: only a name the scan lists, never the loaded model (409 ``model_in_use``)."""
-    host = _host(request)
-    target = next((model for model in await asyncio.to_thread(host.available) if model.name == name), None)
-    if target is None:
-        raise NotFound(f"no local model named {name!r}", param="name", code="model_not_found")
-    await host.delete(target)
+    await model_actions.delete(_host(request), request.app.state.sessionmaker, name,
+                               actor_user_id=principal.user.id, ip=client_ip(request), param="name")
 
 
 @router.post("/engine/unload", status_code=204)
@@ -85,7 +82,8 @@ async def unload(request: Request) -> None:
 @router.post("/engine/downloads", status_code=202)
 async def start_download(body: DownloadRequest, request: Request,
                          principal: Principal = Depends(admin_principal)) -> dict[str, Any]:
-    job = await _downloads(request).start(body.source, body.name, body.revision, user_id=principal.user.id)
+    job = await _downloads(request).start(body.source, body.name, body.revision, user_id=principal.user.id,
+                                          ip=client_ip(request))
     return job.public()
 
 

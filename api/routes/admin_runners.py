@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from api.deps import admin_principal
+from api.deps import admin_principal, client_ip
 from api.schemas.common import RequestBody
 from api.services import audit
 from api.services.runner_templates import LaunchPlan, Template, free_port, plan
@@ -63,8 +63,8 @@ async def launch(body: LaunchIn, request: Request) -> dict[str, Any]:
     runner = await _manager(request).launch(launch_plan, body.name or body.template, restart=body.restart)
     async with request.app.state.sessionmaker.begin() as session:
         audit.record(session, "runner.launched", actor_user_id=request.state.principal.user.id,
-                     subject=runner.name, target_type="runner", target_id=None,
-                     ip=request.client.host if request.client else None, detail={"argv": launch_plan.argv})
+                     subject=runner.name, target_type="runner", target_id=runner.id,
+                     ip=client_ip(request), detail={"argv": launch_plan.argv})
     return runner.public()
 
 
@@ -80,7 +80,12 @@ async def get_runner(runner_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/{runner_id}/stop")
 async def stop_runner(runner_id: str, request: Request) -> dict[str, Any]:
-    return (await _manager(request).stop(runner_id)).public()
+    runner = await _manager(request).stop(runner_id)
+    async with request.app.state.sessionmaker.begin() as session:
+        audit.record(session, "runner.stopped", actor_user_id=request.state.principal.user.id,
+                     subject=runner.name, target_type="runner", target_id=runner.id,
+                     ip=client_ip(request), detail={"exit_code": runner.exit_code})
+    return runner.public()
 
 
 @router.delete("/{runner_id}", status_code=204)

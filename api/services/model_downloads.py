@@ -1,7 +1,9 @@
 """Model downloads as background jobs: one task per download, its state in `background_jobs` (so the admin API of
 any replica can list it), its progress and log lines pushed in order to whoever listens (a WebSocket session).
 
-The fetching itself is `engine.downloads`; this module owns the job's life: start, progress, cancel, the end.
+The fetching itself is `engine.downloads`; this module owns the job's life: start, progress, cancel, the end. Its
+start and its end are audited (`local_model.download_started`, `local_model.download_finished`), whoever asked
+for it: the admin REST API and the WebSocket both start jobs here.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.services import audit
 from db.models import BackgroundJob
-from engine.downloads import Download, DownloadCancelled, NameTaken, Progress, parse_source, target_folder
+from engine.downloads import (
+    Download,
+    DownloadCancelled,
+    NameTaken,
+    Progress,
+    check_free_space,
+    parse_source,
+    target_folder,
+)
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -36,8 +47,9 @@ Listener = Callable[[dict[str, Any]], Awaitable[None]]
 class DownloadJob:
     id: uuid.UUID
     name: str
-    source: str
+    source: str  # without any credentials the URL carried
     download: Download
+    user_id: int | None = None
     status: str = "running"
     progress: Progress | None = None
     error: str | None = None
@@ -62,22 +74,26 @@ class DownloadJob:
 
 class DownloadJobs:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], models_dir: Path, work_root: Path, *,
-                 hf_token: str | None = None, names_in_use: Callable[[], Iterable[str]] = tuple) -> None:
+                 hf_token: str | None = None, names_in_use: Callable[[], Iterable[str]] = tuple,
+                 max_bytes: int | None = None, min_free_bytes: int = 0) -> None:
         self.sessions = sessions
         self.names_in_use = names_in_use  # every model the server can see: a name must say which one it means
         self.models_dir = models_dir
         self.work_root = work_root
         self.hf_token = hf_token
+        self.max_bytes, self.min_free_bytes = max_bytes, min_free_bytes
         self._jobs: dict[uuid.UUID, DownloadJob] = {}
 
     async def start(self, source: str, name: str | None = None, revision: str | None = None, *,
-                    user_id: int | None = None, listener: Listener | None = None) -> DownloadJob:
-        """Check the request and start the job; refusals (bad source or name, a name taken or being downloaded)
-        raise `DownloadRefused` before anything is written."""
+                    user_id: int | None = None, ip: str | None = None,
+                    listener: Listener | None = None) -> DownloadJob:
+        """Check the request and start the job; refusals (bad source or name, a name taken or being downloaded,
+        a full disk) raise `DownloadRefused` before anything is written."""
         parsed = parse_source(source, revision)
         name = name or parsed.default_name
         self.models_dir.mkdir(parents=True, exist_ok=True)
         target_folder(self.models_dir, name)
+        await asyncio.to_thread(check_free_space, (self.models_dir, self.work_root), self.min_free_bytes)
         if any(job.name == name and job.status == "running" for job in self._jobs.values()):
             raise NameTaken(f"{name!r} is being downloaded already", param="name")
         if name in await asyncio.to_thread(lambda: set(self.names_in_use())):
@@ -89,14 +105,18 @@ class DownloadJobs:
             loop.call_soon_threadsafe(job.events.put_nowait, event)
 
         download = Download(parsed, name, self.models_dir, self.work_root / str(job_id), hf_token=self.hf_token,
+                            max_bytes=self.max_bytes, min_free_bytes=self.min_free_bytes,
                             on_progress=lambda progress: from_thread({"type": "progress", "progress": progress}),
                             on_log=lambda line: from_thread({"type": "log", "message": line}))
-        job = DownloadJob(job_id, name, parsed.location, download)
+        job = DownloadJob(job_id, name, parsed.location, download, user_id=user_id)
         if listener is not None:
             job.listeners.append(listener)
         async with self.sessions.begin() as session:
             session.add(BackgroundJob(id=job_id, kind=JOB_KIND, status="running", created_by=user_id,
                                       started_at=datetime.now(UTC), detail=_detail(job)))
+            audit.record(session, "local_model.download_started", actor_user_id=user_id, subject=name,
+                         target_type="background_job", target_id=job_id, ip=ip,
+                         detail={"source": parsed.location, "kind": parsed.kind, "revision": parsed.revision})
         self._jobs[job_id] = job
         job.events.put_nowait({"type": "download_started", "job_id": str(job_id), "name": name,
                                "source": parsed.location, "kind": parsed.kind})
@@ -193,6 +213,9 @@ class DownloadJobs:
                 row.error = job.error
                 if finished:
                     row.finished_at = datetime.now(UTC)
+                    audit.record(session, "local_model.download_finished", actor_user_id=job.user_id,
+                                 subject=job.name, target_type="background_job", target_id=job.id,
+                                 detail={"status": job.status, "error": job.error, "source": job.source})
         except Exception:  # noqa: BLE001 (the database being briefly away must not kill the download)
             log.warning("could not save download job %s", job.id, exc_info=True)
 

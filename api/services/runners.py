@@ -4,6 +4,8 @@ Each runner's output (stdout and stderr together) goes into a ring buffer that `
 streams. Once its `/v1/models` answers, it is registered as a provider (`runner_id` set) and the gateway can route
 to it; when it stops, the provider is deactivated. With `restart`, a runner that exits on its own is started again
 (after 1, 2, 4 … up to 30 s). When the gateway stops, every runner gets SIGTERM, then SIGKILL after a grace period.
+A line of output is kept up to `LINE_CHARS` characters and marked where it was cut; a line of any length (a model
+server dumping a tensor) is read past, never a reason to stop watching the runner.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from db.models import Provider
 log = logging.getLogger(__name__)
 
 LOG_LINES = 2000
+LINE_CHARS = 2000
+READ_LIMIT = 1 << 20  # the most bytes of one line held in memory; the rest of a longer line is skipped
+HEAD_BYTES = LINE_CHARS * 4  # enough for LINE_CHARS characters of UTF-8
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 300.0
 
@@ -160,7 +165,7 @@ class RunnerManager:
             runner.process = await asyncio.create_subprocess_exec(
                 *runner.plan.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, env=runner.env, cwd=runner.folder, start_new_session=True,
-                limit=1 << 20)
+                limit=READ_LIMIT)
         except OSError as exc:
             runner.status, runner.exit_code = "failed", None
             await self._log(runner, f"[llmws] could not start: {exc}")
@@ -169,8 +174,8 @@ class RunnerManager:
         await self._log(runner, f"[llmws] started pid {runner.process.pid}: {runner.plan.command}")
         registrar = asyncio.create_task(self._register_when_ready(runner))
         assert runner.process.stdout is not None
-        async for raw in runner.process.stdout:
-            await self._log(runner, raw.decode("utf-8", "replace").rstrip("\n"))
+        async for line, cut_from in output_lines(runner.process.stdout):
+            await self._log(runner, line.decode("utf-8", "replace").rstrip("\n"), cut_from)
         runner.exit_code = await runner.process.wait()
         registrar.cancel()
         await asyncio.gather(registrar, return_exceptions=True)
@@ -257,9 +262,12 @@ class RunnerManager:
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
 
-    async def _log(self, runner: Runner, line: str) -> None:
+    async def _log(self, runner: Runner, line: str, cut_from: int | None = None) -> None:
+        """Keep one line; ``cut_from`` is its length in bytes when ``line`` is only its start."""
+        if len(line) > LINE_CHARS or cut_from is not None:
+            line = f"{line[:LINE_CHARS]} [… cut: the line had {cut_from or len(line.encode())} bytes]"
         async with runner.new_line:
-            runner.lines.append(line[:2000])
+            runner.lines.append(line)
             runner.line_count += 1
             runner.new_line.notify_all()
 
@@ -269,3 +277,30 @@ class RunnerManager:
             raise Conflict("stop the runner first", param="runner_id")
         self._runners.pop(runner_id)
         shutil.rmtree(runner.folder, ignore_errors=True)
+
+
+async def output_lines(stream: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, int | None]]:
+    """Each line until the end of ``stream``, as (the line, None), or, for a line longer than the stream's limit
+    (which `readline` refuses with an error), as (its start, its whole length in bytes), its rest read past."""
+    head: bytes | None = None  # the start of a line too long for the buffer, while its rest is skipped
+    length = 0
+    while True:
+        try:
+            piece = await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as end:  # the stream ended, perhaps within a line
+            piece = end.partial
+            if head is not None:
+                yield head, length + len(piece)
+            elif piece:
+                yield piece, None
+            return
+        except asyncio.LimitOverrunError as overrun:
+            piece = await stream.read(overrun.consumed)
+            head = piece[:HEAD_BYTES] if head is None else head
+            length += len(piece)
+            continue
+        if head is None:
+            yield piece, None
+        else:
+            yield head, length + len(piece)
+        head, length = None, 0

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.datastructures import State
 
-from api.services import auth, ws_buffer
+from api.services import auth, local_models, ws_buffer
 from api.services.auth import Principal
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
 from api.services.ws_access import PendingSockets, SocketCredential
@@ -275,7 +275,7 @@ class Channel:
     async def on_switch_model(self, message: dict[str, Any]) -> None:
         """To ``model`` (a name from list_models) or the seed's ``model_path`` (``models/<name>``): either names
         one of the models the scan of the model folders found, nothing else."""
-        assert self.live is not None
+        assert self.live is not None and self.principal is not None
         reference = message.get("model", message.get("model_path"))
         if not isinstance(reference, str) or not reference:
             raise ProtocolError("missing_field", "switch_model needs 'model' (a name from list_models) or "
@@ -286,7 +286,9 @@ class Channel:
             raise ProtocolError("model_not_found", f"no local model {reference!r} in the model folders")
         live, stages, name = self.live, [], target.name
         await live.emit({"type": "log", "message": f"switching to {name}"})
-        await host.switch(target, lambda stage, fraction: stages.append((stage, fraction)))
+        await local_models.switch(self.state.model_host, self.state.sessionmaker, name,
+                                  actor_user_id=self.principal.user.id,
+                                  progress=lambda stage, fraction: stages.append((stage, fraction)))
         for stage, fraction in stages:
             await live.emit({"type": "log", "message": stage, "progress": fraction})
         await live.emit({"type": "model_switched", "model": name})
@@ -307,15 +309,12 @@ class Channel:
                                          listener=self.live.emit)
 
     async def on_delete_model(self, message: dict[str, Any]) -> None:
-        assert self.live is not None
+        assert self.live is not None and self.principal is not None
         name = message.get("model")
         if not isinstance(name, str) or not name:
             raise ProtocolError("missing_field", "delete_model needs 'model' (a name from list_models)")
-        host = self.state.model_host
-        target = next((m for m in await asyncio.to_thread(host.available) if m.name == name), None)
-        if target is None:
-            raise ProtocolError("model_not_found", f"no local model named {name!r}")
-        removed = await host.delete(target)
+        removed = await local_models.delete(self.state.model_host, self.state.sessionmaker, name,
+                                            actor_user_id=self.principal.user.id)
         await self.live.emit({"type": "log", "message": f"deleted {removed.name}"})
         await self.live.emit({"type": "model_deleted", "model": name})
 
