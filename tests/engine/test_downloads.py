@@ -18,7 +18,10 @@ from engine.downloads import (
     DownloadCancelled,
     DownloadFailed,
     DownloadRefused,
+    DownloadTooLarge,
+    InsufficientStorage,
     NameTaken,
+    free_bytes,
     parse_source,
     target_folder,
 )
@@ -167,3 +170,104 @@ def test_a_hugging_face_repo_is_fetched_through_the_hub_api(tmp_path: Path, tiny
         assert any("not found" in line.lower() for line in lines)
     finally:
         hub.stop()
+
+
+SECRET = "s3cret-token-4242"
+
+
+def test_credentials_in_a_git_url_reach_git_and_nowhere_else(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A private repository on a host that wants a password: the clone works with the URL's credentials, and the
+    URL that is kept, logged and shown has none."""
+    from tests.engine.fake_git_host import FakeGitHost
+
+    (tmp_path / "served").mkdir()
+    host = FakeGitHost(tmp_path / "served", "alice", SECRET)
+    path = host.add("private", git_repo(tmp_path / "repo", tiny_model_dir))
+    base = host.start()
+    try:
+        url = base.replace("http://", f"http://alice:{SECRET}@") + path
+        source = parse_source(url)
+        assert source.location == base + path and SECRET not in repr(source)
+        models = tmp_path / "models"
+        models.mkdir()
+        lines: list[str] = []
+        try:
+            info = Download(source, "private", models, tmp_path / "work", on_log=lines.append).run()
+        except DownloadFailed as exc:
+            raise AssertionError(f"{exc.message}: {lines}, {host.authorizations}") from exc
+        assert info.format == "safetensors"
+        assert host.expected in host.authorizations, "git was given the URL's credentials"
+        wrong = base.replace("http://", "http://alice:not-the-password@") + path
+        with pytest.raises(DownloadFailed, match="fetch failed") as failed:
+            Download(parse_source(wrong), "refused", models, tmp_path / "work2", on_log=lines.append).run()
+        assert lines and not any(SECRET in line or "not-the-password" in line for line in lines), lines
+        assert "not-the-password" not in failed.value.message
+    finally:
+        host.stop()
+
+
+def test_the_fetcher_gets_a_minimal_environment_without_the_servers_secrets(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real git, behind a wrapper on PATH that writes down the environment it was started with."""
+    real_git = shutil.which("git")
+    assert real_git is not None
+    wrappers, dump = tmp_path / "bin", tmp_path / "git-env"
+    wrappers.mkdir()
+    (wrappers / "git").write_text(f'#!/bin/sh\nenv -0 > "{dump}"\nexec "{real_git}" "$@"\n')
+    (wrappers / "git").chmod(0o755)
+    secrets = {"LLMWS_SECRET_KEY": "server-secret-key-value", "LLMWS_DATABASE_URL": "postgresql://u:dbpass@h/db",
+               "AWS_SECRET_ACCESS_KEY": "aws-secret-value", "HF_TOKEN": "hf-token-of-the-server-user"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PATH", f"{wrappers}{os.pathsep}{os.environ['PATH']}")
+    models = tmp_path / "models"
+    models.mkdir()
+    url = git_repo(tmp_path / "repo", tiny_model_dir)
+    Download(parse_source(url), "fetched", models, tmp_path / "work", hf_token="configured-hf-token").run()
+
+    env = dict(entry.split("=", 1) for entry in dump.read_text().split("\0") if "=" in entry)
+    assert not [name for name in env if name.startswith(("LLMWS_", "AWS_")) or name == "HF_TOKEN"], sorted(env)
+    assert not [name for name, value in env.items() if any(secret in value for secret in [
+        *secrets.values(), "configured-hf-token"])]
+    assert Path(env["HOME"]).is_relative_to(tmp_path / "work") and env["HOME"] != os.environ.get("HOME")
+    assert env["GIT_TERMINAL_PROMPT"] == "0" and env["PATH"] == os.environ["PATH"]
+
+
+def test_a_download_past_the_size_cap_is_stopped_failed_and_leaves_nothing(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the hub, which announces the size; and from git, which does not: it is measured on disk."""
+    from tests.engine.fake_hub import FakeHub
+
+    hub = FakeHub("tiny-org/tiny-llama", tiny_model_dir)
+    monkeypatch.setenv("HF_ENDPOINT", hub.start())
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    models = tmp_path / "models"
+    models.mkdir()
+    total = sum(map(len, hub.files.values()))
+    try:
+        lines: list[str] = []
+        with pytest.raises(DownloadTooLarge, match=f"cap of {total // 2} bytes"):
+            Download(parse_source("tiny-org/tiny-llama"), "too-big", models, tmp_path / "work",
+                     max_bytes=total // 2, on_log=lines.append).run()
+        assert any("larger than the cap" in line for line in lines)
+    finally:
+        hub.stop()
+    with pytest.raises(DownloadTooLarge):
+        Download(parse_source(git_repo(tmp_path / "repo", tiny_model_dir)), "too-big", models, tmp_path / "work2",
+                 max_bytes=total // 2).run()
+    assert list(models.iterdir()) == [] and not (tmp_path / "work").exists() and not (tmp_path / "work2").exists()
+    Download(parse_source((tmp_path / "repo").as_uri()), "fits", models, tmp_path / "work3",
+             max_bytes=total * 4).run()
+    assert (models / "fits" / "config.json").is_file()
+
+
+def test_a_download_that_would_leave_too_little_free_space_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    url = git_repo(tmp_path / "repo", tiny_model_dir)
+    with pytest.raises(InsufficientStorage, match="not enough free disk space"):
+        Download(parse_source(url), "no-room", models, tmp_path / "work",
+                 min_free_bytes=free_bytes(tmp_path) + 2**50).run()
+    assert list(models.iterdir()) == [] and not (tmp_path / "work").exists()
