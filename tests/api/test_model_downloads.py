@@ -1,8 +1,10 @@
 """Model downloads through a real `llmws serve`: over the WebSocket (progress and log events in the session) and
-the admin REST API (jobs, refusals), from git repositories made by the test and reached by file:// URLs."""
+the admin REST API (jobs, refusals, the audit log), from git repositories made by the test and reached by file://
+URLs, or over HTTP from a git host that wants a password."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,11 +13,17 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from websockets.sync.client import connect
 
+from api.settings import Settings
+from db.session import create_engine
 from tests.api.live import LiveApi, wait_ready
 from tests.api.test_websocket import hello, inference, receive, until_done, ws_url
+from tests.engine.fake_git_host import FakeGitHost
 from tests.engine.test_downloads import git_repo
+
+SECRET = "s3cret-token-in-the-url-77"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,28 @@ def wait_for_job(live_api: LiveApi, job_id: str) -> dict[str, Any]:
             return job
         time.sleep(0.1)
     raise AssertionError(f"download {job_id} still running: {job}")
+
+
+def audit_entries(live_api: LiveApi, action: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{live_api.base_url}/admin/audit", params={"action": action}, headers=live_api.admin)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
+def stored_download_jobs(live_api: LiveApi) -> str:
+    """Every download job row as the database holds it, as text."""
+    url = Settings(_env_file=None, database_url=live_api.env["LLMWS_DATABASE_URL"]).resolved_database_url  # type: ignore[call-arg]
+
+    async def read() -> str:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = (await connection.execute(text("SELECT status, detail, error FROM background_jobs"))).all()
+        finally:
+            await engine.dispose()
+        return repr([tuple(row) for row in rows])
+
+    return asyncio.run(read())
 
 
 def test_an_admin_downloads_a_model_over_the_websocket_and_serves_it(live_api: LiveApi, tiny_repo: str) -> None:
@@ -71,6 +101,55 @@ def test_an_admin_downloads_a_model_over_the_websocket_and_serves_it(live_api: L
     finally:
         admin_socket_events(live_api, {"type": "switch_model", "model": "tiny-chat"}, "model_switched")
         wait_ready(live_api.server)
+
+    deleted = admin_socket_events(live_api, {"type": "delete_model", "model": name}, "model_deleted")
+    assert deleted[-1]["type"] == "model_deleted" and not on_disk.exists(), deleted
+    # Each step is in the audit log, by the admin who did it over the socket.
+    admin_id = audit_entries(live_api, "local_model.download_started")[0]["actor_user_id"]
+    job = events[0]["job_id"]
+    for action, target in (("local_model.download_started", job), ("local_model.download_finished", job),
+                           ("local_model.switched", name), ("local_model.deleted", name)):
+        entries = [entry for entry in audit_entries(live_api, action) if entry["subject"] == name]
+        assert len(entries) == 1 and entries[0]["target_id"] == target, (action, entries)
+        assert entries[0]["actor_user_id"] == admin_id is not None
+    finished = [entry for entry in audit_entries(live_api, "local_model.download_finished")
+                if entry["subject"] == name]
+    assert finished[0]["detail"]["status"] == "completed"
+
+
+def test_credentials_in_a_git_url_are_used_for_the_clone_and_never_shown_logged_or_stored(
+    live_api: LiveApi, tiny_repo: str, tmp_path: Path
+) -> None:
+    (tmp_path / "served").mkdir()
+    host = FakeGitHost(tmp_path / "served", "alice", SECRET)
+    path = host.add("private", tiny_repo)
+    base = host.start()
+    name = f"private-{uuid.uuid4().hex[:6]}"
+    try:
+        with_credentials = base.replace("http://", f"http://alice:{SECRET}@") + path
+        events = admin_socket_events(live_api, {"type": "download_model", "source": with_credentials,
+                                                "name": name}, "download_finished")
+        assert events[-1]["status"] == "completed", events[-1]  # git had the credentials
+        assert events[0]["source"] == base + path
+        refused = httpx.post(f"{live_api.base_url}/admin/engine/downloads", headers=live_api.admin,
+                             json={"source": with_credentials.replace(path, "/missing.git"), "name": f"{name}-x"})
+        assert refused.status_code == 202, refused.text
+        failed = wait_for_job(live_api, refused.json()["id"])
+        assert failed["status"] == "failed" and failed["log"], failed
+    finally:
+        host.stop()
+    data_dir = Path(live_api.env["LLMWS_DATA_DIR"])
+    shown = {
+        "the socket's events": json.dumps(events),
+        "the REST answers": refused.text + json.dumps(failed),
+        "the job listing": httpx.get(f"{live_api.base_url}/admin/engine/downloads", headers=live_api.admin).text,
+        "the audit log": httpx.get(f"{live_api.base_url}/admin/audit", headers=live_api.admin).text,
+        "the job rows": stored_download_jobs(live_api),
+        "the log files": "".join(log.read_text(errors="replace") for log in (data_dir / "logs").glob("*")),
+        "the console": live_api.server.console.read_text(errors="replace"),
+    }
+    assert name in shown["the job listing"] and name in shown["the job rows"] and base + path in shown["the log files"]
+    assert [where for where, content in shown.items() if SECRET in content] == []
 
 
 def test_downloads_are_for_admins(live_api: LiveApi, tiny_repo: str) -> None:
