@@ -16,7 +16,7 @@ from api.app import create_app
 from api.settings import Settings
 from engine.requests import GenerationRequest, SamplingParams
 from tests.api.conftest import assert_error, bearer
-from tests.conftest import make_settings
+from tests.conftest import ADMIN_PASSWORD, make_settings
 
 
 @pytest.fixture
@@ -76,7 +76,11 @@ async def test_switch_and_unload(client: httpx.AsyncClient, admin_token: str) ->
     assert [stage["stage"] for stage in switched.json()["progress"]] == ["unloading", "loading tiny-b",
                                                                          "serving tiny-b"]
     missing = await client.post("/admin/engine/switch", json={"model": "nope"}, headers=bearer(admin_token))
-    assert_error(missing, 404)
+    assert_error(missing, 404, "model_not_found")
+    audited = (await client.get("/admin/audit", params={"action": "local_model.switched"},
+                                headers=bearer(admin_token))).json()["data"]
+    assert [(entry["subject"], entry["detail"]["from"], entry["ip"]) for entry in audited] == [
+        ("tiny-b", "tiny-a", "203.0.113.7")]  # the refused switch to a missing model changed nothing: not audited
     assert (await client.post("/admin/engine/unload", headers=bearer(admin_token))).status_code == 204
     ready = await client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["engine"]["detail"] == "the model was unloaded"
@@ -121,6 +125,10 @@ async def test_deleting_a_local_model_is_for_admins_and_never_the_loaded_one(
     deleted = await client.delete("/admin/engine/models/tiny-b", headers=bearer(admin_token))
     assert deleted.status_code == 204, deleted.text
     assert await on_disk() == ["tiny-a"]
+    audited = (await client.get("/admin/audit", params={"action": "local_model.deleted"},
+                                headers=bearer(admin_token))).json()["data"]
+    assert [(entry["subject"], entry["detail"]["path"]) for entry in audited] == [
+        ("tiny-b", str((models_dir / "tiny-b").resolve()))]
     listed = (await client.get("/admin/engine/models", headers=bearer(admin_token))).json()["data"]
     assert [entry["name"] for entry in listed] == ["tiny-a"]
 
@@ -137,3 +145,20 @@ async def test_a_model_the_engine_cannot_batch_is_refused_and_the_current_one_ke
     assert "cannot batch" in error["message"] and "LinearAttentionLayer" in error["message"]
     assert app.state.model_host.metadata()["name"] == "tiny-a"
     assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_a_download_that_would_fill_the_disk_is_refused_before_it_starts(
+    tmp_path: Path, database_url: str
+) -> None:
+    """More free space asked for than any disk has: 507 ``insufficient_storage``, and no job."""
+    application = create_app(make_settings(tmp_path / "var", database_url, download_min_free_bytes=2**60))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as client:
+            token = (await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+                     ).json()["access_token"]
+            refused = await client.post("/admin/engine/downloads", headers=bearer(token),
+                                        json={"source": "someone/some-model"})
+            assert "not enough free disk space" in assert_error(refused, 507, "insufficient_storage")["message"]
+            listed = await client.get("/admin/engine/downloads", headers=bearer(token))
+            assert listed.json()["data"] == []
