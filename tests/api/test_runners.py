@@ -1,16 +1,24 @@
 """Runners through a real `llmws serve`: launches only from the allowlist with validated parameters (never a
-shell), and a second LLMWS started as a runner that registers itself as a provider the gateway routes to."""
+shell), and a second LLMWS started as a runner that registers itself as a provider the gateway routes to; and, in
+the app, a runner whose output lines are longer than the reader's limit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from fastapi import FastAPI
 
+from api.services.runner_templates import LaunchPlan, Template, free_port
+from api.services.runners import LINE_CHARS
+from tests.api.conftest import bearer
 from tests.api.live import LiveApi
 from tests.api.test_gateway import add_alias, client_for
 
@@ -119,3 +127,40 @@ def test_a_runner_with_restart_comes_back_after_a_crash(live_api: LiveApi) -> No
         assert provider["is_active"]
     finally:
         httpx.post(f"{live_api.base_url}/admin/runners/{runner_id}/stop", headers=live_api.admin, timeout=30)
+
+
+LONG_LINES = """
+import sys, time
+sys.stdout.write("x" * (2 << 20) + "\\n")  # 2 MiB, twice the reader's limit
+for tick in range(100000):
+    print(f"tick {tick}", flush=True)
+    if tick == 2:
+        sys.stdout.write("y" * (3 << 19))  # 1.5 MiB and then the line goes on
+        sys.stdout.write(" end of the long line\\n")
+    time.sleep(0.05)
+"""
+
+
+async def test_a_runner_printing_lines_over_the_read_limit_is_still_watched_and_stopped(
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str, tmp_path: Path
+) -> None:
+    """A process that prints a 2 MiB line: the line is kept cut and marked, the lines after it arrive, and the
+    admin's stop (audited) ends it."""
+    argv = [sys.executable, "-c", LONG_LINES]
+    template = Template("printer", "prints long lines", tuple(argv), model=(), port=(), host=())
+    runner = await app.state.runners.launch(LaunchPlan(template, argv, tmp_path, free_port()), "printer")
+    deadline = time.monotonic() + 60
+    while not any(line == "tick 5" for line in runner.lines):
+        assert runner.task is not None and not runner.task.done(), list(runner.lines)[-3:]
+        assert time.monotonic() < deadline, list(runner.lines)[-3:]
+        await asyncio.sleep(0.1)
+    lines = [line for line in runner.lines if not line.startswith("[llmws]")]
+    assert lines[0] == "x" * LINE_CHARS + f" [… cut: the line had {(2 << 20) + 1} bytes]"
+    assert lines[1:4] == ["tick 0", "tick 1", "tick 2"]
+    assert lines[4] == "y" * LINE_CHARS + f" [… cut: the line had {(3 << 19) + 22} bytes]" and lines[5] == "tick 3"
+
+    stopped = await client.post(f"/admin/runners/{runner.id}/stop", headers=bearer(admin_token))
+    assert stopped.status_code == 200 and stopped.json()["status"] == "stopped", stopped.text
+    audited = (await client.get("/admin/audit", params={"action": "runner.stopped"},
+                                headers=bearer(admin_token))).json()["data"]
+    assert [(entry["subject"], entry["target_id"]) for entry in audited] == [("printer", runner.id)]
