@@ -119,9 +119,14 @@ class FakeUpstream:
 
 def serve_in_thread(app: Any, port: int | None = None) -> tuple[uvicorn.Server, str]:
     """An ASGI app served by uvicorn in a daemon thread of this process; returns the server and its base URL."""
-    port = port or free_port()
+    # The listening socket is bound here and handed over: a port probed free and bound later could be taken by
+    # another process in between (many test servers start at once).
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port or 0))
+    port = int(listener.getsockname()[1])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off"))
-    threading.Thread(target=server.run, name="fake-server", daemon=True).start()
+    threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="fake-server", daemon=True).start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline:
