@@ -3,15 +3,17 @@ and the admin check."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import auth
 from api.services.auth import Principal
-from api.services.errors import AuthenticationFailed, PermissionDenied
+from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
 from api.settings import Settings
 
 
@@ -74,6 +76,36 @@ async def admin_principal(principal: CurrentPrincipal) -> Principal:
 
 
 AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
+
+
+# How long an open probe waits to learn whether its caller is an admin: /readyz must answer fast when the
+# database is slow or gone, so a lookup that takes longer just counts as anonymous.
+ADMIN_PROBE_TIMEOUT_S = 2.0
+
+
+async def caller_is_admin(request: Request) -> bool:
+    """Whether an open route's caller sent an admin's credential. Never refuses: a missing, malformed, invalid or
+    non-admin credential (or a database that cannot be asked) just means "not an admin"."""
+    try:
+        token = bearer_token(request)
+    except AuthenticationFailed:
+        return False
+
+    async def lookup() -> Principal:
+        async with request.app.state.sessionmaker() as session:
+            principal = await auth.current_principal(session, request.app.state.principal_cache, token)
+            await session.commit()  # the credential's last-used time, as on any other route
+            return principal
+
+    try:
+        principal = await asyncio.wait_for(lookup(), ADMIN_PROBE_TIMEOUT_S)
+    except (ServiceError, TimeoutError, OSError, SQLAlchemyError):
+        return False
+    request.state.principal = principal
+    return principal.user.is_admin
+
+
+CallerIsAdmin = Annotated[bool, Depends(caller_is_admin)]
 
 
 def _require_login_session(principal: Principal) -> Principal:

@@ -81,7 +81,7 @@ class ApiClient:
         response = self._request(method, path, json=body)
         return response.json() if response.content else None
 
-    # Health, without a token.
+    # Health: open to anyone, with each check's details only when this session is an admin's.
     def readiness(self) -> Json:
         """The API's /readyz report, or an ``unreachable`` report when the API does not answer."""
         try:

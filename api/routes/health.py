@@ -1,4 +1,7 @@
-"""Liveness, readiness and Prometheus metrics: the three routes open to anyone."""
+"""Liveness, readiness and Prometheus metrics: the three routes open to anyone.
+
+/readyz tells anyone only each check's verdict; the details (model paths, provider names, revisions, errors) are
+for an admin's credential, since they map the deployment for whoever can reach the port."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from api.deps import CallerIsAdmin
 from db.migrate import schema_state
 
 router = APIRouter(tags=["health"])
@@ -24,15 +28,16 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    """Readiness: every check with its own verdict; 503 while any fails."""
+async def readyz(request: Request, is_admin: CallerIsAdmin) -> JSONResponse:
+    """Readiness: every check with its own verdict; 503 while any fails. Details only for an admin."""
     checks = {"database": await _check_database(request)}
     checks["migrations"] = await _check_migrations(request) if checks["database"]["ok"] else {
         "ok": False, "detail": "database unreachable"}
     checks["engine"] = await _check_engine(request)
     checks["providers"] = _providers(request)
     ready = all(check["ok"] for check in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+    shown = checks if is_admin else {name: {"ok": check["ok"]} for name, check in checks.items()}
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": shown},
                         status_code=200 if ready else 503)
 
 

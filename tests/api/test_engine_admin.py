@@ -41,8 +41,8 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
 
 
-async def test_readyz_probes_the_loaded_model(client: httpx.AsyncClient) -> None:
-    ready = await client.get("/readyz")
+async def test_readyz_probes_the_loaded_model(client: httpx.AsyncClient, admin_token: str) -> None:
+    ready = await client.get("/readyz", headers=bearer(admin_token))
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["engine"] == {"ok": True, "detail": "generated a token", "model": "tiny-a"}
 
@@ -82,7 +82,7 @@ async def test_switch_and_unload(client: httpx.AsyncClient, admin_token: str) ->
     assert [(entry["subject"], entry["detail"]["from"], entry["ip"]) for entry in audited] == [
         ("tiny-b", "tiny-a", "203.0.113.7")]  # the refused switch to a missing model changed nothing: not audited
     assert (await client.post("/admin/engine/unload", headers=bearer(admin_token))).status_code == 204
-    ready = await client.get("/readyz")
+    ready = await client.get("/readyz", headers=bearer(admin_token))
     assert ready.status_code == 503 and ready.json()["checks"]["engine"]["detail"] == "the model was unloaded"
 
 

@@ -275,7 +275,8 @@ def test_provider_health_shows_in_readyz_and_metrics(live_api: LiveApi, upstream
     dead = add_provider(live_api, f"http://127.0.0.1:{free_port()}/v1")
     deadline = time.monotonic() + 10
     while True:  # the background check runs every second here
-        ready = httpx.get(f"{live_api.base_url}/readyz").json()["checks"]["providers"]["providers"]
+        ready = httpx.get(f"{live_api.base_url}/readyz", headers=live_api.admin).json()["checks"]["providers"]
+        ready = ready["providers"]
         if ready.get(alive["name"]) == "healthy" and ready.get(dead["name"]) == "unhealthy":
             break
         assert time.monotonic() < deadline, ready
@@ -284,6 +285,24 @@ def test_provider_health_shows_in_readyz_and_metrics(live_api: LiveApi, upstream
     assert f'llmws_provider_up{{provider="{alive["name"]}"}} 1.0' in metrics
     assert f'llmws_provider_up{{provider="{dead["name"]}"}} 0.0' in metrics
     assert httpx.get(f"{live_api.base_url}/readyz").status_code == 200  # a dead upstream does not unready us
+
+
+def test_readyz_tells_anyone_the_verdicts_and_only_an_admin_the_details(
+    live_api: LiveApi, upstream: FakeUpstream
+) -> None:
+    provider = add_provider(live_api, upstream.base_url)
+    admin_key = httpx.post(f"{live_api.base_url}/v1/keys", json={"name": "probe"}, headers=live_api.admin)
+    terse = {"status": "ready", "checks": {name: {"ok": True} for name in
+                                           ("database", "migrations", "engine", "providers")}}
+    callers = {"anonymous": {}, "non-admin": live_api.new_account("probe").headers,
+               "invalid token": {"Authorization": "Bearer not-a-token"}, "malformed": {"Authorization": "Basic x"}}
+    for caller, headers in callers.items():
+        ready = httpx.get(f"{live_api.base_url}/readyz", headers=headers)
+        assert (ready.status_code, ready.json()) == (200, terse), caller
+        assert provider["name"] not in ready.text and "/" not in ready.text, caller
+    for headers in (live_api.admin, {"Authorization": f"Bearer {admin_key.json()['key']}"}):
+        checks = httpx.get(f"{live_api.base_url}/readyz", headers=headers).json()["checks"]
+        assert provider["name"] in checks["providers"]["providers"] and checks["engine"]["model"]
 
 
 def test_cached_callers_still_meet_revocation_limits_validation_and_get_tools_through(

@@ -19,6 +19,11 @@ from tests.api.live import LLMWS, START_TIMEOUT_S, Server, free_port, start_serv
 PASSWORD_MARKER = "with the password:"
 
 
+def first_admin_password(server: Server) -> str:
+    """The first admin's password, generated and printed once on the console."""
+    return server.console.read_text().split(PASSWORD_MARKER)[1].split()[0]
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     clean = {name: value for name, value in os.environ.items() if not name.startswith("LLMWS_")}
@@ -51,8 +56,15 @@ def test_without_a_model_the_server_starts_and_says_why_it_is_not_ready(
     try:
         ready = httpx.get(f"{running.base_url}/readyz")
         assert ready.status_code == 503
-        assert "no model found" in ready.json()["checks"]["engine"]["detail"]
-        assert ready.json()["checks"]["database"]["ok"] is True
+        # Anyone sees the verdicts; why (and where the server looked for models) is for an admin.
+        assert ready.json()["checks"]["engine"] == {"ok": False} and "no-models" not in ready.text
+        assert ready.json()["checks"]["database"] == {"ok": True}
+        login = httpx.post(f"{running.base_url}/auth/login",
+                           json={"username": "admin", "password": first_admin_password(running)})
+        detailed = httpx.get(f"{running.base_url}/readyz",
+                             headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+        assert detailed.status_code == 503
+        assert "no model found" in detailed.json()["checks"]["engine"]["detail"]
     finally:
         running.stop()
     # Conversations, password hashes and the key that unseals provider keys: nobody else's to read.
@@ -82,13 +94,13 @@ def test_served_api_end_to_end(server: Server, tmp_path: Path, env: dict[str, st
         ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["checks"]) == {"database", "migrations", "engine", "providers"}
-    assert ready.json()["checks"]["engine"]["model"] == "tiny-llama"
 
-    # The first admin's password was generated and printed once on the console.
-    password = server.console.read_text().split(PASSWORD_MARKER)[1].split()[0]
+    password = first_admin_password(server)
     login = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": password})
     assert login.status_code == 200
     token = login.json()["access_token"]
+    detailed = httpx.get(f"{base}/readyz", headers={"Authorization": f"Bearer {token}"})
+    assert detailed.json()["checks"]["engine"]["model"] == "tiny-llama"
     key = httpx.post(f"{base}/v1/keys", json={"name": "e2e"}, headers={"Authorization": f"Bearer {token}"})
     me = httpx.get(f"{base}/auth/me", headers={"Authorization": f"Bearer {key.json()['key']}"})
     assert me.json()["username"] == "admin" and me.json()["credential"] == "api_key"

@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.api.conftest import assert_error
+from tests.api.conftest import assert_error, bearer
 
 
-async def test_healthz_and_readyz_without_a_model(client: httpx.AsyncClient) -> None:
+async def test_healthz_and_readyz_without_a_model(client: httpx.AsyncClient, admin_token: str) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
-    ready = await client.get("/readyz")
+    ready = await client.get("/readyz", headers=bearer(admin_token))
     assert ready.status_code == 503
     body = ready.json()
     assert body["status"] == "not_ready"
