@@ -189,3 +189,12 @@ def test_the_local_engine_refuses_what_it_cannot_do_naming_the_field(
     with pytest.raises(openai.BadRequestError) as refused:  # extra_body: the fields as sent, known to the client or not
         client.chat.completions.create(model=model, messages=[QUESTION], extra_body=fields)
     assert refused.value.status_code == 400 and refused.value.param == param, refused.value.body
+
+
+def test_every_provider_kind_an_admin_may_store_has_an_adapter() -> None:
+    from typing import get_args
+
+    from api.schemas.gateway import ProviderKind
+    from api.services.upstream_adapters import ADAPTERS
+
+    assert set(get_args(ProviderKind)) == set(ADAPTERS)
