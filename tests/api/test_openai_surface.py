@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import openai
 import pytest
 
+from api.schemas.gateway import ProviderKind
+from api.services.upstream_adapters import ADAPTERS
 from bench.fake_openai import serve_in_thread
 from tests.api.live import Account, LiveApi
 from tests.api.recording_upstream import ANSWER, ARGUMENT_PIECES, CALL_ID, MODEL, RecordingUpstream
@@ -192,9 +194,4 @@ def test_the_local_engine_refuses_what_it_cannot_do_naming_the_field(
 
 
 def test_every_provider_kind_an_admin_may_store_has_an_adapter() -> None:
-    from typing import get_args
-
-    from api.schemas.gateway import ProviderKind
-    from api.services.upstream_adapters import ADAPTERS
-
     assert set(get_args(ProviderKind)) == set(ADAPTERS)
