@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.parser
+import email.policy
 import hashlib
 import json
 import struct
@@ -24,7 +26,6 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -46,6 +47,15 @@ class Seen:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+def form_fields(seen: Seen) -> dict[str, str]:
+    """The plain fields of a multipart upload, read with the standard library's MIME parser (independent of the
+    gateway's own reader)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {seen.content_type}\r\n\r\n".encode() + seen.body)
+    return {part.get_param("name", header="content-disposition"): part.get_content()
+            for part in message.iter_parts() if not part.get_filename()}
 
 
 def speech_bytes(text: str) -> bytes:
@@ -184,9 +194,7 @@ class FakeEndpointsUpstream:
                              "has_more": False})
 
     async def transcription(self, request: Request) -> Response:
-        await self._record(request)
-        async with request.form() as form:
-            fields = {name: value for name, value in form.items() if not isinstance(value, UploadFile)}
+        fields = form_fields(await self._record(request))
         if fields.get("model") == "fake-fail":
             return JSONResponse({"error": {"message": "the fake upstream fails on purpose"}}, status_code=500)
         if fields.get("response_format") == "text":
