@@ -1,10 +1,12 @@
-"""Request bodies of the OpenAI-compatible endpoints, as the official client sends them."""
+"""Request bodies of the OpenAI-compatible endpoints, as the official client sends them: what LLMWS reads of any
+body (`ChatCompletionFields`, `CompletionFields`: every other field is kept as sent, for an upstream alias to
+judge), and the whole body as the local engine takes it (`ChatCompletionRequest`, `CompletionRequest`: strict)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import RequestBody
 
@@ -15,22 +17,54 @@ UNSUPPORTED_CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call",
 UNSUPPORTED_COMPLETION_FIELDS = ("logprobs", "echo", "suffix", "best_of", "logit_bias")
 
 
-class TextPart(RequestBody):
-    type: Literal["text"]
-    text: str
+class ContentPart(RequestBody):
+    """A part of a message's content: text, or an image, audio or file part (its fields are the part type's own,
+    and the local engine refuses the types it cannot take by name)."""
+
+    model_config = ConfigDict(extra="allow", str_max_length=100_000)
+    type: str = Field(max_length=64)
+    text: str | None = None
 
 
 class ChatMessage(RequestBody):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None  # None: an assistant turn that only calls tools
     name: str | None = Field(None, max_length=64)
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = Field(None, max_length=256)
 
     def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        return "".join(part.text or "" for part in self.content)
 
 
 class StreamOptions(RequestBody):
     include_usage: bool = False
+
+
+class ForwardedFields(BaseModel):
+    """What LLMWS reads of an OpenAI body before it knows where the model is served: the model, streaming, and the
+    sampling fields limits, usage and the alias's defaults depend on, checked as the local engine checks them.
+    Everything else stays as the client sent it."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=200)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=16)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+
+
+class ChatCompletionFields(ForwardedFields):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionFields(ForwardedFields):
+    prompt: str | list[Any]
 
 
 class SamplingFields(RequestBody):

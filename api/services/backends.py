@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.services.auth import Principal
-from api.services.errors import NotFound
-from api.services.gateway import Gateway, RoutedClient
+from api.services.gateway import Alias, Gateway, ModelNotFound
+from api.services.routing import RoutedClient
 from engine.errors import NoModelLoaded
 from engine.host import ModelHost
 from engine.interface import EngineClient
@@ -24,10 +24,6 @@ class Backend:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class ModelNotFound(NotFound):
-    code = "model_not_found"
-
-
 class Backends:
     def __init__(self, host: ModelHost, gateway: Gateway | None = None) -> None:
         self.host = host
@@ -36,18 +32,17 @@ class Backends:
         self._local_created = int(time.time())
 
     def register(self, backend: Backend) -> None:
-        """Serve another backend under its own name (benchmarks' zero-cost engine now, providers later)."""
+        """Serve another backend under its own name (the benchmarks' zero-cost engine)."""
         self._extra[backend.model] = backend
 
     def available(self, principal: Principal | None = None) -> list[Backend]:
         """What ``principal`` may ask for: the aliases it is allowed, then the local model (unless an alias has
         its name) and the registered backends."""
-        aliases = [self._routed(alias.name, principal) for alias in self.gateway.visible(principal)] \
-            if self.gateway else []
+        aliases = [self._routed(alias) for alias in self.gateway.visible(principal)] if self.gateway else []
         local = self._local()
         if local is not None and self.gateway is not None and local.model in self.gateway.aliases:
             local = None
-        return [*[alias for alias in aliases if alias], *([local] if local else []), *self._extra.values()]
+        return [*aliases, *([local] if local else []), *self._extra.values()]
 
     def resolve(self, name: str | None, principal: Principal | None = None) -> Backend:
         """The backend for ``name``; without a name, the local model. An alias the caller may not use does not
@@ -55,12 +50,9 @@ class Backends:
         local = self._local()
         if name is None and local is not None:
             name = local.model  # judged as if named: an alias of that name shadows the local model, its rules too
-        if self.gateway is not None and name in self.gateway.aliases:
-            routed = self._routed(name, principal)
-            if routed is None:
-                raise ModelNotFound(f"the model '{name}' does not exist or you do not have access to it",
-                                    param="model")
-            return routed
+        alias = self.gateway.alias(name, principal) if self.gateway is not None else None
+        if alias is not None:
+            return self._routed(alias)
         if name in self._extra:
             return self._extra[name]
         if local is None and (name is None or not self._extra):
@@ -70,11 +62,8 @@ class Backends:
         names = ", ".join(backend.model for backend in self.available(principal)) or "none"
         raise ModelNotFound(f"the model '{name}' does not exist (available: {names})", param="model")
 
-    def _routed(self, name: str | None, principal: Principal | None) -> Backend | None:
+    def _routed(self, alias: Alias) -> Backend:
         assert self.gateway is not None
-        alias = self.gateway.alias(name, principal)
-        if alias is None:
-            return None
         return Backend(model=alias.name, kind="gateway", client=RoutedClient(self.gateway, alias),
                        created=alias.created, metadata={
                            "description": alias.description, "context_window": alias.context_window,

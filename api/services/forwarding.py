@@ -1,93 +1,149 @@
-"""Serving an OpenAI request for a gateway alias: the eligible deployments in routing order, the local engine
-through the usual serving path, an upstream through the pass-through (`api/services/passthrough.py`)."""
+"""Serving a request for a gateway alias, for every OpenAI endpoint: the deployments in routing order
+(`api/services/routing.py`), the user's generation slots and limits taken once, the request forwarded as the client
+sent it (only ``model`` rewritten) through the adapter of the deployment's provider kind, failover before the
+first chunk, and the answer relayed back with its usage metered (`api/services/passthrough.py`). A deployment on
+the local engine is served by the endpoint's own local path, which validates what the engine can do.
+
+`forward` takes any JSON body; an `Endpoint` says what the router must know of it.
+"""
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.schemas.openai import ChatMessage, SamplingFields
-from api.services import limits, openai_format, passthrough, serving
+from api.services import limits, passthrough, routing, serving
 from api.services.auth import Principal
-from api.services.backends import Backend
 from api.services.errors import RateLimited
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.metering import Meter
+from api.services.upstream_adapters import adapter_for
 from api.services.usage_writer import Reservation
 from api.sse import EventStreamResponse
-from engine.requests import GenerationRequest, SamplingParams
+from engine.requests import SamplingParams
 from engine.upstream import UpstreamUnavailable, estimate_tokens
 
 
-async def serve_alias(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
-                      body: SamplingFields, build: Callable[[Any], GenerationRequest], *, chat: bool
-                      ) -> dict[str, Any] | Response:
-    """``session`` None: the caller has no limits to count (the fast path), so no database is touched here.
-    ``build`` makes the engine's request from a body, for a deployment on the local engine."""
+@dataclass(frozen=True)
+class LocalTurn:
+    """A request for the local engine (an alias's deployment there: the body with the alias's defaults), and
+    whether the caller's limits are still to be counted (``admit``; else ``reservation`` is what counted them)."""
+
+    request: Request
+    session: AsyncSession | None
+    principal: Principal
+    alias: Alias | None  # None: a model of the local engine's own, asked for by its name
+    body: dict[str, Any]
+    admit: bool
+    reservation: Reservation | None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI endpoint as the router sees it (the body's own shape is the upstream's business)."""
+
+    path: str  # after the base URL's `/v1`, e.g. "/chat/completions"
+    id_prefix: str  # of the request ids in the usage rows
+    prompt_text: Callable[[dict[str, Any]], str] = passthrough.prompt_text
+    output_texts: passthrough.Texts = passthrough.choice_texts
+    usage: passthrough.UsageReader = passthrough.usage_of
+    stream_usage: bool = False  # a stream reports usage only when asked (stream_options.include_usage)
+    sampling_defaults: bool = False  # the alias's temperature, top_p, max_tokens and system prompt apply
+    done_marker: bool = True  # a stream ends with `data: [DONE]`
+    local: Callable[[LocalTurn], Awaitable[Response | dict[str, Any]]] | None = None  # None: no local path
+
+
+async def forward(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
+                  endpoint: Endpoint, body: dict[str, Any]) -> Response | dict[str, Any]:
+    """Serve ``body`` (the client's JSON object) for ``alias``. ``session`` None: the caller has no limits to
+    count, so no database is touched here."""
     state = request.app.state
     gateway: Gateway = state.gateway
-    candidates = gateway.candidates(alias)
-    request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-    if not candidates:  # every deployment is known to be down: a failed request all the same, in the usage too
-        Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway").record("error")
-        raise UpstreamUnavailable(f"no deployment of {alias.name} is available right now")
-    failures: list[str] = []
+    request_id = f"{endpoint.id_prefix}-{uuid.uuid4().hex}"
+    stream = body.get("stream") is True
+    choices = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
     admitted = session is None  # nothing to count
     reservation: Reservation | None = None  # what the count reserved, settled by whichever meter records last
-    for deployment in candidates:
-        given = with_defaults(body, alias, deployment)
+
+    async def attempt(deployment: Deployment, _alone: bool) -> _Upstream | _Local:
+        nonlocal admitted, reservation
+        given = with_defaults(body, alias, deployment) if endpoint.sampling_defaults else body
         if deployment.provider is None:
-            backend = Backend(model=alias.name, kind="local", client=gateway.host.engine())
-            generation = await serving.begin(state, session, principal, alias.name, build(given), backend=backend,
-                                             admit=not admitted, reservation=reservation)
-            return await openai_format.answer(request, generation, given, chat=chat)
+            if endpoint.local is None:
+                raise routing.NextDeployment(f"the local engine does not serve {endpoint.path}")
+            return _Local(await endpoint.local(LocalTurn(request, session, principal, alias, given,
+                                                         not admitted, reservation)))
         meter = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, deployment.backend)
         meter.reservation = reservation
-        raw = given.model_dump(mode="json", exclude_unset=True)
-        slot = serving.take_slots(state.generation_slots, principal, given.n, meter)
-        if not admitted:
-            assert session is not None
-            try:
-                reservation = meter.reservation = await limits.admit(
-                    session, principal, choices=given.n, reserve_tokens=_upstream_reservation(raw, given, gateway))
-            except RateLimited:
-                slot.release()
-                meter.record("rejected")
-                raise
-            admitted = True
-        release = _releasing(gateway.hold(deployment), slot.release)
+        slot = serving.take_slots(state.generation_slots, principal, choices, meter)
         try:
-            opened = await serving.unless_client_leaves(request, passthrough.open_stream(
-                deployment, "/chat/completions" if chat else "/completions", raw))
+            if not admitted:
+                assert session is not None
+                try:
+                    reservation = meter.reservation = await limits.admit(
+                        session, principal, choices=choices,
+                        reserve_tokens=_reservation(endpoint, given, choices, gateway))
+                except RateLimited:
+                    meter.record("rejected")
+                    raise
+                admitted = True
+            opened = await serving.unless_client_leaves(request, adapter_for(deployment).open(
+                deployment, endpoint.path, given, stream_usage=endpoint.stream_usage))
         except serving.ClientGone:
-            release()
+            slot.release()
             meter.record("cancelled")
-            return Response(status_code=499)  # nobody reads it; "client closed request" in the access log
-        except UpstreamUnavailable as exc:
-            release()
-            failures.append(exc.message)
-            gateway.mark_unhealthy(deployment, exc.message)
-            continue
+            raise
+        except (UpstreamUnavailable, routing.NextDeployment):
+            slot.release()  # the next deployment meters it
+            raise
         except BaseException:
-            release()
+            slot.release()
             meter.record("error")
             raise
-        relay = passthrough.Relay(meter, alias.name, passthrough.prompt_text(raw), gateway.token_counter(), release,
-                                  deployment.upstream_model)
-        if body.stream:
-            return EventStreamResponse(passthrough.relay_stream(opened, relay, include_usage=body.include_usage),
-                                       after=functools.partial(passthrough.settle, opened, relay))
-        return await passthrough.relay_json(opened, relay)
-    failed = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway")
-    failed.reservation = reservation
-    failed.record("error")
-    raise UpstreamUnavailable(f"every deployment of {alias.name} failed: {'; '.join(failures)}")
+        return _Upstream(opened, meter, slot)
+
+    try:
+        chosen = await routing.first_to_open(gateway, alias, attempt)
+    except serving.ClientGone:
+        return Response(status_code=499)  # nobody reads it; "client closed request" in the access log
+    except UpstreamUnavailable:
+        # Every deployment down or failed: a failed request all the same, in the usage too.
+        failed = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway")
+        failed.reservation = reservation
+        failed.record("error")
+        raise
+    if isinstance(chosen.opened, _Local):
+        chosen.release()  # the local engine's own queue counts what it runs
+        return chosen.opened.answer
+    opened, meter, slot = chosen.opened.opened, chosen.opened.meter, chosen.opened.slot
+    relay = passthrough.Relay(meter, alias.name, endpoint.prompt_text(body), gateway.token_counter(),
+                              _releasing(chosen.release, slot.release), chosen.deployment.upstream_model,
+                              texts=endpoint.output_texts, usage=endpoint.usage, done_marker=endpoint.done_marker)
+    if stream:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return EventStreamResponse(passthrough.relay_stream(opened, relay, include_usage=include_usage),
+                                   after=functools.partial(passthrough.settle, opened, relay))
+    return await passthrough.relay_json(opened, relay)
+
+
+@dataclass(frozen=True)
+class _Upstream:
+    opened: passthrough.Opened
+    meter: Meter
+    slot: serving.Slot
+
+
+@dataclass(frozen=True)
+class _Local:
+    answer: Response | dict[str, Any]
 
 
 def _releasing(*releases: Callable[[], None]) -> Callable[[], None]:
@@ -99,25 +155,27 @@ def _releasing(*releases: Callable[[], None]) -> Callable[[], None]:
     return release
 
 
-def _upstream_reservation(raw: dict[str, Any], given: SamplingFields, gateway: Gateway) -> int:
+def _reservation(endpoint: Endpoint, body: dict[str, Any], choices: int, gateway: Gateway) -> int:
     """The most an upstream answer may count: the prompt (estimated with the local tokenizer) and max_tokens per
     choice; an upstream's own default for an unset max_tokens is unknown, so the engine's default stands in."""
     count = gateway.token_counter() or estimate_tokens
-    most = given.max_tokens or getattr(given, "max_completion_tokens", None) or SamplingParams.max_tokens
-    return count(passthrough.prompt_text(raw)) + most * given.n
+    most = next((value for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+                 if isinstance(value := body.get(name), int) and value > 0), SamplingParams.max_tokens)
+    return count(endpoint.prompt_text(body)) + most * choices
 
 
-def with_defaults(body: SamplingFields, alias: Alias, deployment: Deployment) -> SamplingFields:
+def with_defaults(body: dict[str, Any], alias: Alias, deployment: Deployment) -> dict[str, Any]:
     """The body with the alias's and the deployment's defaults for what the client did not set: temperature,
-    top_p, max_tokens, and a system prompt where the messages have none."""
+    top_p, max_tokens, and a system prompt where the messages have none. The body itself is left as it is."""
     defaults = {**alias.defaults, **deployment.defaults}
     update: dict[str, Any] = {name: defaults[name] for name in ("temperature", "top_p")
-                              if getattr(body, name) is None and defaults.get(name) is not None}
-    given_max = body.max_tokens or getattr(body, "max_completion_tokens", None)
-    if given_max is None and defaults.get("max_tokens") is not None:
+                              if body.get(name) is None and defaults.get(name) is not None}
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None \
+            and defaults.get("max_tokens") is not None:
         update["max_tokens"] = defaults["max_tokens"]
-    messages = getattr(body, "messages", None)
+    messages = body.get("messages")
     system = defaults.get("system_prompt")
-    if system and messages is not None and not any(m.role in ("system", "developer") for m in messages):
-        update["messages"] = [ChatMessage(role="system", content=system), *messages]
-    return body.model_copy(update=update) if update else body
+    if system and isinstance(messages, list) and not any(
+            isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+        update["messages"] = [{"role": "system", "content": system}, *messages]
+    return {**body, **update} if update else body

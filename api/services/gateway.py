@@ -11,9 +11,8 @@ goes first, then by priority; the rest are the failover order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,16 +22,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services.auth import Principal
+from api.services.errors import NotFound
 from api.services.sealing import Sealer, Unsealable
 from db.models import ModelDeployment, ModelEntry, Provider
 from engine.host import ModelHost
-from engine.interface import EngineClient, EngineStats, Health
-from engine.requests import EngineEvent, ErrorEvent, FinishEvent, GenerationRequest, StartEvent, TokenEvent
-from engine.upstream import Upstream, UpstreamConfig, UpstreamModel, UpstreamUnavailable
+from engine.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
 PROVIDER_KEY_PURPOSE = "provider-api-keys"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
 
 
 @dataclass
@@ -145,9 +147,13 @@ class Gateway:
             log.error("provider %s: its API key does not decrypt (was LLMWS_SECRET_KEY changed?)", row.name)
             return None
 
-    def alias(self, name: str | None, principal: Principal | None) -> Alias | None:
-        alias = self.aliases.get(name) if name else None
-        return alias if alias is not None and alias.allows(principal) else None
+    def alias(self, name: object, principal: Principal | None) -> Alias | None:
+        """The alias ``name`` names, for every protocol (the one place that decides): None when it names none;
+        `ModelNotFound` when it names one the caller may not use (that alias does not exist for it)."""
+        alias = self.aliases.get(name) if isinstance(name, str) else None
+        if alias is not None and not alias.allows(principal):
+            raise ModelNotFound(f"the model '{name}' does not exist or you do not have access to it", param="model")
+        return alias
 
     def visible(self, principal: Principal | None) -> list[Alias]:
         return [alias for alias in self.aliases.values() if alias.allows(principal)]
@@ -167,11 +173,6 @@ class Gateway:
         provider = deployment.provider
         return provider.is_active and provider.healthy is not False
 
-    def client(self, deployment: Deployment) -> EngineClient:
-        if deployment.provider is None:
-            return self.host.engine()
-        return UpstreamModel(deployment.provider.upstream, deployment.upstream_model or "", self.token_counter())
-
     def token_counter(self) -> Callable[[str], int] | None:
         """The local model's tokenizer as a counter, for upstreams that report no usage (an estimate: another
         model's tokenizer)."""
@@ -179,14 +180,6 @@ class Gateway:
         if tokenizer is None:
             return None
         return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
-
-    @contextlib.contextmanager
-    def serving(self, deployment: Deployment) -> Iterator[None]:
-        release = self.hold(deployment)
-        try:
-            yield
-        finally:
-            release()
 
     def hold(self, deployment: Deployment) -> Callable[[], None]:
         """Count one request in flight on ``deployment``; the returned function ends it (calling it again does
@@ -246,68 +239,6 @@ class Gateway:
         """A request found the upstream down: stop sending it traffic until the next check says otherwise."""
         if deployment.provider is not None:
             deployment.provider.healthy, deployment.provider.detail = False, detail
-
-
-class RoutedClient:
-    """An alias behind the engine interface: the first eligible deployment that starts the request serves it; one
-    that fails before its first token (unreachable, timed out, 5xx, an error event) hands over to the next."""
-
-    def __init__(self, gateway: Gateway, alias: Alias) -> None:
-        self.gateway = gateway
-        self.alias = alias
-        self._running: dict[str, EngineClient] = {}
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
-        candidates = self.gateway.candidates(self.alias)
-        if not candidates:
-            raise UpstreamUnavailable(f"no deployment of {self.alias.name} is available right now")
-        failures: list[str] = []
-        for deployment in candidates:
-            client = self.gateway.client(deployment)
-            with self.gateway.serving(deployment):
-                events = client.generate(request)
-                held: list[EngineEvent] = []
-                try:
-                    async for event in events:
-                        held.append(event)
-                        if isinstance(event, TokenEvent | FinishEvent | ErrorEvent):
-                            break
-                except UpstreamUnavailable as exc:
-                    failures.append(exc.message)
-                    self.gateway.mark_unhealthy(deployment, exc.message)
-                    continue
-                if held and isinstance(held[-1], ErrorEvent) and len(candidates) > 1:
-                    failures.append(held[-1].message)
-                    await events.aclose()
-                    continue
-                self._running[request.request_id] = client
-                try:
-                    for event in held:
-                        yield _tagged(event, deployment) if isinstance(event, StartEvent) else event
-                    async for event in events:
-                        yield event
-                finally:
-                    self._running.pop(request.request_id, None)
-                    await events.aclose()
-                return
-        raise UpstreamUnavailable(f"every deployment of {self.alias.name} failed: {'; '.join(failures)}")
-
-    def abort(self, request_id: str) -> None:
-        client = self._running.get(request_id)
-        if client is not None:
-            client.abort(request_id)
-
-    async def check_health(self) -> Health:
-        candidates = self.gateway.candidates(self.alias)
-        return Health(ok=bool(candidates), detail=f"{len(candidates)} deployments available")
-
-    def stats(self) -> EngineStats:
-        running = sum(self.gateway.in_flight.get(d.id, 0) for d in self.alias.deployments)
-        return EngineStats(queue_depth=0, running=running, batch_size=0, tokens_per_s=0.0, kv_cache_bytes=0)
-
-
-def _tagged(event: StartEvent, deployment: Deployment) -> StartEvent:
-    return StartEvent(event.request_id, event.prompt_tokens, event.max_tokens, backend=deployment.backend)
 
 
 def _key_context(provider_id: int) -> bytes:

@@ -37,6 +37,24 @@ def refuse_unsupported(body: SamplingFields, fields: tuple[str, ...]) -> None:
                                code="unsupported_parameter")
 
 
+def refuse_unsupported_messages(body: ChatCompletionRequest) -> None:
+    """The local engine takes text turns only: tool calls and results, and parts other than text, are refused
+    naming the message field (an upstream alias forwards them as they are)."""
+    for i, message in enumerate(body.messages):
+        if message.role == "tool" or message.tool_call_id is not None:
+            raise InvalidInput("tool results (role 'tool') are not supported by this server's engine yet",
+                               param=f"messages[{i}].role", code="unsupported_parameter")
+        if message.tool_calls:
+            raise InvalidInput("tool calls are not supported by this server's engine yet",
+                               param=f"messages[{i}].tool_calls", code="unsupported_parameter")
+        if message.content is None:
+            raise InvalidInput("a message needs content", param=f"messages[{i}].content", code="missing_field")
+        for j, part in enumerate(message.content if isinstance(message.content, list) else []):
+            if part.type != "text" or part.text is None:
+                raise InvalidInput(f"'{part.type}' content parts are not supported by this server's engine yet",
+                                   param=f"messages[{i}].content[{j}]", code="unsupported_parameter")
+
+
 def sampling(body: SamplingFields, max_tokens: int | None, default_max_tokens: int) -> SamplingParams:
     return SamplingParams(
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -48,6 +66,7 @@ def sampling(body: SamplingFields, max_tokens: int | None, default_max_tokens: i
 
 def chat_request(body: ChatCompletionRequest) -> GenerationRequest:
     refuse_unsupported(body, UNSUPPORTED_CHAT_FIELDS)
+    refuse_unsupported_messages(body)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     params = sampling(body, body.max_completion_tokens or body.max_tokens, DEFAULT_CHAT_MAX_TOKENS)
     return GenerationRequest(messages=messages, sampling=params, request_id=f"chatcmpl-{uuid.uuid4().hex}")

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,15 +38,21 @@ class Opened:
     rest: AsyncIterator[list[str]] | None = None  # stream: the same reader, where reading goes on
 
 
-async def open_stream(deployment: Deployment, path: str, body: dict[str, Any]) -> Opened:
-    """Open the upstream and read up to its first data line; raises `UpstreamUnavailable` if it fails first."""
+async def open_stream(deployment: Deployment, path: str, body: dict[str, Any], *, stream_usage: bool = True
+                      ) -> Opened:
+    """Open the upstream with ``body`` as the client sent it, but for its model (and, for a stream of an endpoint
+    that reports usage only when asked, ``stream_options.include_usage``, the rest of the client's
+    ``stream_options`` kept), then read up to its first data line; raises `UpstreamUnavailable` if it fails
+    first."""
     assert deployment.provider is not None
     upstream_body = {**body, "model": deployment.upstream_model}
-    if upstream_body.get("stream"):
-        upstream_body["stream_options"] = {"include_usage": True}
+    stream = body.get("stream") is True
+    if stream and stream_usage:
+        given = body.get("stream_options")
+        upstream_body["stream_options"] = {**(given if isinstance(given, dict) else {}), "include_usage": True}
     response = await deployment.provider.upstream.open(path, upstream_body)
     first: list[str] = []
-    if not upstream_body.get("stream"):
+    if not stream:
         return Opened(deployment, response, first)
     batches = line_batches(response)
     try:
@@ -66,13 +72,60 @@ async def open_stream(deployment: Deployment, path: str, body: dict[str, Any]) -
     return Opened(deployment, response, first, batches)
 
 
+Texts = Callable[[dict[str, Any]], Iterable[tuple[int, str]]]
+UsageReader = Callable[[dict[str, Any]], "tuple[int, int] | None"]
+
+
+def choice_texts(payload: dict[str, Any]) -> Iterator[tuple[int, str]]:
+    """(choice index, text) of a chat or completion answer or stream chunk: content, reasoning and tool calls'
+    names and arguments (what an upstream that reports no usage is estimated from)."""
+    for choice in payload.get("choices") or []:
+        index = int(choice.get("index", 0))
+        part = choice.get("delta") if "delta" in choice else choice.get("message")
+        if part is None:
+            if text := choice.get("text"):
+                yield index, text
+            continue
+        for name in ("content", "reasoning_content"):
+            if text := part.get(name):
+                yield index, text
+        for call in part.get("tool_calls") or []:
+            function = call.get("function") or {}
+            for text in (function.get("name"), function.get("arguments")):
+                if text:
+                    yield index, text
+
+
+def usage_of(payload: dict[str, Any]) -> tuple[int, int] | None:
+    """(prompt, completion) tokens an upstream reported in an answer or event: chat and completions'
+    ``prompt_tokens``/``completion_tokens``, the Responses API's ``input_tokens``/``output_tokens`` (also under
+    ``response``), or an embedding's ``prompt_tokens`` alone; None when there is no report."""
+    usage = payload.get("usage")
+    if not isinstance(usage, dict) and isinstance(payload.get("response"), dict):
+        usage = payload["response"].get("usage")
+    if not isinstance(usage, dict):
+        return None
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    if completion is None:
+        if prompt is None or "total_tokens" not in usage:
+            return None
+        completion = 0  # an embedding: nothing is generated
+    return int(prompt or 0), int(completion)
+
+
 class Relay:
-    """One forwarded request's accounting: rewrites chunks, counts tokens, and records usage once."""
+    """One forwarded request's accounting: rewrites chunks, counts tokens, and records usage once. ``texts`` and
+    ``usage`` read the endpoint's shapes; ``done_marker`` False: the stream ends at its end, not at ``[DONE]``."""
 
     def __init__(self, meter: Meter, alias: str, prompt_text: str, count: Callable[[str], int] | None,
-                 release: Callable[[], None], upstream_model: str | None = None) -> None:
+                 release: Callable[[], None], upstream_model: str | None = None, *, texts: Texts = choice_texts,
+                 usage: UsageReader = usage_of, done_marker: bool = True) -> None:
         self.meter = meter
         self.release = release
+        self.texts = texts
+        self.usage = usage
+        self.done_marker = done_marker
         # Plain content chunks after the first are forwarded without a JSON round trip: the upstream's model name
         # is swapped for the alias in the text. They are parsed (for counting) only if no usage report comes.
         quoted = json.dumps(upstream_model or "")
@@ -88,22 +141,21 @@ class Relay:
     def rewrite(self, chunk: dict[str, Any]) -> dict[str, Any]:
         if "model" in chunk:
             chunk["model"] = self.alias
-        usage = chunk.get("usage")
-        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+        if isinstance(chunk.get("response"), dict) and "model" in chunk["response"]:  # Responses API events
+            chunk["response"]["model"] = self.alias
+        reported = self.usage(chunk)
+        if reported is not None:
             self.reported = True
-            self.meter.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.meter.completion = {0: int(usage.get("completion_tokens") or 0)}
+            self.meter.prompt_tokens, completion = reported
+            self.meter.completion = {0: completion}
         return chunk
 
     def observe_delta(self, chunk: dict[str, Any]) -> None:
-        for choice in chunk.get("choices") or []:
-            piece = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
-            if piece:
-                if self.meter.first_token_at is None:
-                    self.meter.first_token_at = time.perf_counter()
-                if not self.reported:
-                    index = int(choice.get("index", 0))
-                    self.meter.completion[index] = self.meter.completion.get(index, 0) + self.count(piece)
+        for index, piece in self.texts(chunk):
+            if self.meter.first_token_at is None:
+                self.meter.first_token_at = time.perf_counter()
+            if not self.reported:
+                self.meter.completion[index] = self.meter.completion.get(index, 0) + self.count(piece)
 
     def forward(self, data: str, *, include_usage: bool) -> bytes | None:
         """One upstream event as the client gets it (None: not for the client); raises on an upstream error."""
@@ -169,12 +221,16 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
     response = opened.response
     assert opened.rest is not None
     finished = False
+    event_name: str | None = None
     lines = opened.first  # what was read before committing to this deployment, then the rest
     try:
         while True:
             out: list[bytes] = []
             failure: UpstreamError | None = None
             for line in lines:
+                if line.startswith("event:"):  # the Responses API names its events; the name goes before the data
+                    event_name = line
+                    continue
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -189,7 +245,8 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
                     failure = exc
                     break
                 if piece:
-                    out.append(piece)
+                    out.append(f"{event_name}\n".encode() + piece if event_name else piece)
+                event_name = None
             if out:
                 yield b"".join(out)
             if failure is not None:
@@ -201,6 +258,8 @@ async def relay_stream(opened: Opened, relay: Relay, *, include_usage: bool) -> 
             try:
                 lines = await anext(opened.rest)
             except StopAsyncIteration:
+                if not relay.done_marker:
+                    finished, relay.status = True, "ok"
                 break
         if not finished:
             raise UpstreamError("the upstream closed the stream before [DONE]")
@@ -260,11 +319,14 @@ async def relay_json(opened: Opened, relay: Relay) -> Response:
     if not isinstance(payload, dict):
         relay.finish("error")
         raise UpstreamUnavailable("the upstream's answer was not a JSON object")
-    relay.rewrite(payload)
-    if not relay.reported:
-        for choice in payload.get("choices") or []:
-            text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
-            relay.meter.completion[int(choice.get("index", 0))] = relay.count(text or "")
+    try:
+        relay.rewrite(payload)
+        if not relay.reported:
+            for index, text in relay.texts(payload):
+                relay.meter.completion[index] = relay.meter.completion.get(index, 0) + relay.count(text)
+    except (AttributeError, TypeError, ValueError) as exc:
+        relay.finish("error")
+        raise UpstreamError("the upstream's answer was of the wrong shape") from exc
     relay.finish("ok")
     return Response(json.dumps(payload, separators=(",", ":"), ensure_ascii=False), media_type="application/json")
 

@@ -1,0 +1,61 @@
+"""`/v1/chat/completions` and `/v1/completions`: where a body goes, decided once for the route and the gateway's fast
+path alike. A model that is an alias goes through the gateway (`forwarding.forward`, the body as sent); any other
+model, and an alias's deployment on the local engine, is served by the local engine from the strict body, which
+refuses with a 400 naming the field what the engine cannot do."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+
+from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
+from api.services import forwarding, openai_format, serving
+from api.services.auth import Principal
+from api.services.backends import Backend
+from api.services.forwarding import Endpoint, LocalTurn
+from api.services.gateway import Gateway
+from engine.requests import GenerationRequest
+
+
+async def serve(request: Request, session: AsyncSession | None, principal: Principal, endpoint: Endpoint,
+                body: dict[str, Any]) -> Response | dict[str, Any]:
+    """Serve ``body``, the client's JSON object (its fields LLMWS reads already checked)."""
+    gateway: Gateway = request.app.state.gateway
+    alias = gateway.alias(body.get("model"), principal)
+    if alias is not None:
+        return await forwarding.forward(request, session, principal, alias, endpoint, body)
+    assert endpoint.local is not None
+    return await endpoint.local(LocalTurn(request, session, principal, None, body, True, None))
+
+
+def strict(schema: type[BaseModel], body: dict[str, Any]) -> Any:
+    """``body`` as ``schema`` (the local engine's whole request), or the route's own 400 naming the field."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+                                     ) from None
+
+
+async def _local(schema: type[SamplingFields], build: Callable[[Any], GenerationRequest], chat: bool,
+                 turn: LocalTurn) -> Response | dict[str, Any]:
+    body = strict(schema, turn.body)
+    state = turn.request.app.state
+    backend = Backend(model=turn.alias.name, kind="local", client=state.gateway.host.engine()) \
+        if turn.alias is not None else None
+    generation = await serving.begin(state, turn.session, turn.principal, body.model, build(body), backend=backend,
+                                     admit=turn.admit, reservation=turn.reservation)
+    return await openai_format.answer(turn.request, generation, body, chat=chat)
+
+
+CHAT = Endpoint("/chat/completions", "chatcmpl", stream_usage=True, sampling_defaults=True,
+                local=functools.partial(_local, ChatCompletionRequest, openai_format.chat_request, True))
+COMPLETIONS = Endpoint("/completions", "cmpl", stream_usage=True, sampling_defaults=True,
+                       local=functools.partial(_local, CompletionRequest, openai_format.completion_request, False))
