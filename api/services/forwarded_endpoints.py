@@ -1,124 +1,88 @@
-"""The OpenAI endpoints that an alias forwards to its upstream as they are (embeddings, responses, audio, images,
-moderations, vLLM's rerank and score): what each is called, where it goes upstream, and how its usage is read
-from the answer or, when the upstream reports none, estimated from the request and the answer.
-
-Only the few fields read here are looked at; the forwarder sends everything else on untouched.
+"""The OpenAI endpoints beyond chat that an alias forwards to its upstream as they are (embeddings, responses,
+audio, images, moderations, vLLM's rerank and score), as the one forwarder (`api/services/forwarding.py`) sees
+them: where each goes upstream, the request's text (the estimate when no usage comes back, and what a limit
+reserves), the answer's generated text, and where its usage lies. None of them runs on the local engine yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from api.services import passthrough
+from api.services.forwarding import Endpoint
+
 # Where the text that costs tokens lies inside a request or an answer: only these keys of a nested object are
-# followed (a role, a part's type or an image's URL are not text the model reads as tokens).
+# followed (a role, a part's type or an image's URL are not text the model reads).
 TEXT_KEYS = frozenset({"text", "content", "input", "output", "query", "documents", "document", "queries",
-                       "arguments", "delta", "refusal"})
+                       "arguments", "refusal", "instructions", "prompt", "text_1", "text_2", "data_1", "data_2"})
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """``what`` names it in messages; ``path`` is the upstream's path below `/v1`; ``prompt_fields`` hold the
-    request's text (estimated when no usage comes back); ``generates`` says whether the answer is generated text
-    whose length a limit must reserve for."""
-
-    what: str
-    path: str
-    prompt_fields: tuple[str, ...]
-    multipart: bool = False
-    generates: bool = False
-
-
-EMBEDDINGS = Endpoint("embeddings", "/embeddings", ("input",))
-RESPONSES = Endpoint("responses", "/responses", ("instructions", "input"), generates=True)
-TRANSCRIPTIONS = Endpoint("audio transcriptions", "/audio/transcriptions", ("prompt",), multipart=True,
-                          generates=True)
-TRANSLATIONS = Endpoint("audio translations", "/audio/translations", ("prompt",), multipart=True, generates=True)
-SPEECH = Endpoint("speech", "/audio/speech", ("input", "instructions"))
-IMAGES = Endpoint("image generation", "/images/generations", ("prompt",))
-MODERATIONS = Endpoint("moderations", "/moderations", ("input",))
-RERANK = Endpoint("rerank", "/rerank", ("query", "documents"))
-SCORE = Endpoint("score", "/score", ("text_1", "text_2", "queries", "documents", "data_1", "data_2"))
-
-
-def prompt_tokens(endpoint: Endpoint, fields: dict[str, Any], count: Callable[[str], int]) -> int:
-    """An estimate of the request's input tokens: its text counted, token ids (lists of integers) as given."""
-    return sum(tokens_in(fields.get(name), count) for name in endpoint.prompt_fields)
-
-
-def tokens_in(value: Any, count: Callable[[str], int], depth: int = 0) -> int:
-    if depth > 32:  # a body nested this deep holds no text worth the recursion
-        return 0
+def texts_in(value: Any, depth: int = 0) -> Iterator[str]:
+    """The strings of a request or answer field, followed through lists and the text keys of objects (token ids,
+    lists of integers, are not text: an estimate undercounts them)."""
+    if depth > 32:  # nested this deep, it holds no text worth the recursion
+        return
     if isinstance(value, str):
-        return count(value)
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return 1  # a token id
-    if isinstance(value, list):
-        return sum(tokens_in(item, count, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return sum(tokens_in(item, count, depth + 1) for key, item in value.items() if key in TEXT_KEYS)
-    return 0
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from texts_in(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key in TEXT_KEYS:
+                yield from texts_in(item, depth + 1)
 
 
-def reported_usage(payload: Any) -> tuple[int, int] | None:
-    """(input, output) tokens from an answer's or an event's `usage` (Chat's names, the Responses API's, or a
-    bare `total_tokens` as rerank sends), or None when there is no token count (none at all, or audio reported in
-    seconds)."""
-    if not isinstance(payload, dict):
-        return None
-    usage = payload.get("usage")
-    if not isinstance(usage, dict) and isinstance(payload.get("response"), dict):
-        usage = payload["response"].get("usage")  # the Responses API's closing event
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    total = usage.get("total_tokens")
-    if prompt is None and completion is None and total is None:
-        return None
-    try:
-        output = int(completion or 0)
-        return (int(prompt) if prompt is not None else max(int(total or 0) - output, 0)), output
-    except (TypeError, ValueError):
-        return None
+def prompt_of(*fields: str) -> Callable[[dict[str, Any]], str]:
+    def prompt_text(body: dict[str, Any]) -> str:
+        return "\n".join(text for name in fields for text in texts_in(body.get(name)))
+    return prompt_text
 
 
-def answer_tokens(payload: Any, count: Callable[[str], int]) -> int:
-    """An estimate of the generated tokens in a JSON answer: a transcription's `text`, a response's output."""
-    if not isinstance(payload, dict):
-        return 0
+def generated_texts(payload: dict[str, Any]) -> Iterator[tuple[int, str]]:
+    """The generated text of an answer or one streamed event: a streamed delta (`response.output_text.delta`,
+    `transcript.text.delta`), a transcript's `text`, or a response's `output`."""
+    if str(payload.get("type", "")).endswith(".delta"):
+        if isinstance(payload.get("delta"), str):
+            yield 0, payload["delta"]
+        return
     if isinstance(payload.get("text"), str):
-        return count(payload["text"])
-    return tokens_in(payload.get("output"), count)
+        yield 0, payload["text"]
+        return
+    for text in texts_in(payload.get("output")):
+        yield 0, text
 
 
-def event_tokens(event: Any, count: Callable[[str], int]) -> int:
-    """An estimate of the generated tokens in one streamed event (`response.output_text.delta`,
-    `transcript.text.delta`): its delta's text."""
-    if isinstance(event, dict) and str(event.get("type", "")).endswith(".delta") and isinstance(
-            event.get("delta"), str):
-        return count(event["delta"])
-    return 0
+def usage_or_total(payload: dict[str, Any]) -> tuple[int, int] | None:
+    """The usage as chat reports it, or a bare `total_tokens` as vLLM's rerank does (all of it input)."""
+    reported = passthrough.usage_of(payload)
+    usage = payload.get("usage")
+    if reported is None and isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
+        return usage["total_tokens"], 0
+    return reported
 
 
-def with_alias(payload: Any, alias: str) -> bool:
-    """Puts the alias where the answer names the upstream's model (at the top, or in a Responses event's
-    `response`), as the chat relay does; whether anything changed."""
-    changed = False
-    for holder in (payload, payload.get("response") if isinstance(payload, dict) else None):
-        if isinstance(holder, dict) and isinstance(holder.get("model"), str) and holder["model"] != alias:
-            holder["model"] = alias
-            changed = True
-    return changed
+def nothing_generated(_payload: dict[str, Any]) -> Iterator[tuple[int, str]]:
+    return iter(())
 
 
-def response_id(payload: Any) -> str | None:
-    """The id of a stored response, from a Responses answer or its stream's first event."""
-    if not isinstance(payload, dict):
-        return None
+EMBEDDINGS = Endpoint("/embeddings", "embd", prompt_of("input"), nothing_generated, generates=False)
+RESPONSES = Endpoint("/responses", "resp", prompt_of("instructions", "input"), generated_texts, done_marker=False)
+TRANSCRIPTIONS = Endpoint("/audio/transcriptions", "transcr", prompt_of("prompt"), generated_texts,
+                          done_marker=False)
+TRANSLATIONS = Endpoint("/audio/translations", "transl", prompt_of("prompt"), generated_texts, done_marker=False)
+SPEECH = Endpoint("/audio/speech", "speech", prompt_of("input", "instructions"), nothing_generated, generates=False)
+IMAGES = Endpoint("/images/generations", "img", prompt_of("prompt"), nothing_generated, generates=False)
+MODERATIONS = Endpoint("/moderations", "modr", prompt_of("input"), nothing_generated, generates=False)
+RERANK = Endpoint("/rerank", "rerank", prompt_of("query", "documents"), nothing_generated, usage_or_total,
+                  generates=False)
+SCORE = Endpoint("/score", "score", prompt_of("text_1", "text_2", "queries", "documents", "data_1", "data_2"),
+                 nothing_generated, generates=False)
+
+
+def response_id(payload: dict[str, Any]) -> str | None:
+    """The id of a stored response, from a Responses answer or one of its stream's events."""
     holder = payload.get("response") if isinstance(payload.get("response"), dict) else payload
     identifier = holder.get("id")
     return identifier if isinstance(identifier, str) and holder.get("object") == "response" else None
