@@ -64,5 +64,5 @@ def parse(raw: bytes, content_type: str) -> MultipartBody:
                     model_span = (value_start, following)
         position = following + 2
     if not fields.get("model") or model_span is None:
-        raise InvalidInput("the upload names no model (a `model` form field)", param="model", code="missing_model")
+        raise InvalidInput("the upload names no model (a `model` form field)", param="model", code="missing_field")
     return MultipartBody(raw, content_type, fields, tuple(files), model_span)

@@ -306,9 +306,11 @@ def test_bad_input_is_a_4xx_in_the_api_error_shape(live_api: LiveApi, fakes: Any
         assert set(answer.json()) == {"error"} and set(answer.json()["error"]) == {"message", "type", "param", "code"}
         return {"status": answer.status_code, **answer.json()["error"]}
 
-    assert post("/embeddings", json={"input": "no model"})["code"] == "missing_model"
-    assert post("/embeddings", content=b"{not json", headers={"Content-Type": "application/json"})["code"] == \
-        "invalid_json"
+    missing = post("/embeddings", json={"input": "no model"})
+    assert (missing["status"], missing["code"], missing["param"]) == (400, "missing_field", "model")
+    assert post("/embeddings", content=b"{not json", headers={"Content-Type": "application/json"})["status"] == 400
+    no_model = post("/audio/transcriptions", files={"file": ("a.wav", b"RIFF")})
+    assert (no_model["code"], no_model["param"]) == ("missing_field", "model")
     assert post("/audio/transcriptions", json={"model": alias})["code"] == "invalid_content_type"
     no_file = post("/audio/transcriptions", files={"model": (None, alias)})
     assert no_file["code"] == "missing_file"
