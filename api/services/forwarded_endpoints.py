@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from api.services import passthrough
 from api.services.forwarding import Endpoint
+from api.services.openai_payloads import usage_of
 
 # Where the text that costs tokens lies inside a request or an answer: only these keys of a nested object are
 # followed (a role, a part's type or an image's URL are not text the model reads).
@@ -56,7 +56,7 @@ def generated_texts(payload: dict[str, Any]) -> Iterator[tuple[int, str]]:
 
 def usage_or_total(payload: dict[str, Any]) -> tuple[int, int] | None:
     """The usage as chat reports it, or a bare `total_tokens` as vLLM's rerank does (all of it input)."""
-    reported = passthrough.usage_of(payload)
+    reported = usage_of(payload)
     usage = payload.get("usage")
     if reported is None and isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
         return usage["total_tokens"], 0

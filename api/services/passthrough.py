@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,11 @@ from fastapi.responses import Response
 
 from api.services.gateway import Deployment
 from api.services.metering import Meter
+from api.services.openai_payloads import Texts, UsageReader, choice_texts, prompt_text, usage_of
 from engine.upstream import UpstreamError, UpstreamUnavailable, estimate_tokens
+
+__all__ = ["Opened", "Relay", "Texts", "UsageReader", "UpstreamError", "choice_texts", "open_stream", "prompt_text",
+           "relay_json", "relay_stream", "settle", "usage_of"]
 
 DONE = b"data: [DONE]\n\n"
 # How long the end of an upstream body may take after its [DONE] before its connection is closed instead.
@@ -74,48 +78,6 @@ async def open_stream(deployment: Deployment, path: str, body: dict[str, Any], *
         await response.aclose()
         raise
     return Opened(deployment, response, first, batches)
-
-
-Texts = Callable[[dict[str, Any]], Iterable[tuple[int, str]]]
-UsageReader = Callable[[dict[str, Any]], "tuple[int, int] | None"]
-
-
-def choice_texts(payload: dict[str, Any]) -> Iterator[tuple[int, str]]:
-    """(choice index, text) of a chat or completion answer or stream chunk: content, reasoning and tool calls'
-    names and arguments (what an upstream that reports no usage is estimated from)."""
-    for choice in payload.get("choices") or []:
-        index = int(choice.get("index", 0))
-        part = choice.get("delta") if "delta" in choice else choice.get("message")
-        if part is None:
-            if text := choice.get("text"):
-                yield index, text
-            continue
-        for name in ("content", "reasoning_content"):
-            if text := part.get(name):
-                yield index, text
-        for call in part.get("tool_calls") or []:
-            function = call.get("function") or {}
-            for text in (function.get("name"), function.get("arguments")):
-                if text:
-                    yield index, text
-
-
-def usage_of(payload: dict[str, Any]) -> tuple[int, int] | None:
-    """(prompt, completion) tokens an upstream reported in an answer or event: chat and completions'
-    ``prompt_tokens``/``completion_tokens``, the Responses API's ``input_tokens``/``output_tokens`` (also under
-    ``response``), or an embedding's ``prompt_tokens`` alone; None when there is no report."""
-    usage = payload.get("usage")
-    if not isinstance(usage, dict) and isinstance(payload.get("response"), dict):
-        usage = payload["response"].get("usage")
-    if not isinstance(usage, dict):
-        return None
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    if completion is None:
-        if prompt is None or "total_tokens" not in usage:
-            return None
-        completion = 0  # an embedding: nothing is generated
-    return int(prompt or 0), int(completion)
 
 
 class Relay:
@@ -338,19 +300,6 @@ async def relay_json(opened: Opened, relay: Relay) -> Response:
         raise UpstreamError("the upstream's answer was of the wrong shape") from exc
     relay.finish("ok")
     return Response(json.dumps(payload, separators=(",", ":"), ensure_ascii=False), media_type="application/json")
-
-
-def prompt_text(body: dict[str, Any]) -> str:
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        parts = []
-        for message in messages:
-            content = message.get("content")
-            parts.append(content if isinstance(content, str) else "".join(
-                part.get("text", "") for part in content or [] if isinstance(part, dict)))
-        return "\n".join(parts)
-    prompt = body.get("prompt")
-    return prompt if isinstance(prompt, str) else ""
 
 
 # --- Bodies other than JSON: a multipart upload sent as its bytes, an answer that is neither JSON nor an event
