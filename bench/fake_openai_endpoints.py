@@ -84,6 +84,7 @@ class FakeEndpointsUpstream:
             Route("/v1/responses", self.responses, methods=["POST"]),
             Route("/v1/responses/{id}", self.stored_response, methods=["GET", "DELETE"]),
             Route("/v1/responses/{id}/input_items", self.input_items),
+            Route("/v1/responses/{id}/cancel", self.cancel, methods=["POST"]),
             Route("/v1/audio/transcriptions", self.transcription, methods=["POST"]),
             Route("/v1/audio/translations", self.transcription, methods=["POST"]),
             Route("/v1/audio/speech", self.speech, methods=["POST"]),
@@ -181,6 +182,13 @@ class FakeEndpointsUpstream:
             del self.stored[identifier]
             return JSONResponse({"id": identifier, "object": "response.deleted", "deleted": True})
         return JSONResponse({key: value for key, value in self.stored[identifier].items() if key != "input"})
+
+    async def cancel(self, request: Request) -> Response:
+        await self._record(request)
+        stored = self.stored.get(request.path_params["id"])
+        if stored is None:
+            return JSONResponse({"error": {"message": "no such response"}}, status_code=404)
+        return JSONResponse({key: value for key, value in stored.items() if key != "input"} | {"status": "cancelled"})
 
     async def input_items(self, request: Request) -> Response:
         await self._record(request)
