@@ -35,6 +35,14 @@ def _json_route(path: str, endpoint: Endpoint, what: str) -> None:
     router.post(path, response_model=None, summary=f"{what[0].upper()}{what[1:]} (gateway aliases)")(serve)
 
 
+# The upload as OpenAI documents it (its other fields, `prompt`, `language`, `response_format`, ..., go on as
+# sent); read by hand, not by FastAPI, so that the file is never decoded or re-encoded.
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["model", "file"], "additionalProperties": True, "properties": {
+        "model": {"type": "string", "minLength": 1}, "file": {"type": "string", "format": "binary"},
+        "stream": {"type": "boolean"}}}}}}}
+
+
 def _upload_route(path: str, endpoint: Endpoint, what: str) -> None:
     async def serve(request: Request, principal: CurrentPrincipal, session: SessionDep) -> Response:
         upload = multipart_body.parse(await request.body(), request.headers.get("content-type", ""))
@@ -45,7 +53,8 @@ def _upload_route(path: str, endpoint: Endpoint, what: str) -> None:
                             passthrough.RawBody(upload.content_type, upload.with_model))
 
     serve.__name__ = path.strip("/").replace("/", "_")
-    router.post(path, response_model=None, summary=f"{what[0].upper()}{what[1:]} (gateway aliases)")(serve)
+    router.post(path, response_model=None, summary=f"{what[0].upper()}{what[1:]} (gateway aliases)",
+                openapi_extra=UPLOAD_BODY)(serve)
 
 
 for _path, _endpoint, _what in (("/embeddings", endpoints.EMBEDDINGS, "embeddings"),
