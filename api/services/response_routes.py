@@ -1,5 +1,6 @@
-"""Which deployment holds each stored response (the Responses API keeps a response upstream, and its follow-ups,
-`previous_response_id` and `GET`/`DELETE /v1/responses/{id}`, must reach the same deployment), and whose it is.
+"""Which deployment holds each stored response, and whose it is (the Responses API keeps a response upstream, and
+its follow-ups, `previous_response_id` and `GET`/`DELETE /v1/responses/{id}`, must reach the same deployment);
+and those reads and deletes, sent there.
 
 Kept in this replica's memory, bounded (the oldest forgotten first): a decision, not an accident. The database
 would share it across replicas, at the cost of a write on every response; behind several replicas, follow-ups
