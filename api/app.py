@@ -28,6 +28,7 @@ from api.routes import (
     keys,
     library,
     openai,
+    openai_endpoints,
     usage,
     ws,
 )
@@ -39,6 +40,7 @@ from api.services.generation_slots import GenerationSlots
 from api.services.model_downloads import DownloadJobs
 from api.services.model_host import build_model_host, start_model_host
 from api.services.principal_cache import PrincipalCache
+from api.services.response_routes import ResponseRoutes
 from api.services.runners import RunnerManager
 from api.services.sealing import Sealer
 from api.services.usage_writer import UsageWriter
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                   description="Self-hosted LLM gateway: OpenAI-compatible API, native streaming chat, admin REST.")
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.response_routes = ResponseRoutes()  # which deployment holds each stored response
     metrics.registry.register(EngineCollector(app.state))
     metrics.registry.register(GatewayCollector(app.state))
     metrics.registry.register(UsageCollector(app.state))
@@ -148,8 +151,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                            expose_headers=["Retry-After"], max_age=600)
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer carries them, preflights included
     for router in (health.router, auth.public_router, auth.router, keys.router, admin.router, admin_engine.router,
-                   admin_gateway.router, admin_runners.router, openai.router, chat.router, library.router,
-                   usage.router, ws.router):
+                   admin_gateway.router, admin_runners.router, openai.router, openai_endpoints.router, chat.router,
+                   library.router, usage.router, ws.router):
         app.include_router(router)
     return app
 

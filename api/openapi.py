@@ -55,13 +55,21 @@ EXTRA_CONTENT = {
     ("/v1/chat/stream/{stream_id}", "get"): ["text/event-stream"],
     ("/v1/chat/completions", "post"): ["text/event-stream"],
     ("/v1/completions", "post"): ["text/event-stream"],
+    # Forwarded from an alias's upstream as it answers (docs/gateway.md, "Endpoints beyond chat").
+    ("/v1/responses", "post"): ["text/event-stream"],
+    ("/v1/audio/transcriptions", "post"): ["text/plain", "text/event-stream"],
+    ("/v1/audio/translations", "post"): ["text/plain", "text/event-stream"],
+    ("/v1/audio/speech", "post"): ["audio/mpeg", "audio/opus", "audio/aac", "audio/flac", "audio/wav", "audio/pcm"],
 }
 # One server-sent event (docs/api.md: every event has an `id:`, an `event:` name and JSON `data:`).
 SSE_EVENT = {"type": "object", "properties": {"id": {"type": "string"}, "event": {"type": "string"},
                                               "data": {"type": "string"}}}
 # Routes that only the engine or the upstreams can fail in these ways.
 ENGINE_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/chat", "/v1/chat/stream", "/admin/engine/switch",
-                 "/admin/providers/{provider_id}/test"}
+                 "/admin/providers/{provider_id}/test", "/v1/embeddings", "/v1/responses", "/v1/audio/speech",
+                 "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/images/generations", "/v1/moderations",
+                 "/v1/rerank", "/v1/score", "/v1/responses/{response_id}", "/v1/responses/{response_id}/input_items",
+                 "/v1/responses/{response_id}/cancel"}
 BODY_METHODS = {"post", "put", "patch"}
 
 

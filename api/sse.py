@@ -27,11 +27,14 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncGenerator[bytes, None], after: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], after: Callable[[], Awaitable[None]], *,
+                 media_type: str | None = None) -> None:
+        """``media_type``: another body streamed the same way (an upstream's audio, passed on as it comes)."""
         self.events = events
         self.after = after
         self.status_code = 200
         self.background = None
+        self.media_type = media_type or self.media_type
         self.init_headers(SSE_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

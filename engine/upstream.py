@@ -87,6 +87,18 @@ class Upstream:
         closes it). 4xx raises `UpstreamRefused` with the upstream's message."""
         request = self.http.build_request("POST", f"{self._base}{path}", json=body, headers=self._headers,
                                           timeout=self._timeout)
+        return await self._answer(request)
+
+    async def send(self, method: str, path: str, *, content: bytes | None = None, content_type: str | None = None,
+                   query: str = "") -> httpx.Response:
+        """Like `open`, for a body sent exactly as given (JSON already encoded, a multipart upload) or none (GET,
+        DELETE); ``query`` is the client's query string, passed on."""
+        headers = {**self._headers, **({"Content-Type": content_type} if content_type else {})}
+        url = f"{self._base}{path}" + (f"?{query}" if query else "")
+        request = self.http.build_request(method, url, content=content, headers=headers, timeout=self._timeout)
+        return await self._answer(request)
+
+    async def _answer(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:

@@ -57,13 +57,17 @@ class Endpoint:
     stream_usage: bool = False  # a stream reports usage only when asked (stream_options.include_usage)
     sampling_defaults: bool = False  # the alias's temperature, top_p, max_tokens and system prompt apply
     done_marker: bool = True  # a stream ends with `data: [DONE]`
+    generates: bool = True  # a limit reserves the answer's most tokens too (not for embeddings, speech, ...)
     local: Callable[[LocalTurn], Awaitable[Response | dict[str, Any]]] | None = None  # None: no local path
 
 
 async def forward(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
-                  endpoint: Endpoint, body: dict[str, Any]) -> Response | dict[str, Any]:
+                  endpoint: Endpoint, body: dict[str, Any], *, raw: passthrough.RawBody | None = None,
+                  observe: Callable[[Deployment, dict[str, Any]], None] | None = None) -> Response | dict[str, Any]:
     """Serve ``body`` (the client's JSON object) for ``alias``. ``session`` None: the caller has no limits to
-    count, so no database is touched here."""
+    count, so no database is touched here. ``raw``: the body goes upstream as those bytes (a multipart upload;
+    ``body`` is then what was read of it). ``observe`` sees each answer or event of the deployment that serves
+    it."""
     state = request.app.state
     gateway: Gateway = state.gateway
     request_id = f"{endpoint.id_prefix}-{uuid.uuid4().hex}"
@@ -95,7 +99,7 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
                     raise
                 admitted = True
             opened = await serving.unless_client_leaves(request, adapter_for(deployment).open(
-                deployment, endpoint.path, given, stream_usage=endpoint.stream_usage))
+                deployment, endpoint.path, given, stream_usage=endpoint.stream_usage, raw=raw))
         except serving.ClientGone:
             slot.release()
             meter.record("cancelled")
@@ -125,12 +129,19 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
     opened, meter, slot = chosen.opened.opened, chosen.opened.meter, chosen.opened.slot
     relay = passthrough.Relay(meter, alias.name, endpoint.prompt_text(body), gateway.token_counter(),
                               _releasing(chosen.release, slot.release), chosen.deployment.upstream_model,
-                              texts=endpoint.output_texts, usage=endpoint.usage, done_marker=endpoint.done_marker)
+                              texts=endpoint.output_texts, usage=endpoint.usage, done_marker=endpoint.done_marker,
+                              observe=functools.partial(observe, chosen.deployment) if observe else None)
     if stream:
         options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        # Usage that LLMWS did not ask for is the client's (a Responses or transcription stream reports its own).
+        include_usage = not endpoint.stream_usage or (isinstance(options, dict)
+                                                      and options.get("include_usage") is True)
         return EventStreamResponse(passthrough.relay_stream(opened, relay, include_usage=include_usage),
                                    after=functools.partial(passthrough.settle, opened, relay))
+    if not passthrough.is_json(opened.response):  # speech audio, a plain-text transcript: the bytes as they come
+        return EventStreamResponse(passthrough.relay_bytes(opened, relay),
+                                   after=functools.partial(passthrough.settle, opened, relay),
+                                   media_type=opened.response.headers.get("content-type"))
     return await passthrough.relay_json(opened, relay)
 
 
@@ -159,6 +170,8 @@ def _reservation(endpoint: Endpoint, body: dict[str, Any], choices: int, gateway
     """The most an upstream answer may count: the prompt (estimated with the local tokenizer) and max_tokens per
     choice; an upstream's own default for an unset max_tokens is unknown, so the engine's default stands in."""
     count = gateway.token_counter() or estimate_tokens
+    if not endpoint.generates:
+        return count(endpoint.prompt_text(body))
     most = next((value for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")
                  if isinstance(value := body.get(name), int) and value > 0), SamplingParams.max_tokens)
     return count(endpoint.prompt_text(body)) + most * choices

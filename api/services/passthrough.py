@@ -42,19 +42,23 @@ class Opened:
     rest: AsyncIterator[list[str]] | None = None  # stream: the same reader, where reading goes on
 
 
-async def open_stream(deployment: Deployment, path: str, body: dict[str, Any], *, stream_usage: bool = True
-                      ) -> Opened:
+async def open_stream(deployment: Deployment, path: str, body: dict[str, Any], *, stream_usage: bool = True,
+                      raw: RawBody | None = None) -> Opened:
     """Open the upstream with ``body`` as the client sent it, but for its model (and, for a stream of an endpoint
     that reports usage only when asked, ``stream_options.include_usage``, the rest of the client's
     ``stream_options`` kept), then read up to its first data line; raises `UpstreamUnavailable` if it fails
-    first."""
+    first. ``raw``: the body goes as those bytes instead (``body`` is then only what was read of them)."""
     assert deployment.provider is not None
-    upstream_body = {**body, "model": deployment.upstream_model}
     stream = body.get("stream") is True
-    if stream and stream_usage:
-        given = body.get("stream_options")
-        upstream_body["stream_options"] = {**(given if isinstance(given, dict) else {}), "include_usage": True}
-    response = await deployment.provider.upstream.open(path, upstream_body)
+    if raw is not None:
+        response = await deployment.provider.upstream.send(
+            "POST", path, content=raw.encode(deployment.upstream_model or ""), content_type=raw.content_type)
+    else:
+        upstream_body = {**body, "model": deployment.upstream_model}
+        if stream and stream_usage:
+            given = body.get("stream_options")
+            upstream_body["stream_options"] = {**(given if isinstance(given, dict) else {}), "include_usage": True}
+        response = await deployment.provider.upstream.open(path, upstream_body)
     first: list[str] = []
     if not stream:
         return Opened(deployment, response, first)
@@ -78,12 +82,15 @@ async def open_stream(deployment: Deployment, path: str, body: dict[str, Any], *
 
 class Relay:
     """One forwarded request's accounting: rewrites chunks, counts tokens, and records usage once. ``texts`` and
-    ``usage`` read the endpoint's shapes; ``done_marker`` False: the stream ends at its end, not at ``[DONE]``."""
+    ``usage`` read the endpoint's shapes; ``done_marker`` False: the stream ends at its end, not at ``[DONE]``;
+    ``observe`` is shown every answer or event parsed (before its model is rewritten)."""
 
     def __init__(self, meter: Meter, alias: str, prompt_text: str, count: Callable[[str], int] | None,
                  release: Callable[[], None], upstream_model: str | None = None, *, texts: Texts = choice_texts,
-                 usage: UsageReader = usage_of, done_marker: bool = True) -> None:
+                 usage: UsageReader = usage_of, done_marker: bool = True,
+                 observe: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.meter = meter
+        self.observe = observe  # sees each answer or event read whole (the Responses API's ids, to route by)
         self.release = release
         self.texts = texts
         self.usage = usage
@@ -101,6 +108,8 @@ class Relay:
         self.status: str | None = None
 
     def rewrite(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        if self.observe is not None:
+            self.observe(chunk)
         if "model" in chunk:
             chunk["model"] = self.alias
         if isinstance(chunk.get("response"), dict) and "model" in chunk["response"]:  # Responses API events
@@ -291,3 +300,39 @@ async def relay_json(opened: Opened, relay: Relay) -> Response:
         raise UpstreamError("the upstream's answer was of the wrong shape") from exc
     relay.finish("ok")
     return Response(json.dumps(payload, separators=(",", ":"), ensure_ascii=False), media_type="application/json")
+
+
+# --- Bodies other than JSON: a multipart upload sent as its bytes, an answer that is neither JSON nor an event
+# stream (speech audio, a plain-text transcript) relayed as its bytes.
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A request body forwarded as bytes: ``encode(model)`` is the client's body with its model set to that."""
+
+    content_type: str
+    encode: Callable[[str], bytes]
+
+
+def is_json(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+
+
+async def relay_bytes(opened: Opened, relay: Relay) -> AsyncGenerator[bytes, None]:
+    """The upstream's body chunk by chunk as it arrives; a plain-text one (a transcript as `text`, `srt`, `vtt`)
+    counted as generated text when no usage is reported (none can be, in a body that is not JSON). A failure
+    midway is raised on: the server then cuts the connection, so that the client cannot take a truncated file for
+    a whole one."""
+    textual = opened.response.headers.get("content-type", "").startswith("text/")
+    try:
+        async for chunk in opened.response.aiter_raw():
+            if relay.meter.first_token_at is None:
+                relay.meter.first_token_at = time.perf_counter()
+            if textual:
+                relay.meter.completion[0] = relay.meter.completion.get(0, 0) + relay.count(
+                    chunk.decode("utf-8", "replace"))
+            yield chunk
+        relay.status = "ok"
+    except httpx.HTTPError:
+        relay.status = "error"
+        raise

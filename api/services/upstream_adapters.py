@@ -19,9 +19,10 @@ from engine.upstream import UpstreamModel
 
 class ProviderAdapter(Protocol):
     async def open(self, deployment: Deployment, path: str, body: dict[str, Any], *,
-                   stream_usage: bool) -> passthrough.Opened:
-        """Send ``body`` to ``path`` of the deployment's provider and read up to its first chunk; raises
-        `UpstreamUnavailable` when the deployment fails before that (the router then tries the next)."""
+                   stream_usage: bool, raw: passthrough.RawBody | None = None) -> passthrough.Opened:
+        """Send ``body`` (or ``raw``'s bytes, when given) to ``path`` of the deployment's provider and read up to
+        its first chunk; raises `UpstreamUnavailable` when the deployment fails before that (the router then
+        tries the next)."""
 
     def engine_client(self, deployment: Deployment, count_tokens: Callable[[str], int] | None) -> EngineClient:
         """The deployment's model behind the engine interface."""
@@ -31,8 +32,8 @@ class OpenAICompatible:
     """vLLM, TGI, llama.cpp server, LM Studio, Ollama's `/v1`, OpenAI itself, another LLMWS."""
 
     async def open(self, deployment: Deployment, path: str, body: dict[str, Any], *,
-                   stream_usage: bool) -> passthrough.Opened:
-        return await passthrough.open_stream(deployment, path, body, stream_usage=stream_usage)
+                   stream_usage: bool, raw: passthrough.RawBody | None = None) -> passthrough.Opened:
+        return await passthrough.open_stream(deployment, path, body, stream_usage=stream_usage, raw=raw)
 
     def engine_client(self, deployment: Deployment, count_tokens: Callable[[str], int] | None) -> EngineClient:
         assert deployment.provider is not None

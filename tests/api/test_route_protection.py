@@ -15,7 +15,7 @@ import enum
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from api.app import create_app
 from api.services.backends import Backend
 from api.services.credentials import credential_hash
 from api.settings import Settings
+from bench.fake_openai_endpoints import FakeEndpointsUpstream
 from db.models import AuthSession, Role
 from db.types import utcnow
 from engine.interface import EngineStats, Health
@@ -76,6 +77,7 @@ class Call:
     path: str
     json: Any = None
     params: dict[str, Any] | None = None
+    files: dict[str, Any] | None = None  # a multipart upload instead of JSON
 
 
 class World:
@@ -106,6 +108,8 @@ class World:
             return (await self._post("/v1/prompts", {"name": "A's prompt", "content": "A's secret"}))["id"]
         if kind == "key":
             return (await self._post("/v1/keys", {"name": "A's key"}))["id"]
+        if kind == "response":  # stored upstream, through the alias (the follow-up routes' resource)
+            return (await self._post("/v1/responses", {"model": ALIAS, "input": "A's question"}))["id"]
         if kind == "stream":
             response = await self.client.post("/v1/chat/stream", json={"message": "hi", "model": MODEL},
                                               headers=self.owner)
@@ -190,6 +194,13 @@ def _register(ids: dict[str, Any], marker: str) -> dict[str, Any]:
 
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+ALIAS = "upstream-alias"  # an alias on the fake upstream (bench/fake_openai_endpoints.py), for the forwarded routes
+
+
+def upload(template: str) -> Build:
+    async def build(world: World, marker: str) -> Call:
+        return Call(template, files={"model": (None, ALIAS), "file": ("a.wav", b"RIFF")})
+    return build
 
 # The one table: every route the app serves, and who may use it.
 ACCESS: dict[tuple[str, str], Rule] = {
@@ -251,6 +262,28 @@ ACCESS: dict[tuple[str, str], Rule] = {
         "content": marker}, p="prompt")),
     ("DELETE", "/v1/prompts/{prompt_id}"): Rule(Access.OWNER, path("/v1/prompts/{p}", p="prompt")),
     ("GET", "/v1/usage"): Rule(Access.OWN_LIST, own_usage, list_check=usage_without_owner),
+    ("POST", "/v1/embeddings"): Rule(Access.USER, plain("/v1/embeddings", {"model": ALIAS, "input": "hi"})),
+    ("POST", "/v1/responses"): Rule(Access.USER, plain("/v1/responses", {"model": ALIAS, "input": "hi"})),
+    ("POST", "/v1/audio/speech"): Rule(Access.USER, plain("/v1/audio/speech", {"model": ALIAS, "voice": "alloy",
+                                                                               "input": "hi"})),
+    ("POST", "/v1/images/generations"): Rule(Access.USER, plain("/v1/images/generations", {"model": ALIAS,
+                                                                                           "prompt": "a fox"})),
+    ("POST", "/v1/moderations"): Rule(Access.USER, plain("/v1/moderations", {"model": ALIAS, "input": "hi"})),
+    ("POST", "/v1/rerank"): Rule(Access.USER, plain("/v1/rerank", {"model": ALIAS, "query": "q",
+                                                                   "documents": ["a"]})),
+    ("POST", "/v1/score"): Rule(Access.USER, plain("/v1/score", {"model": ALIAS, "text_1": "a", "text_2": "b"})),
+    ("POST", "/v1/audio/transcriptions"): Rule(Access.USER, upload("/v1/audio/transcriptions")),
+    ("POST", "/v1/audio/translations"): Rule(Access.USER, upload("/v1/audio/translations")),
+    # A stored response is its maker's: anyone else (an admin too) is told it does not exist.
+    ("GET", "/v1/responses/{response_id}"): Rule(Access.OWNER, path("/v1/responses/{r}", r="response"),
+                                                 refused=(404, "response_not_found")),
+    ("DELETE", "/v1/responses/{response_id}"): Rule(Access.OWNER, path("/v1/responses/{r}", r="response"),
+                                                    refused=(404, "response_not_found")),
+    ("GET", "/v1/responses/{response_id}/input_items"): Rule(Access.OWNER, path(
+        "/v1/responses/{r}/input_items", r="response"), refused=(404, "response_not_found")),
+    ("POST", "/v1/responses/{response_id}/cancel"): Rule(Access.OWNER, path("/v1/responses/{r}/cancel",
+                                                                            r="response"),
+                                                         refused=(404, "response_not_found")),
 }
 ADMIN_ROUTES = [
     ("GET", "/admin/overview"), ("GET", "/admin/users"), ("POST", "/admin/users"), ("GET", "/admin/users/{user_id}"),
@@ -363,8 +396,22 @@ def check(rule: Rule, column: str, response: httpx.Response, where: str) -> None
     assert 200 <= status < 300, (where, response.text)
 
 
+@pytest.fixture(scope="module")
+def endpoints_upstream() -> Iterator[FakeEndpointsUpstream]:
+    fake = FakeEndpointsUpstream()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
 async def test_access_matrix(app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser,
-                             admin_token: str) -> None:
+                             admin_token: str, endpoints_upstream: FakeEndpointsUpstream) -> None:
+    provider = await client.post("/admin/providers", headers=bearer(admin_token), json={
+        "name": "fake", "base_url": endpoints_upstream.base_url})
+    assert provider.status_code == 201, provider.text
+    alias = await client.post("/admin/models", headers=bearer(admin_token), json={"name": ALIAS, "deployments": [
+        {"provider_id": provider.json()["id"], "upstream_model": "fake-any"}]})
+    assert alias.status_code == 201, alias.text
     await make_user("alice")
     await make_user("bob")
     await make_user("admin2", role=Role.ADMIN)
@@ -389,7 +436,8 @@ async def test_access_matrix(app: FastAPI, client: httpx.AsyncClient, make_user:
                 await make_user(username, role=Role.ADMIN if column == "admin" else Role.USER)
                 headers = bearer(await login(client, username, USER_PASSWORD))
             call = await rule.build(world, "owner-edit" if column == "user" else INTRUDER)
-            response = await client.request(method, call.path, json=call.json, params=call.params, headers=headers)
+            response = await client.request(method, call.path, json=call.json, params=call.params, files=call.files,
+                                            headers=headers)
             check(rule, column, response, f"{method} {route} as {column}")
             if rule.list_check is not None and column == "other_user":
                 await rule.list_check(world, response)
