@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import tracing
 from api.schemas.openai import ChatMessage, SamplingFields
 from api.services import limits, openai_format, passthrough, serving
 from api.services.auth import Principal
@@ -25,6 +26,7 @@ from engine.requests import GenerationRequest, SamplingParams
 from engine.upstream import UpstreamUnavailable, estimate_tokens
 
 
+@tracing.traced_generation
 async def serve_alias(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
                       body: SamplingFields, build: Callable[[Any], GenerationRequest], *, chat: bool
                       ) -> dict[str, Any] | Response:
@@ -32,7 +34,9 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
     ``build`` makes the engine's request from a body, for a deployment on the local engine."""
     state = request.app.state
     gateway: Gateway = state.gateway
-    candidates = gateway.candidates(alias)
+    with tracing.step("llmws.route", {"gen_ai.request.model": alias.name}) as route:
+        candidates = gateway.candidates(alias)
+        route.set_attribute("llmws.deployments", [deployment.backend for deployment in candidates])
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     if not candidates:  # every deployment is known to be down: a failed request all the same, in the usage too
         Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway").record("error")
@@ -63,8 +67,9 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
             admitted = True
         release = _releasing(gateway.hold(deployment), slot.release)
         try:
-            opened = await serving.unless_client_leaves(request, passthrough.open_stream(
-                deployment, "/chat/completions" if chat else "/completions", raw))
+            with tracing.backend_call("upstream", {"llmws.backend": deployment.backend}):
+                opened = await serving.unless_client_leaves(request, passthrough.open_stream(
+                    deployment, "/chat/completions" if chat else "/completions", raw))
         except serving.ClientGone:
             release()
             meter.record("cancelled")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +99,7 @@ class Relay:
             piece = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
             if piece:
                 if self.meter.first_token_at is None:
-                    self.meter.first_token_at = time.perf_counter()
+                    self.meter.mark_first_token()
                 if not self.reported:
                     index = int(choice.get("index", 0))
                     self.meter.completion[index] = self.meter.completion.get(index, 0) + self.count(piece)
