@@ -48,6 +48,7 @@ from api.services.users import bootstrap_admin
 from api.services.ws_access import PendingSockets
 from api.services.ws_hub import WsHub
 from api.settings import Settings, load_settings, resolve_secret_key
+from api.tracing import install as install_tracing
 from api.usage_metrics import UsageCollector
 from db.migrate import SchemaNotCurrent, schema_state
 from db.session import create_engine, create_sessionmaker
@@ -131,6 +132,8 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
                 await asyncio.gather(app.state.model_loading, return_exceptions=True)
                 await app.state.model_host.close()
             await engine.dispose()
+            if app.state.tracing is not None:  # last: spans of everything closed above go out too
+                await app.state.tracing.close()
 
     app = FastAPI(title="LLMWS", version=VERSION, lifespan=lifespan,
                   description="Self-hosted LLM gateway: OpenAI-compatible API, native streaming chat, admin REST.")
@@ -141,6 +144,7 @@ def create_app(settings: Settings | None = None, *, extra_backends: Sequence[Bac
     metrics.registry.register(GatewayCollector(app.state))
     metrics.registry.register(UsageCollector(app.state))
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    app.state.tracing = install_tracing(app, settings.otel_endpoint, settings.otel_service_name)
     install_error_handlers(app)
     app.add_middleware(GatewayFastPath)  # inside the body limit and the metrics, like every route
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)

@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     ws_session_expiry: timedelta = Field(
         timedelta(days=7), description="A WebSocket session (and its buffer) unused this long is deleted.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    otel_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector to export traces to (`http://collector:4318`); no tracing without.")
+    otel_service_name: str = Field("llmws", min_length=1, description="The service name traces carry.")
 
     @field_validator("admin_username")
     @classmethod
@@ -225,6 +228,16 @@ class Settings(BaseSettings):
     def _positive_duration(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _collector_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if not value:
+            return None  # set but empty: off, as unset
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not a collector URL: http(s)://host[:port][/path]")
         return value
 
     @field_validator("database_url")

@@ -19,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import tracing
 from api.services import limits, passthrough, routing, serving
 from api.services.auth import Principal
 from api.services.errors import RateLimited
@@ -61,6 +62,7 @@ class Endpoint:
     local: Callable[[LocalTurn], Awaitable[Response | dict[str, Any]]] | None = None  # None: no local path
 
 
+@tracing.traced_generation
 async def forward(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
                   endpoint: Endpoint, body: dict[str, Any], *, raw: passthrough.RawBody | None = None,
                   observe: Callable[[Deployment, dict[str, Any]], None] | None = None) -> Response | dict[str, Any]:
@@ -98,8 +100,9 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
                     meter.record("rejected")
                     raise
                 admitted = True
-            opened = await serving.unless_client_leaves(request, adapter_for(deployment).open(
-                deployment, endpoint.path, given, stream_usage=endpoint.stream_usage, raw=raw))
+            with tracing.backend_call("upstream", {"llmws.backend": deployment.backend}):
+                opened = await serving.unless_client_leaves(request, adapter_for(deployment).open(
+                    deployment, endpoint.path, given, stream_usage=endpoint.stream_usage, raw=raw))
         except serving.ClientGone:
             slot.release()
             meter.record("cancelled")
@@ -114,7 +117,8 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
         return _Upstream(opened, meter, slot)
 
     try:
-        chosen = await routing.first_to_open(gateway, alias, attempt)
+        with tracing.step("llmws.route", {"gen_ai.request.model": alias.name}):
+            chosen = await routing.first_to_open(gateway, alias, attempt)
     except serving.ClientGone:
         return Response(status_code=499)  # nobody reads it; "client closed request" in the access log
     except UpstreamUnavailable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from api import tracing
 from api.services.auth import Principal
 from api.services.usage_writer import Reservation, UsageRecord, UsageWriter
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, StartEvent, TokenEvent
@@ -29,6 +30,7 @@ class Meter:
     error: str | None = None
     recorded: bool = False
     reservation: Reservation | None = None  # what admission reserved against token limits, settled by the record
+    trace: tracing.NoTrace = field(default_factory=tracing.current, repr=False)  # ended by the record
 
     @classmethod
     def for_principal(cls, writer: UsageWriter, principal: Principal, request_id: str, model: str,
@@ -56,7 +58,7 @@ class Meter:
                 self.backend = event.backend
         elif isinstance(event, TokenEvent):
             if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
+                self.mark_first_token()
             self.completion[event.index] = self.completion.get(event.index, 0) + event.tokens
         elif isinstance(event, FinishEvent):
             self.prompt_tokens = event.usage.prompt_tokens
@@ -64,6 +66,10 @@ class Meter:
             self.finish_reasons[event.index] = event.finish_reason
         elif isinstance(event, ErrorEvent):
             self.error = event.code
+
+    def mark_first_token(self) -> None:
+        self.first_token_at = time.perf_counter()
+        self.trace.first_token()
 
     def record(self, status: str | None = None) -> None:
         """Queue the usage row, once; ``status`` overrides what the events say (``cancelled`` on a disconnect)."""
@@ -80,3 +86,7 @@ class Meter:
             ttft_ms=None if ttft is None else ttft * 1000, latency_ms=(time.perf_counter() - self.started) * 1000,
             tokens_per_s=self.tokens_per_s(), status=status, count_source=self.count_source,
             reservation=self.reservation))
+        self.trace.end(status, {
+            "llmws.request_id": self.request_id, "gen_ai.request.model": self.model, "llmws.backend": self.backend,
+            "gen_ai.usage.input_tokens": self.prompt_tokens, "gen_ai.usage.output_tokens": self.completion_tokens,
+            "llmws.count_source": self.count_source})

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +123,7 @@ class Relay:
     def observe_delta(self, chunk: dict[str, Any]) -> None:
         for index, piece in self.texts(chunk):
             if self.meter.first_token_at is None:
-                self.meter.first_token_at = time.perf_counter()
+                self.meter.mark_first_token()
             if not self.reported:
                 self.meter.completion[index] = self.meter.completion.get(index, 0) + self.count(piece)
 
@@ -327,7 +326,7 @@ async def relay_bytes(opened: Opened, relay: Relay) -> AsyncGenerator[bytes, Non
     try:
         async for chunk in opened.response.aiter_raw():
             if relay.meter.first_token_at is None:
-                relay.meter.first_token_at = time.perf_counter()
+                relay.meter.mark_first_token()
             if textual:
                 relay.meter.completion[0] = relay.meter.completion.get(0, 0) + relay.count(
                     chunk.decode("utf-8", "replace"))

@@ -14,6 +14,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
+from api import tracing
 from api.services import limits
 from api.services.auth import Principal
 from api.services.backends import Backend
@@ -61,6 +62,7 @@ class Generation:
         return len(self.meter.finish_reasons) >= self.request.sampling.n or self.meter.error is not None
 
 
+@tracing.traced_generation
 async def begin(state: State, session: AsyncSession | None, principal: Principal, model: str | None,
                 generation: GenerationRequest, backend: Backend | None = None, *, admit: bool = True,
                 reservation: Reservation | None = None) -> Generation:
@@ -72,7 +74,9 @@ async def begin(state: State, session: AsyncSession | None, principal: Principal
 
     The limits are counted in the request's own session, which is committed here: a request then holds no
     database connection while it generates (two at once per request would exhaust the pool under load)."""
-    backend = backend or state.backends.resolve(model, principal)
+    with tracing.step("llmws.route") as route:
+        backend = backend or state.backends.resolve(model, principal)
+        route.set_attributes({"gen_ai.request.model": backend.model, "llmws.backend.kind": backend.kind})
     meter = Meter.for_principal(state.usage_writer, principal, generation.request_id, backend.model, backend.kind)
     slot = take_slots(state.generation_slots, principal, generation.sampling.n, meter)
     try:
@@ -107,7 +111,8 @@ def take_slots(slots: GenerationSlots, principal: Principal, choices: int, meter
 async def _start(backend: Backend, generation: GenerationRequest, meter: Meter, slot: Slot) -> Generation:
     events = backend.client.generate(generation)
     try:
-        first = await anext(aiter(events))
+        with tracing.backend_call(backend.kind):
+            first = await anext(aiter(events))
     except Overloaded:
         meter.record("rejected")
         raise

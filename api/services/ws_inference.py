@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from starlette.datastructures import State
 
+from api import tracing
 from api.services import conversations, serving
 from api.services.auth import Principal
 from api.services.errors import ServiceError
@@ -34,6 +35,7 @@ class RequestIds:
         return cls(wire=client_id or engine, engine=engine)
 
 
+@tracing.traced_ws_inference
 async def run_inference(state: State, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
                         model: str | None, system: str | None, new_messages: list[dict[str, str]],
                         params: SamplingParams) -> None:
