@@ -12,7 +12,6 @@ per-request database session at ~5% of the gateway's time.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,11 +25,10 @@ from api.schemas.openai import ChatCompletionRequest, CompletionRequest
 from api.services import forwarding, limits, openai_format
 from api.services.auth import Principal
 from api.services.credentials import credential_hash
-from engine.requests import GenerationRequest
 
-ROUTES: dict[str, tuple[type[BaseModel], Callable[[Any], GenerationRequest], bool]] = {
-    "/v1/chat/completions": (ChatCompletionRequest, openai_format.chat_request, True),
-    "/v1/completions": (CompletionRequest, openai_format.completion_request, False),
+ROUTES: dict[str, tuple[type[BaseModel], openai_format.Endpoint]] = {
+    "/v1/chat/completions": (ChatCompletionRequest, openai_format.CHAT),
+    "/v1/completions": (CompletionRequest, openai_format.COMPLETION),
 }
 
 
@@ -60,7 +58,7 @@ class GatewayFastPath:
         return principal
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, body: bytes, principal: Principal,
-                     schema: type[BaseModel], build: Callable[[Any], GenerationRequest], chat: bool) -> bool:
+                     schema: type[BaseModel], endpoint: openai_format.Endpoint) -> bool:
         state = scope["app"].state
         try:
             data = json.loads(body)
@@ -78,7 +76,7 @@ class GatewayFastPath:
         scope.setdefault("state", {})["principal"] = principal
         request = Request(scope, receive)
         try:
-            response = await forwarding.serve_alias(request, None, principal, alias, request_body, build, chat=chat)
+            response = await forwarding.serve_alias(request, None, principal, alias, request_body, endpoint)
         except Exception as exc:  # noqa: BLE001 (answered in the API's error shape, as the route's handlers do)
             response = await response_for(request, exc)
         if isinstance(response, dict):  # an alias on the local engine answers a plain dict

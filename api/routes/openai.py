@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,36 +10,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
-from api.services import forwarding, openai_format, serving
+from api.services import forwarding, openai_format
 from api.services.auth import Principal
 from api.services.backends import Backend, Backends
 from api.services.gateway import Gateway
-from engine.requests import GenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_principal)])
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, principal: CurrentPrincipal,
                            session: SessionDep) -> dict[str, Any] | Response:
-    return await _serve(request, session, principal, body, openai_format.chat_request, chat=True)
+    return await _serve(request, session, principal, body, openai_format.CHAT)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, principal: CurrentPrincipal,
                       session: SessionDep) -> dict[str, Any] | Response:
-    return await _serve(request, session, principal, body, openai_format.completion_request, chat=False)
+    return await _serve(request, session, principal, body, openai_format.COMPLETION)
 
 
 async def _serve(request: Request, session: AsyncSession, principal: Principal, body: SamplingFields,
-                 build: Callable[[Any], GenerationRequest], *, chat: bool) -> dict[str, Any] | Response:
-    """``build`` makes the engine's request from the body; an alias served upstream never needs it (whatever the
-    client sent, tools included, is the upstream's to judge)."""
+                 endpoint: openai_format.Endpoint) -> dict[str, Any] | Response:
     gateway: Gateway = request.app.state.gateway
     alias = gateway.alias(body.model, principal)
     if alias is not None:
-        return await forwarding.serve_alias(request, session, principal, alias, body, build, chat=chat)
-    generation = await serving.begin(request.app.state, session, principal, body.model, build(body))
-    return await openai_format.answer(request, generation, body, chat=chat)
+        return await forwarding.serve_alias(request, session, principal, alias, body, endpoint)
+    generation = await openai_format.begin(request.app.state, session, principal, body.model, body, endpoint)
+    return await openai_format.answer(request, generation, body, endpoint)
 
 
 # Where the model lies on the server's disk: for admins (GET /admin/engine/models), not for every caller.

@@ -4,7 +4,6 @@ through the usual serving path, an upstream through the pass-through (`api/servi
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,24 +15,24 @@ from api.schemas.openai import ChatMessage, SamplingFields
 from api.services import limits, openai_format, passthrough, serving
 from api.services.auth import Principal
 from api.services.backends import Backend
+from api.services.chat.sampling import AliasDefaults
 from api.services.errors import RateLimited
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.metering import Meter
+from api.services.openai_format import Endpoint
 from api.services.usage_writer import Reservation
 from api.sse import EventStreamResponse
-from engine.requests import GenerationRequest, SamplingParams
+from engine.requests import SamplingParams
 from engine.upstream import UpstreamUnavailable, estimate_tokens
 
 
 async def serve_alias(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
-                      body: SamplingFields, build: Callable[[Any], GenerationRequest], *, chat: bool
-                      ) -> dict[str, Any] | Response:
-    """``session`` None: the caller has no limits to count (the fast path), so no database is touched here.
-    ``build`` makes the engine's request from a body, for a deployment on the local engine."""
+                      body: SamplingFields, endpoint: Endpoint) -> dict[str, Any] | Response:
+    """``session`` None: the caller has no limits to count (the fast path), so no database is touched here."""
     state = request.app.state
     gateway: Gateway = state.gateway
     candidates = gateway.candidates(alias)
-    request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    request_id = endpoint.new_id()
     if not candidates:  # every deployment is known to be down: a failed request all the same, in the usage too
         Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway").record("error")
         raise UpstreamUnavailable(f"no deployment of {alias.name} is available right now")
@@ -41,12 +40,13 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
     admitted = session is None  # nothing to count
     reservation: Reservation | None = None  # what the count reserved, settled by whichever meter records last
     for deployment in candidates:
-        given = with_defaults(body, alias, deployment)
         if deployment.provider is None:
             backend = Backend(model=alias.name, kind="local", client=gateway.host.engine())
-            generation = await serving.begin(state, session, principal, alias.name, build(given), backend=backend,
-                                             admit=not admitted, reservation=reservation)
-            return await openai_format.answer(request, generation, given, chat=chat)
+            generation = await openai_format.begin(
+                state, session, principal, alias.name, body, endpoint, backend=backend, admit=not admitted,
+                reservation=reservation, alias=AliasDefaults.of(alias.defaults, deployment.defaults))
+            return await openai_format.answer(request, generation, body, endpoint)
+        given = with_defaults(body, alias, deployment)
         meter = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, deployment.backend)
         meter.reservation = reservation
         raw = given.model_dump(mode="json", exclude_unset=True)
@@ -64,7 +64,7 @@ async def serve_alias(request: Request, session: AsyncSession | None, principal:
         release = _releasing(gateway.hold(deployment), slot.release)
         try:
             opened = await serving.unless_client_leaves(request, passthrough.open_stream(
-                deployment, "/chat/completions" if chat else "/completions", raw))
+                deployment, endpoint.path, raw))
         except serving.ClientGone:
             release()
             meter.record("cancelled")
@@ -110,14 +110,14 @@ def _upstream_reservation(raw: dict[str, Any], given: SamplingFields, gateway: G
 def with_defaults(body: SamplingFields, alias: Alias, deployment: Deployment) -> SamplingFields:
     """The body with the alias's and the deployment's defaults for what the client did not set: temperature,
     top_p, max_tokens, and a system prompt where the messages have none."""
-    defaults = {**alias.defaults, **deployment.defaults}
-    update: dict[str, Any] = {name: defaults[name] for name in ("temperature", "top_p")
-                              if getattr(body, name) is None and defaults.get(name) is not None}
+    defaults = AliasDefaults.of(alias.defaults, deployment.defaults)
+    update: dict[str, Any] = {name: getattr(defaults.sampling, name) for name in ("temperature", "top_p")
+                              if getattr(body, name) is None and getattr(defaults.sampling, name) is not None}
     given_max = body.max_tokens or getattr(body, "max_completion_tokens", None)
-    if given_max is None and defaults.get("max_tokens") is not None:
-        update["max_tokens"] = defaults["max_tokens"]
+    if given_max is None and defaults.sampling.max_tokens is not None:
+        update["max_tokens"] = defaults.sampling.max_tokens
     messages = getattr(body, "messages", None)
-    system = defaults.get("system_prompt")
+    system = defaults.system_prompt
     if system and messages is not None and not any(m.role in ("system", "developer") for m in messages):
         update["messages"] = [ChatMessage(role="system", content=system), *messages]
     return body.model_copy(update=update) if update else body
