@@ -26,7 +26,7 @@ from api.services import forwarding, limits, openai_format
 from api.services.auth import Principal
 from api.services.credentials import credential_hash
 
-ROUTES: dict[str, tuple[type[BaseModel], openai_format.Endpoint]] = {
+ROUTES: dict[str, tuple[type[BaseModel], openai_format.Format]] = {
     "/v1/chat/completions": (ChatCompletionRequest, openai_format.CHAT),
     "/v1/completions": (CompletionRequest, openai_format.COMPLETION),
 }
@@ -58,7 +58,7 @@ class GatewayFastPath:
         return principal
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, body: bytes, principal: Principal,
-                     schema: type[BaseModel], endpoint: openai_format.Endpoint) -> bool:
+                     schema: type[BaseModel], endpoint: openai_format.Format) -> bool:
         state = scope["app"].state
         try:
             data = json.loads(body)

@@ -30,7 +30,7 @@ async def completions(body: CompletionRequest, request: Request, principal: Curr
 
 
 async def _serve(request: Request, session: AsyncSession, principal: Principal, body: SamplingFields,
-                 endpoint: openai_format.Endpoint) -> dict[str, Any] | Response:
+                 endpoint: openai_format.Format) -> dict[str, Any] | Response:
     gateway: Gateway = request.app.state.gateway
     alias = gateway.alias(body.model, principal)
     if alias is not None:

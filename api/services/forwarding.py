@@ -19,7 +19,7 @@ from api.services.chat.sampling import AliasDefaults
 from api.services.errors import RateLimited
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.metering import Meter
-from api.services.openai_format import Endpoint
+from api.services.openai_format import Format
 from api.services.usage_writer import Reservation
 from api.sse import EventStreamResponse
 from engine.requests import SamplingParams
@@ -27,7 +27,7 @@ from engine.upstream import UpstreamUnavailable, estimate_tokens
 
 
 async def serve_alias(request: Request, session: AsyncSession | None, principal: Principal, alias: Alias,
-                      body: SamplingFields, endpoint: Endpoint) -> dict[str, Any] | Response:
+                      body: SamplingFields, endpoint: Format) -> dict[str, Any] | Response:
     """``session`` None: the caller has no limits to count (the fast path), so no database is touched here."""
     state = request.app.state
     gateway: Gateway = state.gateway

@@ -1,6 +1,6 @@
 """The OpenAI protocol's adapter to the chat core: a chat completion or completion body becomes a `Turn`, and the
-core's results become OpenAI's JSON and stream chunks. Which of the two endpoints is described by one `Endpoint`
-object (`CHAT`, `COMPLETION`), not by a flag threaded through every function."""
+core's results become OpenAI's JSON and stream chunks. Which of the two endpoints is described by one `Format`
+(`CHAT`, `COMPLETION`), not by a flag threaded through every function."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 @dataclass(frozen=True)
-class Endpoint(ABC):
+class Format(ABC):
     """One OpenAI text endpoint: its upstream path, its objects' names, its ids, its server defaults, how its
     body becomes a turn and how a choice reads in its answers."""
 
@@ -65,7 +65,7 @@ class Endpoint(ABC):
         return None
 
 
-class ChatEndpoint(Endpoint):
+class ChatFormat(Format):
     def turn(self, body: ChatCompletionRequest) -> Turn:
         return chat_turn(body)
 
@@ -79,7 +79,7 @@ class ChatEndpoint(Endpoint):
         return {"delta": {"role": "assistant", "content": ""}}
 
 
-class CompletionEndpoint(Endpoint):
+class CompletionFormat(Format):
     def turn(self, body: CompletionRequest) -> Turn:
         return completion_turn(body)
 
@@ -90,14 +90,14 @@ class CompletionEndpoint(Endpoint):
         return {"text": content or ""}
 
 
-CHAT = ChatEndpoint("/chat/completions", "chat.completion", "chat.completion.chunk", "chatcmpl",
-                    OPENAI_CHAT_DEFAULTS)
-COMPLETION = CompletionEndpoint("/completions", "text_completion", "text_completion", "cmpl",
-                                OPENAI_COMPLETION_DEFAULTS)
+CHAT = ChatFormat("/chat/completions", "chat.completion", "chat.completion.chunk", "chatcmpl",
+                  OPENAI_CHAT_DEFAULTS)
+COMPLETION = CompletionFormat("/completions", "text_completion", "text_completion", "cmpl",
+                              OPENAI_COMPLETION_DEFAULTS)
 
 
 async def begin(state: State, session: AsyncSession | None, principal: Principal, model: str | None,
-                body: SamplingFields, endpoint: Endpoint, *, alias: AliasDefaults | None = None,
+                body: SamplingFields, endpoint: Format, *, alias: AliasDefaults | None = None,
                 backend: Backend | None = None, admit: bool = True, reservation: Reservation | None = None
                 ) -> Generation:
     """The body's turn started on the engine (refusals raise before anything is sent)."""
@@ -106,7 +106,7 @@ async def begin(state: State, session: AsyncSession | None, principal: Principal
                                        backend=backend, admit=admit, reservation=reservation)
 
 
-def response(generation: Generation, choices: list[output.ChoiceResult], endpoint: Endpoint) -> dict[str, Any]:
+def response(generation: Generation, choices: list[output.ChoiceResult], endpoint: Format) -> dict[str, Any]:
     """The whole answer: a ``chat.completion`` (messages) or a ``text_completion`` (text)."""
     return {"id": generation.request.request_id, "object": endpoint.object, "created": int(time.time()),
             "model": generation.backend.model, "system_fingerprint": None,
@@ -120,7 +120,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-async def stream_chunks(generation: Generation, endpoint: Endpoint, *, include_usage: bool) -> AsyncIterator[bytes]:
+async def stream_chunks(generation: Generation, endpoint: Format, *, include_usage: bool) -> AsyncIterator[bytes]:
     """The SSE body: (chat: a role chunk per choice first) content chunks, a finish chunk per choice, the usage
     chunk when asked, then ``[DONE]``. A client that goes away cancels this, which stops the generation."""
     head = {"id": generation.request.request_id, "object": endpoint.chunk_object, "created": int(time.time()),
@@ -150,7 +150,7 @@ async def stream_chunks(generation: Generation, endpoint: Endpoint, *, include_u
         await generation.close()
 
 
-async def answer(request: Request, generation: Generation, body: SamplingFields, endpoint: Endpoint
+async def answer(request: Request, generation: Generation, body: SamplingFields, endpoint: Format
                  ) -> dict[str, Any] | StreamingResponse:
     """The started generation as the OpenAI answer the body asked for: an SSE stream, or the whole response."""
     if body.stream:

@@ -53,7 +53,8 @@ def chat_turn(body: ChatCompletionRequest) -> Turn:
     if not isinstance(tools, list):
         raise InvalidInput("tools must be a list", param="tools")
     return Turn(
-        messages=tuple(message(item.model_dump(mode="json", exclude_none=True)) for item in body.messages),
+        messages=tuple(message(item.model_dump(mode="json", exclude_none=True), index)
+                       for index, item in enumerate(body.messages)),
         tools=tuple(tool(item) for item in tools), tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=None if response_format is None else ResponseFormat(
@@ -73,21 +74,24 @@ def completion_turn(body: CompletionRequest) -> Turn:
                 top_logprobs=body.logprobs if isinstance(body.logprobs, int) and body.logprobs is not True else None)
 
 
-def message(item: dict[str, Any]) -> Message:
-    """One message as OpenAI's wire has it (``developer`` is a system prompt by another name)."""
+def message(item: dict[str, Any], index: int = 0) -> Message:
+    """One message as OpenAI's wire has it (``developer`` is a system prompt by another name); ``index`` is its
+    place in ``messages``, for naming a part of a type no turn describes."""
     role = "system" if item["role"] == "developer" else item["role"]
     content = item.get("content")
     parts: tuple[Part, ...] = (
         () if content is None else (TextPart(content),) if isinstance(content, str)
-        else tuple(part(entry) for entry in content))
+        else tuple(part(entry, f"messages[{index}].content[{j}]") for j, entry in enumerate(content)))
     calls = tuple(ToolCall(call.get("id", ""), call.get("function", {}).get("name", ""),
                            call.get("function", {}).get("arguments", ""))
                   for call in item.get("tool_calls") or ())
     return Message(role, parts, name=item.get("name"), tool_calls=calls, tool_call_id=item.get("tool_call_id"))
 
 
-def part(entry: dict[str, Any]) -> Part:
+def part(entry: dict[str, Any], param: str) -> Part:
     kind = entry.get("type")
+    if kind == "text":
+        return TextPart(entry.get("text") or "")
     if kind == "image_url":
         image = entry.get("image_url") or {}
         return ImagePart(image.get("url", ""), image.get("detail"))
@@ -97,7 +101,8 @@ def part(entry: dict[str, Any]) -> Part:
     if kind == "file":
         file = entry.get("file") or {}
         return FilePart(file.get("file_id"), file.get("file_data"), file.get("filename"))
-    return TextPart(entry.get("text", ""))
+    raise InvalidInput(f"content parts of type {kind!r} are not supported by this server yet", param=param,
+                       code="unsupported_parameter")
 
 
 def tool(item: Any) -> Tool:

@@ -16,7 +16,7 @@ from api.services.backends import Backend
 from api.services.chat import sampling
 from api.services.chat.prompt import Prompt, fitted, template_messages, with_system_prompt
 from api.services.chat.sampling import AliasDefaults
-from api.services.chat.turn import Message, Sampling, Turn
+from api.services.chat.turn import Message, Sampling, TextPart, Turn
 from api.services.errors import InvalidInput
 from api.services.usage_writer import Reservation
 from engine.requests import GenerationRequest, SamplingParams
@@ -45,11 +45,16 @@ def refuse_unsupported(turn: Turn) -> None:
 
 
 def _refuse_unsupported_messages(messages: Sequence[Message]) -> None:
-    for message in messages:
-        if message.role == "tool" or message.tool_calls:
-            raise _unsupported("messages", "a tool call or tool result in messages")
-        if not message.text_only:
-            raise _unsupported("messages", "content other than text (an image, audio or a file)")
+    for i, message in enumerate(messages):
+        if message.role == "tool" or message.tool_call_id is not None:
+            raise _unsupported(f"messages[{i}].role", "a tool result (role 'tool')")
+        if message.tool_calls:
+            raise _unsupported(f"messages[{i}].tool_calls", "a tool call")
+        if not message.parts:
+            raise InvalidInput("a message needs content", param=f"messages[{i}].content", code="missing_field")
+        for j, part in enumerate(message.parts):
+            if not isinstance(part, TextPart):
+                raise _unsupported(f"messages[{i}].content[{j}]", f"a content part other than text ({part.kind})")
 
 
 def engine_request(turn: Turn, params: SamplingParams, request_id: str) -> GenerationRequest:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from engine.requests import SamplingParams
 
@@ -15,23 +15,27 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 @dataclass(frozen=True)
 class TextPart:
+    kind: ClassVar[str] = "text"
     text: str
 
 
 @dataclass(frozen=True)
 class ImagePart:
+    kind: ClassVar[str] = "image"
     url: str  # an http(s) address or a data: URL
     detail: str | None = None
 
 
 @dataclass(frozen=True)
 class AudioPart:
+    kind: ClassVar[str] = "audio"
     data: str  # base64
     format: str
 
 
 @dataclass(frozen=True)
 class FilePart:
+    kind: ClassVar[str] = "file"
     file_id: str | None = None
     data: str | None = None  # base64, or a data: URL
     filename: str | None = None

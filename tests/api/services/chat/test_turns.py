@@ -88,14 +88,27 @@ HELLO = (Message.of("user", "hello"),)
     (Turn(HELLO, response_format=ResponseFormat("json_object")), "response_format"),
     (Turn(HELLO, logprobs=True), "logprobs"),
     (Turn(HELLO, top_logprobs=3), "top_logprobs"),
-    (Turn((Message("user", (ImagePart("https://example.org/a.png"),)),)), "messages"),
-    (Turn((Message("tool", (TextPart("sunny"),), tool_call_id="c"),)), "messages"),
-    (Turn((Message("assistant", (), tool_calls=(ToolCall("c", "f", "{}"),)),)), "messages"),
+    (Turn((*HELLO, Message("user", (TextPart("see"), ImagePart("https://example.org/a.png"))))),
+     "messages[1].content[1]"),
+    (Turn((*HELLO, Message("tool", (TextPart("sunny"),), tool_call_id="c"))), "messages[1].role"),
+    (Turn((Message("assistant", (), tool_calls=(ToolCall("c", "f", "{}"),)),)), "messages[0].tool_calls"),
 ])
 def test_the_engine_refuses_what_it_cannot_do_yet_naming_the_field(turn: Turn, param: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         refuse_unsupported(turn)
     assert refused.value.param == param and refused.value.code == "unsupported_parameter"
+
+
+def test_a_message_without_content_or_tool_calls_is_refused() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        refuse_unsupported(Turn((*HELLO, Message("user", ()))))
+    assert refused.value.param == "messages[1].content" and refused.value.code == "missing_field"
+
+
+def test_a_part_of_a_type_no_turn_describes_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        message({"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "video_url"}]}, 3)
+    assert refused.value.param == "messages[3].content[1]" and refused.value.code == "unsupported_parameter"
 
 
 def test_a_plain_text_turn_is_the_engines_request() -> None:
