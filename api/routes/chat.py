@@ -1,4 +1,5 @@
-"""The native chat: ``POST /v1/chat`` (JSON) and ``/v1/chat/stream`` (resumable SSE), saved into conversations."""
+"""The native chat: ``POST /v1/chat`` (JSON) and ``/v1/chat/stream`` (resumable SSE), saved into conversations.
+The turn itself (prompt, trimming, sampling, results) is the chat core's (``api/services/chat``)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,26 @@ from fastapi.responses import StreamingResponse
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.schemas.chat import NativeChatRequest
 from api.services import conversations, prompts, serving
+from api.services.chat import output
+from api.services.chat.generation import begin_in_conversation
+from api.services.chat.turn import Sampling
 from api.services.chat_streams import StreamHub, parse_last_event_id
 from api.services.errors import NotFound
 from api.sse import sse_response
-from engine.requests import GenerationRequest, SamplingParams
 
 router = APIRouter(prefix="/v1/chat", tags=["chat"], dependencies=[Depends(current_principal)])
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 
-def _generation_request(body: NativeChatRequest, prompt: list[dict[str, str]]) -> GenerationRequest:
-    params = SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
-                            max_tokens=body.max_tokens, stop=tuple(body.stop), seed=body.seed,
-                            repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
-                            frequency_penalty=body.frequency_penalty)
-    return GenerationRequest(messages=prompt, sampling=params, request_id=f"chat-{uuid.uuid4().hex}")
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "repetition_penalty",
+                   "presence_penalty", "frequency_penalty")
+
+
+def _sampling(body: NativeChatRequest) -> Sampling:
+    """What the request itself set; the rest is the chat core's to default."""
+    return Sampling.from_mapping({name: getattr(body, name) for name in SAMPLING_FIELDS
+                                  if name in body.model_fields_set})
 
 
 async def _start(body: NativeChatRequest, request: Request, principal: CurrentPrincipal, session: SessionDep
@@ -41,8 +46,8 @@ async def _start(body: NativeChatRequest, request: Request, principal: CurrentPr
     exchange = await conversations.plan_exchange(
         session, principal.user.id, message, conversation_id=body.conversation_id, project_id=body.project_id,
         system_prompt=system_prompt)
-    generation = await serving.begin(request.app.state, session, principal, body.model,
-                                     _generation_request(body, exchange.prompt))
+    generation = await begin_in_conversation(request.app.state, session, principal, body.model, exchange.prompt,
+                                             _sampling(body), request_id=f"chat-{uuid.uuid4().hex}")
     try:
         conversation = await conversations.store_exchange(session, principal.user.id, exchange,
                                                           generation.backend.model)
@@ -66,18 +71,13 @@ async def chat(body: NativeChatRequest, request: Request, principal: CurrentPrin
                ) -> dict[str, Any]:
     started = time.perf_counter()
     generation, conversation_id = await _start(body, request, principal, session)
-    choice = (await serving.collect(generation, request))[0]
-    text, meter = "".join(choice.text), generation.meter
-    await _save_reply(request, conversation_id, text, generation)
-    ttft = meter.ttft_s
+    choice = (await output.collect(generation, serving.abort_on_disconnect(request, generation.abort)))[0]
+    await _save_reply(request, conversation_id, choice.text, generation)
     return {
         "id": generation.request.request_id, "conversation_id": str(conversation_id),
-        "model": generation.backend.model, "message": {"role": "assistant", "content": text},
-        "finish_reason": choice.finish_reason,
-        "usage": {"prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
-                  "total_tokens": meter.prompt_tokens + meter.completion_tokens},
-        "metrics": {"ttft_ms": None if ttft is None else round(ttft * 1000, 1),
-                    "tokens_per_s": meter.tokens_per_s(),
+        "model": generation.backend.model, "message": {"role": "assistant", "content": choice.text},
+        "finish_reason": choice.finish_reason, "usage": output.usage(generation.meter),
+        "metrics": {**output.metrics(generation.meter),
                     "latency_ms": round((time.perf_counter() - started) * 1000, 1)},
     }
 

@@ -23,11 +23,11 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.services.chat import output
 from api.services.errors import InvalidInput, NotFound
 from api.services.serving import Generation
 from db.models import ChatStream, ChatStreamEvent
 from db.types import utcnow
-from engine.requests import ErrorEvent, FinishEvent, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +130,16 @@ class StreamHub:
         text: list[str] = []
         finish_reason, status = "cancelled", "cancelled"
         try:
-            async for event in generation.events:
-                meter.observe(event)
-                if isinstance(event, TokenEvent):
-                    if event.text:
-                        text.append(event.text)
-                        run.append("token", {"text": event.text})
-                elif isinstance(event, FinishEvent):
-                    finish_reason = event.finish_reason
+            async for result in output.results(generation):
+                if isinstance(result, output.TextDelta):
+                    text.append(result.text)
+                    run.append("token", {"text": result.text})
+                elif isinstance(result, output.Finished):
+                    finish_reason = result.reason
                     status = "cancelled" if finish_reason == "cancelled" else "done"
-                elif isinstance(event, ErrorEvent):
+                else:
                     status = "error"
-                    run.append("error", {"message": event.message, "code": event.code})
+                    run.append("error", {"message": result.message, "code": result.code})
         except asyncio.CancelledError:
             pass  # the hub is shutting down: end the stream as cancelled
         except Exception as exc:  # noqa: BLE001 (the stream must end with an event, whatever failed)
@@ -151,12 +149,8 @@ class StreamHub:
         finally:
             await generation.close()
         if status != "error":
-            ttft = meter.ttft_s
-            run.append("metrics", {"ttft_ms": None if ttft is None else round(ttft * 1000, 1),
-                                   "tokens_per_s": meter.tokens_per_s(), "completion_tokens": meter.completion_tokens})
-            run.append("done", {"finish_reason": finish_reason, "usage": {
-                "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
-                "total_tokens": meter.prompt_tokens + meter.completion_tokens}})
+            run.append("metrics", {**output.metrics(meter), "completion_tokens": meter.completion_tokens})
+            run.append("done", {"finish_reason": finish_reason, "usage": output.usage(meter)})
         run.finish(status)
         try:
             await on_finish("".join(text), generation)

@@ -10,6 +10,9 @@ from typing import Any
 from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.services.chat import prompt as chat_prompt
+from api.services.chat.prompt import Prompt
+from api.services.chat.turn import Message as TurnMessage
 from api.services.errors import Conflict, NotFound
 from db.models import Conversation, Message, Project
 from db.types import utcnow
@@ -108,6 +111,11 @@ async def messages_of(session: AsyncSession, conversation_id: uuid.UUID) -> list
     return list(rows)
 
 
+async def history_of(session: AsyncSession, conversation_id: uuid.UUID) -> list[TurnMessage]:
+    """The conversation's turns as the chat core takes them."""
+    return [TurnMessage.of(m.role, m.content) for m in await messages_of(session, conversation_id)]  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Exchange:
     """A new user turn and everything the model should see with it (system prompt, earlier turns). Planned
@@ -117,7 +125,7 @@ class Exchange:
     conversation: Conversation | None  # None: a new conversation will be created
     project_id: uuid.UUID | None
     system_prompt: str | None
-    prompt: list[dict[str, str]]
+    prompt: Prompt
 
 
 async def plan_exchange(session: AsyncSession, owner_id: int, text: str, *, conversation_id: uuid.UUID | None,
@@ -127,12 +135,10 @@ async def plan_exchange(session: AsyncSession, owner_id: int, text: str, *, conv
     if conversation is not None:
         project_id = conversation.project_id
     project = await get_project(session, owner_id, project_id) if project_id is not None else None
-    system = system_prompt or (conversation.system_prompt if conversation else None) or (
-        project.system_prompt if project else None)
-    history = ([{"role": m.role, "content": m.content} for m in await messages_of(session, conversation.id)]
-               if conversation is not None else [])
-    prompt = ([{"role": "system", "content": system}] if system else []) + history + [
-        {"role": "user", "content": text}]
+    system = chat_prompt.system_prompt(system_prompt, conversation.system_prompt if conversation else None,
+                                       project.system_prompt if project else None)
+    history = await history_of(session, conversation.id) if conversation is not None else []
+    prompt = Prompt.assemble(system, history, [TurnMessage.of("user", text)])
     return Exchange(text, conversation, project_id, system_prompt, prompt)
 
 

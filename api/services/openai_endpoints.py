@@ -6,7 +6,6 @@ refuses with a 400 naming the field what the engine cannot do."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -16,12 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
-from api.services import forwarding, openai_format, serving
+from api.services import forwarding, openai_format
 from api.services.auth import Principal
 from api.services.backends import Backend
 from api.services.forwarding import Endpoint, LocalTurn
 from api.services.gateway import Gateway
-from engine.requests import GenerationRequest
 
 
 async def serve(request: Request, session: AsyncSession | None, principal: Principal, endpoint: Endpoint,
@@ -44,18 +42,19 @@ def strict(schema: type[BaseModel], body: dict[str, Any]) -> Any:
                                      ) from None
 
 
-async def _local(schema: type[SamplingFields], build: Callable[[Any], GenerationRequest], chat: bool,
+async def _local(schema: type[SamplingFields], endpoint: openai_format.Format,
                  turn: LocalTurn) -> Response | dict[str, Any]:
     body = strict(schema, turn.body)
     state = turn.request.app.state
     backend = Backend(model=turn.alias.name, kind="local", client=state.gateway.host.engine()) \
         if turn.alias is not None else None
-    generation = await serving.begin(state, turn.session, turn.principal, body.model, build(body), backend=backend,
-                                     admit=turn.admit, reservation=turn.reservation)
-    return await openai_format.answer(turn.request, generation, body, chat=chat)
+    # An alias's defaults are already in the body (`forwarding.with_defaults` fills only what the client left out).
+    generation = await openai_format.begin(state, turn.session, turn.principal, body.model, body, endpoint,
+                                           backend=backend, admit=turn.admit, reservation=turn.reservation)
+    return await openai_format.answer(turn.request, generation, body, endpoint)
 
 
 CHAT = Endpoint("/chat/completions", "chatcmpl", stream_usage=True, sampling_defaults=True,
-                local=functools.partial(_local, ChatCompletionRequest, openai_format.chat_request, True))
+                local=functools.partial(_local, ChatCompletionRequest, openai_format.CHAT))
 COMPLETIONS = Endpoint("/completions", "cmpl", stream_usage=True, sampling_defaults=True,
-                       local=functools.partial(_local, CompletionRequest, openai_format.completion_request, False))
+                       local=functools.partial(_local, CompletionRequest, openai_format.COMPLETION))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import Request
@@ -23,7 +23,7 @@ from api.services.generation_slots import GenerationSlots, Slot
 from api.services.metering import Meter
 from api.services.usage_writer import Reservation
 from engine.errors import EngineError, Overloaded
-from engine.requests import EngineEvent, ErrorEvent, FinishEvent, GenerationRequest, StartEvent, TokenEvent
+from engine.requests import EngineEvent, ErrorEvent, GenerationRequest, StartEvent
 
 
 class GenerationFailed(EngineError):
@@ -122,30 +122,6 @@ async def _start(backend: Backend, generation: GenerationRequest, meter: Meter, 
         message = first.message if isinstance(first, ErrorEvent) else "the backend did not start the request"
         raise GenerationFailed(message)
     return Generation(backend, generation, meter, first, events, slot)
-
-
-@dataclass
-class Choice:
-    text: list[str] = field(default_factory=list)
-    finish_reason: str | None = None
-
-
-async def collect(generation: Generation, request: Request) -> list[Choice]:
-    """Run a generation to its end for a non-streaming answer; a client that disconnects meanwhile stops it."""
-    choices = [Choice() for _ in range(generation.request.sampling.n)]
-    try:
-        async with abort_on_disconnect(request, generation.abort):
-            async for event in generation.events:
-                generation.meter.observe(event)
-                if isinstance(event, TokenEvent):
-                    choices[event.index].text.append(event.text)
-                elif isinstance(event, FinishEvent):
-                    choices[event.index].finish_reason = event.finish_reason
-                elif isinstance(event, ErrorEvent):
-                    raise GenerationFailed(event.message)
-    finally:
-        await generation.close()
-    return choices
 
 
 T = TypeVar("T")

@@ -18,6 +18,9 @@ from starlette.datastructures import State
 
 from api.services import auth, local_models, ws_buffer
 from api.services.auth import Principal
+from api.services.chat import sampling as chat_sampling
+from api.services.chat.sampling import NATIVE_DEFAULTS
+from api.services.chat.turn import Sampling
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
 from api.services.ws_access import PendingSockets, SocketCredential
 from api.services.ws_hub import LiveSession, QueueFull, WsHub
@@ -33,7 +36,6 @@ log = logging.getLogger(__name__)
 SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "repetition_penalty",
                  "presence_penalty", "frequency_penalty"}
 SEED_NAMES = {"max_new_tokens": "max_tokens"}  # the seed's config names for ours
-DEFAULT_CONFIG: dict[str, Any] = {"temperature": 0.7, "max_tokens": 512}
 MAX_CLIENT_ID_CHARS = 64  # what usage_logs.request_id holds
 ADMIN_TYPES = {"switch_model", "download_model", "delete_model"}
 
@@ -323,7 +325,7 @@ class Channel:
     async def on_inference(self, message: dict[str, Any]) -> None:
         assert self.live is not None and self.principal is not None
         turn = _turn(message)
-        config = {**DEFAULT_CONFIG, **self.live.config, **_our_names(message.get("config"), "config")}
+        config = {**self.live.config, **_our_names(message.get("config"), "config")}
         params = _sampling(config)
         # The client's id is echoed in this session's events; the engine, the router and the usage log get one of
         # the server's own, unique: two clients choosing "1" must not cancel or bill each other's requests.
@@ -406,13 +408,10 @@ def _client_id(value: Any) -> str | None:
 
 
 def _sampling(config: dict[str, Any]) -> SamplingParams:
-    values = {key: config[key] for key in SAMPLING_KEYS if key in config}
-    if isinstance(values.get("stop"), str):
-        values["stop"] = (values["stop"],)
-    elif isinstance(values.get("stop"), list):
-        values["stop"] = tuple(values["stop"])
+    """The inference's sampling: the message's config over the session's, over the server's defaults."""
     try:
-        return SamplingParams(**values)
+        return chat_sampling.resolve(Sampling.from_mapping({key: config[key] for key in SAMPLING_KEYS
+                                                            if key in config}), server=NATIVE_DEFAULTS)
     except TypeError as exc:
         raise ProtocolError("invalid_value", f"bad config: {exc}") from exc
 

@@ -1,0 +1,89 @@
+"""A turn started on a backend behind the engine interface (the local engine, or an upstream the router reaches
+through it): what the engine cannot do yet refused with a 400 naming the field, sampling resolved with its one
+precedence, the turn made the engine's request, and the generation begun through ``serving``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import State
+
+from api.services import serving
+from api.services.auth import Principal
+from api.services.backends import Backend
+from api.services.chat import sampling
+from api.services.chat.prompt import Prompt, fitted, template_messages, with_system_prompt
+from api.services.chat.sampling import AliasDefaults
+from api.services.chat.turn import Message, Sampling, TextPart, Turn
+from api.services.errors import InvalidInput
+from api.services.usage_writer import Reservation
+from engine.requests import GenerationRequest, SamplingParams
+
+
+def _unsupported(name: str, what: str | None = None) -> InvalidInput:
+    return InvalidInput(f"{what or repr(name)} is not supported by this server yet", param=name,
+                        code="unsupported_parameter")
+
+
+def refuse_unsupported(turn: Turn) -> None:
+    """What the engine cannot do yet is a 400 naming it, never silently ignored."""
+    if turn.tools:
+        raise _unsupported("tools")
+    if turn.tool_choice is not None:
+        raise _unsupported("tool_choice")
+    if turn.parallel_tool_calls:
+        raise _unsupported("parallel_tool_calls")
+    if turn.response_format is not None and turn.response_format.type != "text":
+        raise _unsupported("response_format")
+    if turn.logprobs:
+        raise _unsupported("logprobs")
+    if turn.top_logprobs is not None:
+        raise _unsupported("top_logprobs")
+    _refuse_unsupported_messages(turn.messages)
+
+
+def _refuse_unsupported_messages(messages: Sequence[Message]) -> None:
+    for i, message in enumerate(messages):
+        if message.role == "tool" or message.tool_call_id is not None:
+            raise _unsupported(f"messages[{i}].role", "a tool result (role 'tool')")
+        if message.tool_calls:
+            raise _unsupported(f"messages[{i}].tool_calls", "a tool call")
+        if not message.parts:
+            raise InvalidInput("a message needs content", param=f"messages[{i}].content", code="missing_field")
+        for j, part in enumerate(message.parts):
+            if not isinstance(part, TextPart):
+                raise _unsupported(f"messages[{i}].content[{j}]", f"a content part other than text ({part.kind})")
+
+
+def engine_request(turn: Turn, params: SamplingParams, request_id: str) -> GenerationRequest:
+    if turn.prompt is not None:
+        return GenerationRequest(prompt=turn.prompt, sampling=params, request_id=request_id)
+    return GenerationRequest(messages=template_messages(turn.messages), sampling=params, request_id=request_id)
+
+
+async def begin(state: State, session: AsyncSession | None, principal: Principal, model: str | None, turn: Turn,
+                *, request_id: str, server: Sampling, alias: AliasDefaults | None = None,
+                backend: Backend | None = None, admit: bool = True, reservation: Reservation | None = None
+                ) -> serving.Generation:
+    """Start ``turn`` (``serving.begin`` says what refusals raise and what each leaves in the usage log), with
+    ``alias``'s defaults where it is served for one."""
+    refuse_unsupported(turn)
+    params = sampling.resolve(turn.sampling, alias=alias.sampling if alias else None, server=server)
+    if alias is not None and alias.system_prompt and turn.prompt is None:
+        turn = replace(turn, messages=with_system_prompt(turn.messages, alias.system_prompt))
+    return await serving.begin(state, session, principal, model, engine_request(turn, params, request_id),
+                               backend, admit=admit, reservation=reservation)
+
+
+async def begin_in_conversation(state: State, session: AsyncSession | None, principal: Principal,
+                                model: str | None, prompt: Prompt, request: Sampling, *, request_id: str,
+                                server: Sampling = sampling.NATIVE_DEFAULTS) -> serving.Generation:
+    """A turn of a conversation the server keeps (native chat, the WebSocket): its earlier turns trimmed from the
+    oldest end until the prompt fits the model's context."""
+    async def start(fitting: Prompt) -> serving.Generation:
+        return await begin(state, session, principal, model, Turn(messages=fitting.messages, sampling=request),
+                           request_id=request_id, server=server)
+
+    return await fitted(prompt, start, state.model_host.local)

@@ -1,0 +1,92 @@
+"""The output stage: a backend's events become the turn's results (text deltas, a finish per choice, a failure),
+metered on the way; and the one usage and metrics payload every protocol reports. Tool calls and logprobs are
+parsed here too once a backend produces them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.services.metering import Meter
+from api.services.serving import Generation, GenerationFailed
+from engine.requests import ErrorEvent, FinishEvent, TokenEvent
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    index: int  # the choice
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    index: int
+    reason: str  # stop, length, cancelled, error
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    message: str
+
+
+ResultEvent = TextDelta | Finished | Failed
+
+
+async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
+    """The generation's results as they come; the stream ends after a failure. Closing the generation is the
+    caller's (it holds the slots and records the usage, whatever happens to this iterator)."""
+    async for event in generation.events:
+        generation.meter.observe(event)
+        if isinstance(event, TokenEvent):
+            if event.text:
+                yield TextDelta(event.index, event.text)
+        elif isinstance(event, FinishEvent):
+            yield Finished(event.index, event.finish_reason)
+        elif isinstance(event, ErrorEvent):
+            yield Failed(event.code, event.message)
+            return
+
+
+@dataclass
+class ChoiceResult:
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+async def collect(generation: Generation, watch: AbstractAsyncContextManager[Any] | None = None
+                  ) -> list[ChoiceResult]:
+    """Run a generation to its end for an answer in one piece, closing it; ``watch`` is held meanwhile (the
+    HTTP routes pass one that aborts the generation when the client disconnects). A failure raises
+    ``GenerationFailed``."""
+    choices = [ChoiceResult() for _ in range(generation.request.sampling.n)]
+    try:
+        async with watch or nullcontext():
+            async for result in results(generation):
+                if isinstance(result, TextDelta):
+                    choices[result.index].parts.append(result.text)
+                elif isinstance(result, Finished):
+                    choices[result.index].finish_reason = result.reason
+                else:
+                    raise GenerationFailed(result.message)
+    finally:
+        await generation.close()
+    return choices
+
+
+def usage(meter: Meter) -> dict[str, int]:
+    """The tokens a turn used, as every protocol reports them."""
+    prompt, completion = meter.prompt_tokens, meter.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def metrics(meter: Meter) -> dict[str, float | None]:
+    """How fast the turn was served: time to the first token and the decoding rate."""
+    ttft = meter.ttft_s
+    return {"ttft_ms": None if ttft is None else round(ttft * 1000, 1), "tokens_per_s": meter.tokens_per_s()}
