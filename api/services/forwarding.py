@@ -117,7 +117,8 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
         return _Upstream(opened, meter, slot)
 
     try:
-        with tracing.step("llmws.route", {"gen_ai.request.model": alias.name}):
+        with tracing.step("llmws.route", {"gen_ai.request.model": alias.name}) as route:
+            route.set_attribute("llmws.deployments", [deployment.backend for deployment in gateway.candidates(alias)])
             chosen = await routing.first_to_open(gateway, alias, attempt)
     except serving.ClientGone:
         return Response(status_code=499)  # nobody reads it; "client closed request" in the access log
