@@ -6,7 +6,6 @@ the client's body unchanged but for `model`, and each request must leave one usa
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 import uuid
@@ -16,12 +15,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from sqlalchemy import text
 
-from api.settings import Settings
 from bench.fake_openai_endpoints import ANSWER, EMBEDDING, TRANSCRIPT, FakeEndpointsUpstream, speech_bytes
-from db.session import create_engine
-from tests.api.live import Account, LiveApi
+from tests.api.live import LiveApi
+from tests.api.test_gateway import client_for, usage_rows
 
 UPSTREAM_MODEL = "fake-any"
 
@@ -55,29 +52,6 @@ def alias_on(live_api: LiveApi, fake: FakeEndpointsUpstream, model: str = UPSTRE
     """A new alias with one deployment on ``fake``; its name and its provider's."""
     provider = add_provider(live_api, fake.base_url)
     return add_alias(live_api, {"provider_id": provider["id"], "upstream_model": model}), provider["name"]
-
-
-def client_for(live_api: LiveApi, account: Account) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{live_api.base_url}/v1", api_key=account.key, max_retries=0, timeout=30)
-
-
-def usage_rows(live_api: LiveApi, account: Account, count: int, within_s: float = 10) -> list[dict[str, Any]]:
-    """The account's usage rows, once ``count`` are written (off the hot path)."""
-    async def read() -> list[dict[str, Any]]:
-        engine = create_engine(Settings(database_url=live_api.env["LLMWS_DATABASE_URL"]).resolved_database_url)
-        try:
-            async with engine.connect() as connection:
-                result = await connection.execute(text(
-                    "SELECT model, backend, status, count_source, prompt_tokens, completion_tokens FROM usage_logs "
-                    "WHERE user_id = :user ORDER BY id"), {"user": account.user_id})
-                return [dict(row._mapping) for row in result]
-        finally:
-            await engine.dispose()
-
-    deadline = time.monotonic() + within_s
-    while len(rows := asyncio.run(read())) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return rows
 
 
 def as_sent(seen: dict[str, Any], sent: dict[str, Any]) -> None:
