@@ -10,12 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import RequestBody
 
-# Accepted so that clients sending them get a clear "not supported yet" naming the field, not an unknown-field error.
-UNSUPPORTED_CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
-                           "response_format", "logprobs", "top_logprobs", "logit_bias", "audio", "modalities",
-                           "prediction", "web_search_options")
-UNSUPPORTED_COMPLETION_FIELDS = ("logprobs", "echo", "suffix", "best_of", "logit_bias")
-
 
 class ContentPart(RequestBody):
     """A part of a message's content: text, or an image, audio or file part (its fields are the part type's own,
