@@ -27,18 +27,24 @@ from api.services.errors import (
     RateLimited,
     ServiceError,
 )
-from engine.downloads import DownloadRefused, InsufficientStorage, NameTaken
 from engine.errors import (
     ContextTooLong,
+    DownloadRefused,
+    EngineBusy,
     EngineError,
+    EngineStopped,
+    InsufficientStorage,
     InvalidParameters,
+    ModelInUse,
+    ModelLoadFailed,
+    NameTaken,
     NoModelLoaded,
     Overloaded,
     UnsupportedModel,
+    UpstreamError,
+    UpstreamRefused,
+    UpstreamUnavailable,
 )
-from engine.host import EngineBusy, ModelInUse, ModelLoadFailed
-from engine.scheduler import EngineStopped
-from engine.upstream import UpstreamError, UpstreamRefused, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from engine.errors import EngineError
+from engine.errors import (
+    DownloadCancelled,
+    DownloadFailed,
+    DownloadRefused,
+    DownloadTooLarge,
+    InsufficientStorage,
+    NameTaken,
+)
 from engine.fetch_child import GIT_SCHEMES, GitCredentials, child_environment, redact_urls, split_credentials
 from engine.registry import ModelInfo, describe
 
@@ -42,30 +49,6 @@ LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 GIT_PERCENT = re.compile(r"(Receiving objects|Resolving deltas|Filtering content|Updating files):\s+(\d+)%")
 POLL_S = 0.5
 LOG_LINE_CHARS = 500
-
-
-class DownloadRefused(EngineError):
-    code = "invalid_download"
-
-
-class NameTaken(DownloadRefused):
-    code = "model_exists"
-
-
-class DownloadFailed(EngineError):
-    code = "download_failed"
-
-
-class DownloadCancelled(EngineError):
-    code = "download_cancelled"
-
-
-class DownloadTooLarge(DownloadFailed):
-    code = "download_too_large"
-
-
-class InsufficientStorage(DownloadRefused):
-    code = "insufficient_storage"
 
 
 @dataclass(frozen=True)

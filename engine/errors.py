@@ -52,3 +52,80 @@ class RequestTooLarge(InvalidParameters):
     """A request that could not run even alone: its choices' KV cache would exceed the engine's memory budget."""
 
     code = "request_too_large"
+
+
+class GenerationFailed(EngineError):
+    """The backend ended a generation with an error instead of an answer (the API raises it from the error event)."""
+
+    code = "generation_failed"
+
+
+class EngineStopped(EngineError):
+    """The scheduler is shutting down and takes no new requests."""
+
+    code = "engine_stopped"
+
+
+# Switching the local model (engine/host.py).
+
+
+class EngineBusy(EngineError):
+    code = "engine_busy"
+
+
+class ModelLoadFailed(EngineError):
+    code = "model_load_failed"
+
+
+class ModelInUse(EngineError):
+    code = "model_in_use"
+
+
+# Fetching a model into the managed model folder (engine/downloads.py).
+
+
+class DownloadRefused(EngineError):
+    code = "invalid_download"
+
+
+class NameTaken(DownloadRefused):
+    code = "model_exists"
+
+
+class DownloadFailed(EngineError):
+    code = "download_failed"
+
+
+class DownloadCancelled(EngineError):
+    code = "download_cancelled"
+
+
+class DownloadTooLarge(DownloadFailed):
+    code = "download_too_large"
+
+
+class InsufficientStorage(DownloadRefused):
+    code = "insufficient_storage"
+
+
+# OpenAI-compatible upstream servers (engine/upstream.py).
+
+
+class UpstreamError(EngineError):
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream did not answer (or answered 5xx): nothing was sent, another deployment may serve it."""
+
+    code = "upstream_unavailable"
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream answered 4xx: the request itself is the problem; its message is passed on."""
+
+    code = "upstream_refused"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoConfig
 
 from engine.batch_cache import check_batchable
-from engine.errors import EngineError, NoModelLoaded, UnsupportedModel
+from engine.errors import EngineBusy, ModelInUse, ModelLoadFailed, NoModelLoaded, UnsupportedModel
 from engine.interface import DecodeMode
 from engine.loader import LoadedModel, Runtime, converted_copies, load
 from engine.local import LocalEngine
@@ -29,18 +29,6 @@ from engine.registry import ModelInfo, scan, select
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
-
-
-class EngineBusy(EngineError):
-    code = "engine_busy"
-
-
-class ModelLoadFailed(EngineError):
-    code = "model_load_failed"
-
-
-class ModelInUse(EngineError):
-    code = "model_in_use"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from engine.batch_cache import BatchCache, check_batchable, has_sliding_window
 from engine.batch_memory import BatchMemory, RowPlan, steps_left
-from engine.errors import EngineError, Overloaded, RequestTooLarge
+from engine.errors import EngineStopped, Overloaded, RequestTooLarge
 from engine.interface import DecodeMode, EngineStats
 from engine.memory import kv_bytes_per_token
 from engine.prefill import ChunkedPrefill
@@ -36,10 +36,6 @@ from engine.text_stream import TextStream
 log = logging.getLogger(__name__)
 
 THROUGHPUT_WINDOW_S = 10.0
-
-
-class EngineStopped(EngineError):
-    code = "engine_stopped"
 
 # After idling, wait this long for more arrivals, so requests sent together are prefilled as one batch.
 GATHER_WINDOW_S = 0.005

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from engine.errors import EngineError, InvalidParameters
+from engine.errors import InvalidParameters, UpstreamError, UpstreamRefused, UpstreamUnavailable
 from engine.interface import EngineStats, Health
 from engine.requests import (
     EngineEvent,
@@ -31,26 +31,6 @@ from engine.requests import (
 
 CONNECT_TIMEOUT_S = 5.0
 FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "eos": "stop"}
-
-
-class UpstreamError(EngineError):
-    code = "upstream_error"
-
-
-class UpstreamUnavailable(UpstreamError):
-    """The upstream did not answer (or answered 5xx): nothing was sent, another deployment may serve it."""
-
-    code = "upstream_unavailable"
-
-
-class UpstreamRefused(UpstreamError):
-    """The upstream answered 4xx: the request itself is the problem; its message is passed on."""
-
-    code = "upstream_refused"
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ from api.services.metering import Meter
 from api.services.upstream_adapters import adapter_for
 from api.services.usage_writer import Reservation
 from api.sse import EventStreamResponse
+from engine.errors import UpstreamUnavailable
 from engine.requests import SamplingParams
-from engine.upstream import UpstreamUnavailable, estimate_tokens
+from engine.upstream import estimate_tokens
 
 
 @dataclass(frozen=True)

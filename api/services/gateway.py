@@ -25,8 +25,9 @@ from api.services.auth import Principal
 from api.services.errors import NotFound
 from api.services.sealing import Sealer, Unsealable
 from db.models import ModelDeployment, ModelEntry, Provider
+from engine.errors import UpstreamUnavailable
 from engine.host import ModelHost
-from engine.upstream import Upstream, UpstreamConfig, UpstreamUnavailable
+from engine.upstream import Upstream, UpstreamConfig
 
 log = logging.getLogger(__name__)
 

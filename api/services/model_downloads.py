@@ -25,14 +25,12 @@ from api.services import audit
 from db.models import BackgroundJob
 from engine.downloads import (
     Download,
-    DownloadCancelled,
-    NameTaken,
     Progress,
     check_free_space,
     parse_source,
     target_folder,
 )
-from engine.errors import EngineError
+from engine.errors import DownloadCancelled, EngineError, NameTaken
 
 log = logging.getLogger(__name__)
 

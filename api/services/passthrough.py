@@ -23,7 +23,8 @@ from fastapi.responses import Response
 from api.services.gateway import Deployment
 from api.services.metering import Meter
 from api.services.openai_payloads import Texts, UsageReader, choice_texts, prompt_text, usage_of
-from engine.upstream import UpstreamError, UpstreamUnavailable, estimate_tokens
+from engine.errors import UpstreamError, UpstreamUnavailable
+from engine.upstream import estimate_tokens
 
 __all__ = ["Opened", "Relay", "Texts", "UsageReader", "UpstreamError", "choice_texts", "open_stream", "prompt_text",
            "relay_json", "relay_stream", "settle", "usage_of"]

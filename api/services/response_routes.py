@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from api.services.auth import Principal
 from api.services.errors import NotFound
 from api.services.gateway import Gateway
-from engine.upstream import UpstreamUnavailable
+from engine.errors import UpstreamUnavailable
 
 # At about 200 bytes an entry, some 20 MB: days of responses for a busy replica.
 MAX_ROUTES = 100_000

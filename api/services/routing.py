@@ -15,9 +15,9 @@ from typing import Generic, TypeVar
 
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.upstream_adapters import adapter_for
+from engine.errors import UpstreamUnavailable
 from engine.interface import EngineClient, EngineStats, Health
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, GenerationRequest, StartEvent, TokenEvent
-from engine.upstream import UpstreamUnavailable
 
 T = TypeVar("T")
 

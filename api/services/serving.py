@@ -22,12 +22,8 @@ from api.services.errors import RateLimited
 from api.services.generation_slots import GenerationSlots, Slot
 from api.services.metering import Meter
 from api.services.usage_writer import Reservation
-from engine.errors import EngineError, Overloaded
+from engine.errors import GenerationFailed, Overloaded
 from engine.requests import EngineEvent, ErrorEvent, GenerationRequest, StartEvent
-
-
-class GenerationFailed(EngineError):
-    code = "generation_failed"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from api.services.gateway import Deployment, ProviderState
 from api.services.metering import Meter
 from api.services.usage_writer import UsageRecord
 from bench.fake_openai import WORDS, FakeUpstream, serve_in_thread
+from engine.errors import UpstreamError
 from engine.upstream import Upstream, UpstreamConfig
 
 
@@ -88,5 +89,5 @@ def test_an_event_of_the_wrong_shape_is_an_upstream_error_not_a_crash(data: str)
     # After the 200 an exception other than UpstreamError would cut the stream with no error frame.
     meter = Meter(Records(), "req", None, None, "alias", "fake")  # type: ignore[arg-type]
     relay = passthrough.Relay(meter, "alias", "hi", None, lambda: None, "fake-fast")
-    with pytest.raises(passthrough.UpstreamError, match="wrong shape"):
+    with pytest.raises(UpstreamError, match="wrong shape"):
         relay.forward(data, include_usage=False)

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.downloads import (
-    Download,
+from engine.downloads import Download, free_bytes, parse_source, target_folder
+from engine.errors import (
     DownloadCancelled,
     DownloadFailed,
     DownloadRefused,
     DownloadTooLarge,
     InsufficientStorage,
     NameTaken,
-    free_bytes,
-    parse_source,
-    target_folder,
 )
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.services.metering import Meter
-from api.services.serving import Generation, GenerationFailed
+from api.services.serving import Generation
+from engine.errors import GenerationFailed
 from engine.requests import ErrorEvent, FinishEvent, TokenEvent
 
 
