@@ -12,8 +12,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import auth
-from api.services.auth import Principal
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
+from api.services.principal import Principal
 from api.settings import Settings
 
 

@@ -22,10 +22,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import response_for
 from api.schemas.openai import ChatCompletionFields, CompletionFields
 from api.services import limits, openai_endpoints
-from api.services.auth import Principal
 from api.services.credentials import credential_hash
 from api.services.errors import ServiceError
 from api.services.forwarding import Endpoint
+from api.services.principal import Principal
 
 ROUTES: dict[str, tuple[type[BaseModel], Endpoint]] = {
     "/v1/chat/completions": (ChatCompletionFields, openai_endpoints.CHAT),

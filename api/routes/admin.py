@@ -16,7 +16,7 @@ from api.schemas.keys import ApiKeyOut
 from api.schemas.usage import OverviewOut
 from api.services import api_keys, audit, overview
 from api.services import users as user_service
-from api.services.auth import Principal
+from api.services.principal import Principal
 from db.models import ApiKey, User
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])

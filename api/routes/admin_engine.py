@@ -14,9 +14,9 @@ from pydantic import Field
 from api.deps import admin_principal, client_ip
 from api.schemas.common import RequestBody
 from api.services import local_models as model_actions
-from api.services.auth import Principal
 from api.services.errors import NotFound
 from api.services.model_downloads import DownloadJobs
+from api.services.principal import Principal
 from engine.host import ModelHost
 from engine.resources import cpu_resources, gpu_resources
 

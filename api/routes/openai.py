@@ -10,8 +10,8 @@ from fastapi.responses import Response
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.schemas.openai import ChatCompletionFields, CompletionFields
 from api.services import openai_endpoints
-from api.services.auth import Principal
 from api.services.backends import Backend, Backends
+from api.services.principal import Principal
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_principal)])
 

@@ -16,10 +16,10 @@ from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.schemas.openai import ForwardedFields
 from api.services import forwarded_endpoints as endpoints
 from api.services import forwarding, multipart_body, passthrough
-from api.services.auth import Principal
 from api.services.errors import InvalidInput
 from api.services.forwarding import Endpoint
 from api.services.gateway import Deployment, Gateway
+from api.services.principal import Principal
 from api.services.response_routes import ResponseRoute, ResponseRoutes, stored_response
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(current_principal)])

@@ -15,6 +15,7 @@ from api.services.credentials import credential_hash, is_api_key, new_session_to
 from api.services.errors import AuthenticationFailed, InvalidInput, PermissionDenied
 from api.services.login_throttle import ThrottlePolicy, begin_attempt, settle_attempt
 from api.services.passwords import hash_password, password_context, verify_password
+from api.services.principal import Principal
 from api.services.principal_cache import PrincipalCache
 from api.services.users import get_user_by_username, set_password
 from db.models import ApiKey, AuthSession, User
@@ -27,20 +28,6 @@ LOGIN_REFUSED = "auth.login_refused"
 PASSWORD_CHECKED = "auth.password_checked"  # noqa: S105 (an action name)
 # Recording every use would turn each request into a write; a minute's precision is plenty for "last used".
 LAST_USED_PRECISION = timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, and with which credential."""
-
-    user: User
-    session_id: int | None = None
-    api_key_id: int | None = None
-    api_key: ApiKey | None = None  # the key row (its limits), for API-key credentials
-
-    @property
-    def credential(self) -> str:
-        return "api_key" if self.api_key_id is not None else "session"
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.services.auth import Principal
 from api.services.gateway import Alias, Gateway, ModelNotFound
+from api.services.principal import Principal
 from api.services.routing import RoutedClient
 from engine.errors import NoModelLoaded
 from engine.host import ModelHost

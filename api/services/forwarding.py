@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import tracing
 from api.services import limits, passthrough, routing, serving
-from api.services.auth import Principal
 from api.services.errors import RateLimited
 from api.services.gateway import Alias, Deployment, Gateway
 from api.services.metering import Meter
+from api.services.principal import Principal
 from api.services.upstream_adapters import adapter_for
 from api.services.usage_writer import Reservation
 from api.sse import EventStreamResponse

@@ -21,8 +21,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.services.auth import Principal
 from api.services.errors import NotFound
+from api.services.principal import Principal
 from api.services.sealing import Sealer, Unsealable
 from db.models import ModelDeployment, ModelEntry, Provider
 from engine.errors import UpstreamUnavailable

@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from api.services.auth import Principal
 from api.services.errors import RateLimited
+from api.services.principal import Principal
 from api.services.usage_writer import Reservation
 from db.models import ApiKey, RateWindow, UsageLog, User
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from api import tracing
-from api.services.auth import Principal
+from api.services.principal import Principal
 from api.services.usage_writer import Reservation, UsageRecord, UsageWriter
 from engine.requests import EngineEvent, ErrorEvent, FinishEvent, StartEvent, TokenEvent
 

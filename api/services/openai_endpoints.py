@@ -16,10 +16,10 @@ from starlette.requests import Request
 
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.services import forwarding, openai_format
-from api.services.auth import Principal
 from api.services.backends import Backend
 from api.services.forwarding import Endpoint, LocalTurn
 from api.services.gateway import Gateway
+from api.services.principal import Principal
 
 
 async def serve(request: Request, session: AsyncSession | None, principal: Principal, endpoint: Endpoint,

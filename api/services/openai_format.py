@@ -20,13 +20,13 @@ from starlette.datastructures import State
 
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.services import serving
-from api.services.auth import Principal
 from api.services.backends import Backend
 from api.services.chat import generation as chat_generation
 from api.services.chat import output
 from api.services.chat.sampling import OPENAI_CHAT_DEFAULTS, OPENAI_COMPLETION_DEFAULTS, AliasDefaults
 from api.services.chat.turn import Sampling, Turn
 from api.services.openai_turns import chat_turn, completion_turn
+from api.services.principal import Principal
 from api.services.serving import Generation
 from api.services.usage_writer import Reservation
 from api.sse import sse_response

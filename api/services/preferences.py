@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services import prompts
-from api.services.auth import Principal
 from api.services.errors import AuthenticationFailed, InvalidInput, NotFound
+from api.services.principal import Principal
 from db.models import User
 
 

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from api.services.principal import Principal
 from db.models import ApiKey, AuthSession, User
 from db.types import utcnow
-
-if TYPE_CHECKING:  # auth -> users -> this module: a runtime import would be circular
-    from api.services.auth import Principal
 
 MAX_ENTRIES = 10_000
 CHANGED_USERS = "llmws_auth_changed_users"

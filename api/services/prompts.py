@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.services.auth import Principal
 from api.services.conversations import UNSET, update_fields
 from api.services.errors import NotFound, PermissionDenied
+from api.services.principal import Principal
 from db.models import SystemPrompt
 
 

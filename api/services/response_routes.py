@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import httpx
 from fastapi.responses import Response
 
-from api.services.auth import Principal
 from api.services.errors import NotFound
 from api.services.gateway import Gateway
+from api.services.principal import Principal
 from engine.errors import UpstreamUnavailable
 
 # At about 200 bytes an entry, some 20 MB: days of responses for a busy replica.

@@ -16,11 +16,11 @@ from starlette.datastructures import State
 
 from api import tracing
 from api.services import limits
-from api.services.auth import Principal
 from api.services.backends import Backend
 from api.services.errors import RateLimited
 from api.services.generation_slots import GenerationSlots, Slot
 from api.services.metering import Meter
+from api.services.principal import Principal
 from api.services.usage_writer import Reservation
 from engine.errors import GenerationFailed, Overloaded
 from engine.requests import EngineEvent, ErrorEvent, GenerationRequest, StartEvent

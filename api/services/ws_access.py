@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import auth
-from api.services.auth import Principal
 from api.services.credentials import credential_hash
+from api.services.principal import Principal
 from api.services.principal_cache import PrincipalCache
 
 # A quiet socket looks at least this often: a change made on this replica forgets the cache entry at once, and

@@ -17,11 +17,11 @@ from fastapi import WebSocket
 from starlette.datastructures import State
 
 from api.services import auth, local_models, ws_buffer
-from api.services.auth import Principal
 from api.services.chat import sampling as chat_sampling
 from api.services.chat.sampling import NATIVE_DEFAULTS
 from api.services.chat.turn import Sampling
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
+from api.services.principal import Principal
 from api.services.ws_access import PendingSockets, SocketCredential
 from api.services.ws_hub import LiveSession, QueueFull, WsHub
 from api.services.ws_inference import RequestIds, run_inference

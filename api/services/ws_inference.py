@@ -13,12 +13,12 @@ from starlette.datastructures import State
 
 from api import tracing
 from api.services import conversations
-from api.services.auth import Principal
 from api.services.chat import output
 from api.services.chat.generation import begin_in_conversation
 from api.services.chat.prompt import Prompt
 from api.services.chat.turn import Message, Sampling
 from api.services.errors import ServiceError
+from api.services.principal import Principal
 from api.services.ws_hub import LiveSession
 from db.models import Message as StoredMessage
 from db.models import User, WsSession

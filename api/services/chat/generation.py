@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
 from api.services import serving
-from api.services.auth import Principal
 from api.services.backends import Backend
 from api.services.chat import sampling
 from api.services.chat.prompt import Prompt, fitted, template_messages, with_system_prompt
 from api.services.chat.sampling import AliasDefaults
 from api.services.chat.turn import Message, Sampling, TextPart, Turn
 from api.services.errors import InvalidInput
+from api.services.principal import Principal
 from api.services.usage_writer import Reservation
 from engine.requests import GenerationRequest, SamplingParams
 
