@@ -15,10 +15,9 @@ from api.deps import admin_principal, client_ip
 from api.schemas.common import RequestBody
 from api.services import local_models as model_actions
 from api.services.errors import NotFound
-from api.services.model_downloads import DownloadJobs
+from api.services.model_downloads import MAX_NAME_CHARS, MAX_REVISION_CHARS, MAX_SOURCE_CHARS, DownloadJobs
 from api.services.principal import Principal
 from engine.host import ModelHost
-from engine.resources import cpu_resources, gpu_resources
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])
 
@@ -28,11 +27,12 @@ class SwitchRequest(RequestBody):
 
 
 class DownloadRequest(RequestBody):
-    source: str = Field(min_length=1, max_length=500,
+    source: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS,
                         description="A Hugging Face repo id (`owner/name`) or a git URL (https, http or file).")
-    name: str | None = Field(None, min_length=1, max_length=100,
+    name: str | None = Field(None, min_length=1, max_length=MAX_NAME_CHARS,
                              description="Folder name under the download folder; default the repo's name.")
-    revision: str | None = Field(None, min_length=1, max_length=200, description="Branch, tag or commit.")
+    revision: str | None = Field(None, min_length=1, max_length=MAX_REVISION_CHARS,
+                                 description="Branch, tag or commit.")
 
 
 def _host(request: Request) -> ModelHost:
@@ -41,10 +41,7 @@ def _host(request: Request) -> ModelHost:
 
 @router.get("/resources")
 async def resources(request: Request) -> dict[str, Any]:
-    host = _host(request)
-    gpus, cpu = await asyncio.gather(asyncio.to_thread(gpu_resources), asyncio.to_thread(cpu_resources))
-    engine = asdict(host.local.stats()) if host.local else None
-    return {"gpus": gpus, "cpu": cpu, "engine": engine, "model": host.metadata()}
+    return await model_actions.resources(_host(request))
 
 
 @router.get("/engine/models")

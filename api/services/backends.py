@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.services.errors import ServiceError
 from api.services.gateway import Alias, Gateway, ModelNotFound
 from api.services.principal import Principal
 from api.services.routing import RoutedClient
-from engine.errors import NoModelLoaded
+from engine.errors import EngineError, NoModelLoaded
 from engine.host import ModelHost
 from engine.interface import EngineClient
 
@@ -61,6 +62,13 @@ class Backends:
             return local
         names = ", ".join(backend.model for backend in self.available(principal)) or "none"
         raise ModelNotFound(f"the model '{name}' does not exist (available: {names})", param="model")
+
+    def default_name(self, principal: Principal | None = None) -> str | None:
+        """The model a request that names none goes to, for ``principal`` (None: there is none it may use)."""
+        try:
+            return self.resolve(None, principal).model
+        except (ServiceError, EngineError):
+            return None
 
     def _routed(self, alias: Alias) -> Backend:
         assert self.gateway is not None

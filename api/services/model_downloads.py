@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import audit
+from api.services.errors import InvalidInput
 from db.models import BackgroundJob
 from engine.downloads import (
     Download,
@@ -39,6 +40,26 @@ LOG_LINES = 200
 SAVE_EVERY_S = 1.0
 
 Listener = Callable[[dict[str, Any]], Awaitable[None]]
+# What a download's arguments may hold: the REST schema's limits (`DownloadRequest`) and `checked_arguments`'s.
+MAX_SOURCE_CHARS, MAX_NAME_CHARS, MAX_REVISION_CHARS = 500, 100, 200
+
+
+def checked_arguments(source: object, name: object = None, revision: object = None
+                      ) -> tuple[str, str | None, str | None]:
+    """A download's arguments as a client sent them (an empty name or revision: none), checked as the REST schema
+    checks them, so that a caller without one (the WebSocket) is held to the same limits."""
+    if not isinstance(source, str) or not source:
+        raise InvalidInput("a download needs 'source': a Hugging Face repo id or a git URL", param="source",
+                           code="missing_field")
+    checked: list[str | None] = []
+    for field_name, value, limit in (("source", source, MAX_SOURCE_CHARS), ("name", name, MAX_NAME_CHARS),
+                                     ("revision", revision, MAX_REVISION_CHARS)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"'{field_name}' must be a string", param=field_name)
+        if value and len(value) > limit:
+            raise InvalidInput(f"'{field_name}' is longer than {limit} characters", param=field_name)
+        checked.append(value or None)
+    return source, checked[1], checked[2]
 
 
 @dataclass(eq=False)
@@ -85,8 +106,9 @@ class DownloadJobs:
     async def start(self, source: str, name: str | None = None, revision: str | None = None, *,
                     user_id: int | None = None, ip: str | None = None,
                     listener: Listener | None = None) -> DownloadJob:
-        """Check the request and start the job; refusals (bad source or name, a name taken or being downloaded,
-        a full disk) raise `DownloadRefused` before anything is written."""
+        """Check the request (``checked_arguments`` first) and start the job; refusals (bad source or name, a name
+        taken or being downloaded, a full disk) raise `DownloadRefused` before anything is written."""
+        source, name, revision = checked_arguments(source, name, revision)
         parsed = parse_source(source, revision)
         name = name or parsed.default_name
         self.models_dir.mkdir(parents=True, exist_ok=True)

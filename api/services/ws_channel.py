@@ -1,7 +1,9 @@
 """One WebSocket connection speaking the seed protocol (docs/websocket.md): ``hello`` first, then inference,
-control and model-management messages. Replies to control messages (``welcome``, ``pong``, ``config_ack``, …)
-belong to the connection; everything a generation or a model switch produces belongs to the session, carries a
-``seq`` and is buffered for resume (``api/services/ws_hub.py``)."""
+control and model-management messages. This is the transport: framing, limits, authentication, dispatch; what a
+message says is read in ``ws_messages``, and what it asks for is done by the same services the HTTP routes call
+(``local_models``, ``model_downloads``, ``backends``, the chat core through ``ws_inference``). Replies to control
+messages (``welcome``, ``pong``, ``config_ack``, …) belong to the connection; everything a generation or a model
+switch produces belongs to the session, carries a ``seq`` and is buffered for resume (``api/services/ws_hub.py``)."""
 
 from __future__ import annotations
 
@@ -9,41 +11,24 @@ import asyncio
 import json
 import logging
 import time
-import uuid
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import WebSocket
 from starlette.datastructures import State
 
-from api.services import auth, local_models, ws_buffer
-from api.services.chat import sampling as chat_sampling
-from api.services.chat.sampling import NATIVE_DEFAULTS
-from api.services.chat.turn import Sampling
+from api.services import auth, local_models, ws_buffer, ws_messages
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
 from api.services.principal import Principal
 from api.services.ws_access import PendingSockets, SocketCredential
 from api.services.ws_hub import LiveSession, QueueFull, WsHub
 from api.services.ws_inference import RequestIds, run_inference
+from api.services.ws_messages import ProtocolError
 from db.models import WsSession
-from engine import registry
 from engine.errors import EngineError
-from engine.requests import SamplingParams
-from engine.resources import cpu_resources, gpu_resources
 
 log = logging.getLogger(__name__)
 
-SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "repetition_penalty",
-                 "presence_penalty", "frequency_penalty"}
-SEED_NAMES = {"max_new_tokens": "max_tokens"}  # the seed's config names for ours
-MAX_CLIENT_ID_CHARS = 64  # what usage_logs.request_id holds
 ADMIN_TYPES = {"switch_model", "download_model", "delete_model"}
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 class Channel:
@@ -163,23 +148,9 @@ class Channel:
             await self.error("rate_limited", f"more than {self.rate_per_s} messages per second; slow down")
             return
         try:
-            message = json.loads(text)
-            # A lone surrogate ("\ud800" escaped in JSON) cannot be stored, nor sent back in a text frame.
-            json.dumps(message, ensure_ascii=False).encode()
-        except RecursionError:  # nested deeper than the parser goes
-            await self.error("invalid_json", "a message must not nest arrays or objects that deeply")
-            return
-        except UnicodeEncodeError:
-            await self.error("invalid_unicode", "a message must not hold lone surrogates such as \\ud800")
-            return
-        except ValueError:
-            await self.error("invalid_json", "a message must be a JSON object")
-            return
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind is None and isinstance(message, dict) and "session_id" in message:
-            kind = "hello"  # the seed's connect message, {"session_id": ...}, has no type
-        if not isinstance(kind, str):
-            await self.error("missing_field", "a message needs a string field 'type'")
+            kind, message = ws_messages.parse(text)
+        except ProtocolError as exc:
+            await self.error(exc.code, exc.message)
             return
         handler = getattr(self, f"on_{kind}", None)
         if handler is None:
@@ -196,9 +167,7 @@ class Channel:
             return
         try:
             await handler(message)
-        except ProtocolError as exc:
-            await self.error(exc.code, exc.message)
-        except (ServiceError, EngineError) as exc:
+        except (ProtocolError, ServiceError, EngineError) as exc:
             await self.error(exc.code, exc.message)
 
     # --- control ------------------------------------------------------------------------------------------------
@@ -207,11 +176,11 @@ class Channel:
         await self.send({"type": "pong", "time": time.time()})
 
     async def on_hello(self, message: dict[str, Any]) -> None:
-        token = message.get("token") or _bearer(self.ws.headers.get("authorization", ""))
+        token = message.get("token") or ws_messages.bearer(self.ws.headers.get("authorization", ""))
         if not isinstance(token, str) or not token:
             raise ProtocolError("missing_credentials", "hello needs 'token' (a login token or an API key)")
-        session_id = _optional_uuid(message.get("session_id"), "session_id")
-        last_seq = _non_negative_int(message.get("last_seq", 0), "last_seq")
+        session_id = ws_messages.optional_uuid(message.get("session_id"), "session_id")
+        last_seq = ws_messages.non_negative_int(message.get("last_seq", 0), "last_seq")
         async with self.state.sessionmaker() as db:
             principal = await auth.current_principal(db, self.state.principal_cache, token)
             row, resumed = await ws_buffer.open_session(db, principal.user.id, session_id)
@@ -224,9 +193,9 @@ class Channel:
         self.credential, self.principal = SocketCredential.of(token), principal
         self._leave_pending()
         self.live = self.hub.live(row.id, principal.user.id, last_stored, config, conversation_id)
-        backend = self._model_name()
         await self.send({"type": "welcome", "session_id": str(row.id), "resumed": resumed,
-                         "last_seq": self.live.next_seq - 1, "model": backend, "user": principal.user.username,
+                         "last_seq": self.live.next_seq - 1, "model": self.state.backends.default_name(principal),
+                         "user": principal.user.username,
                          "capabilities": ["inference", "cancel", "config", "ack", "resources", "models",
                                           *(sorted(ADMIN_TYPES) if principal.user.is_admin else [])]})
         await self.hub.attach(self.live, self.send, last_seq)
@@ -237,18 +206,13 @@ class Channel:
         if message.get("seq") is None:
             seq = self.live.sent_seq
         else:  # not past the last event: an acknowledgement of events yet to come would delete them unseen
-            seq = min(_non_negative_int(message["seq"], "seq"), self.live.next_seq - 1)
+            seq = min(ws_messages.non_negative_int(message["seq"], "seq"), self.live.next_seq - 1)
         removed = await self.hub.acknowledge(self.live, seq)
         await self.send({"type": "ack_received", "seq": seq, "removed": removed})
 
     async def on_config(self, message: dict[str, Any]) -> None:
         assert self.live is not None
-        changes = _our_names(message.get("config", {k: v for k, v in message.items() if k != "type"}), "config")
-        if not set(changes) <= SAMPLING_KEYS | {"system", "model"}:
-            raise ProtocolError("invalid_value", f"config takes {sorted(SAMPLING_KEYS | {'system', 'model'})} "
-                                                 f"(or the seed's {sorted(SEED_NAMES)})")
-        merged = {**self.live.config, **changes}
-        _sampling(merged)  # refuses bad values before anything is stored
+        merged = ws_messages.config_changes(message, self.live.config)
         async with self.state.sessionmaker() as db:
             row = await db.get(WsSession, self.live.id)
             if row is not None:
@@ -258,15 +222,12 @@ class Channel:
         await self.send({"type": "config_ack", "config": merged})
 
     async def on_get_resources(self, message: dict[str, Any]) -> None:
-        host = self.state.model_host
-        gpus, cpu = await asyncio.gather(asyncio.to_thread(gpu_resources), asyncio.to_thread(cpu_resources))
-        await self.send({"type": "resources", "gpus": gpus, "cpu": cpu,
-                         "engine": asdict(host.local.stats()) if host.local else None, "model": host.metadata()})
+        await self.send({"type": "resources", **await local_models.resources(self.state.model_host)})
 
     async def on_list_models(self, message: dict[str, Any]) -> None:
-        backends = self.state.backends.available(self.principal)
-        await self.send({"type": "models_list", "current": self._model_name(),
-                         "models": [{"id": b.model, "backend": b.kind} for b in backends]})
+        backends = self.state.backends
+        await self.send({"type": "models_list", "current": backends.default_name(self.principal),
+                         "models": [{"id": b.model, "backend": b.kind} for b in backends.available(self.principal)]})
 
     async def on_cancel(self, message: dict[str, Any]) -> None:
         assert self.live is not None
@@ -278,43 +239,26 @@ class Channel:
         """To ``model`` (a name from list_models) or the seed's ``model_path`` (``models/<name>``): either names
         one of the models the scan of the model folders found, nothing else."""
         assert self.live is not None and self.principal is not None
-        reference = message.get("model", message.get("model_path"))
-        if not isinstance(reference, str) or not reference:
-            raise ProtocolError("missing_field", "switch_model needs 'model' (a name from list_models) or "
-                                                 "'model_path' (models/<name>)")
-        host = self.state.model_host
-        target = registry.find(await asyncio.to_thread(host.available), reference)
-        if target is None:
-            raise ProtocolError("model_not_found", f"no local model {reference!r} in the model folders")
-        live, stages, name = self.live, [], target.name
-        await live.emit({"type": "log", "message": f"switching to {name}"})
-        await local_models.switch(self.state.model_host, self.state.sessionmaker, name,
-                                  actor_user_id=self.principal.user.id,
+        host, live = self.state.model_host, self.live
+        stages: list[tuple[str, float]] = []
+        target = await local_models.find(host, ws_messages.switch_reference(message), paths=True)
+        await live.emit({"type": "log", "message": f"switching to {target.name}"})
+        await local_models.switch(host, self.state.sessionmaker, target, actor_user_id=self.principal.user.id,
                                   progress=lambda stage, fraction: stages.append((stage, fraction)))
         for stage, fraction in stages:
             await live.emit({"type": "log", "message": stage, "progress": fraction})
-        await live.emit({"type": "model_switched", "model": name})
+        await live.emit({"type": "model_switched", "model": target.name})
 
     async def on_download_model(self, message: dict[str, Any]) -> None:
         """Start a download job; its `download_started`, `progress`, `log` and `download_finished` events go to
         this session (buffered and resumable like any other), while the socket stays free for other messages."""
         assert self.live is not None and self.principal is not None
-        source = message.get("source", message.get("repo"))  # `repo` and `target_dir`: the seed's names
-        name = message.get("name", message.get("target_dir"))
-        revision = message.get("revision")
-        if not isinstance(source, str) or not source:
-            raise ProtocolError("missing_field", "download_model needs 'source': a Hugging Face repo id or a git URL")
-        for field_name, value in (("name", name), ("revision", revision)):
-            if value is not None and not isinstance(value, str):
-                raise ProtocolError("invalid_value", f"'{field_name}' must be a string")
-        await self.state.downloads.start(source, name or None, revision or None, user_id=self.principal.user.id,
+        await self.state.downloads.start(*ws_messages.download_arguments(message), user_id=self.principal.user.id,
                                          listener=self.live.emit)
 
     async def on_delete_model(self, message: dict[str, Any]) -> None:
         assert self.live is not None and self.principal is not None
-        name = message.get("model")
-        if not isinstance(name, str) or not name:
-            raise ProtocolError("missing_field", "delete_model needs 'model' (a name from list_models)")
+        name = ws_messages.model_name(message, "delete_model")
         removed = await local_models.delete(self.state.model_host, self.state.sessionmaker, name,
                                             actor_user_id=self.principal.user.id)
         await self.live.emit({"type": "log", "message": f"deleted {removed.name}"})
@@ -324,30 +268,20 @@ class Channel:
 
     async def on_inference(self, message: dict[str, Any]) -> None:
         assert self.live is not None and self.principal is not None
-        turn = _turn(message)
-        config = {**self.live.config, **_our_names(message.get("config"), "config")}
-        params = _sampling(config)
+        asked = ws_messages.inference(message, self.live.config)
         # The client's id is echoed in this session's events; the engine, the router and the usage log get one of
         # the server's own, unique: two clients choosing "1" must not cancel or bill each other's requests.
-        ids = RequestIds.for_client(_client_id(message.get("id")))
+        ids = RequestIds.for_client(asked.client_id)
         user_id, key_id = self.principal.user.id, self.principal.api_key_id
-        model = config.get("model")
-        system = turn.pop("system", None) or config.get("system")
 
         async def job(live: LiveSession) -> None:
-            await run_inference(self.state, live, user_id, key_id, ids, model, system, turn["messages"], params)
+            await run_inference(self.state, live, user_id, key_id, ids, asked.model, asked.system, asked.messages,
+                                asked.params)
 
         try:
             self.hub.submit(self.live, job)
         except QueueFull as exc:
             await self.error("queue_full", str(exc), request_id=ids.wire)
-
-    def _model_name(self) -> str | None:
-        """The model a request that names none goes to, for this caller (None: there is none it may use)."""
-        try:
-            return self.state.backends.resolve(None, self.principal).model
-        except (ServiceError, EngineError):
-            return None
 
 
 def _stop_generations(live: LiveSession, *, queued: bool) -> None:
@@ -359,86 +293,3 @@ def _stop_generations(live: LiveSession, *, queued: bool) -> None:
         live.current_abort()
 
 
-def _turn(message: dict[str, Any]) -> dict[str, Any]:
-    """The new turn from ``messages``, the seed's ``prompt: {system, user}``, or ``prompt``/``message`` text."""
-    if "messages" in message:
-        items = message["messages"]
-        if (not isinstance(items, list) or not items or not all(
-                isinstance(m, dict) and m.get("role") in {"user", "assistant", "system"}
-                and isinstance(m.get("content"), str) for m in items)):
-            raise ProtocolError("invalid_value", "messages must be a non-empty list of {role, content}")
-        system = next((m["content"] for m in items if m["role"] == "system"), None)
-        return {"system": system, "messages": [{"role": m["role"], "content": m["content"]}
-                                               for m in items if m["role"] != "system"]}
-    prompt = message.get("prompt", message.get("message"))
-    if isinstance(prompt, dict):
-        user = prompt.get("user")
-        if not isinstance(user, str) or not user:
-            raise ProtocolError("missing_field", "prompt needs 'user' text")
-        system = prompt.get("system")
-        return {"system": system if isinstance(system, str) and system else None,
-                "messages": [{"role": "user", "content": user}]}
-    if isinstance(prompt, str) and prompt:
-        return {"system": None, "messages": [{"role": "user", "content": prompt}]}
-    raise ProtocolError("missing_field", "inference needs 'messages', 'prompt' {system, user} or 'prompt' text")
-
-
-def _our_names(value: Any, name: str) -> dict[str, Any]:
-    """A config object with the seed's names (``max_new_tokens``) turned into ours; both for one setting must agree."""
-    config = dict(_dict(value, name))
-    for seed_name, ours in SEED_NAMES.items():
-        if seed_name in config:
-            given = config.pop(seed_name)
-            if ours in config and config[ours] != given:
-                raise ProtocolError("invalid_value", f"'{seed_name}' and '{ours}' are one setting; they disagree")
-            config[ours] = given
-    return config
-
-
-def _client_id(value: Any) -> str | None:
-    """A client's own request id, checked: it is echoed in events and must stay printable and short."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ProtocolError("invalid_value", "id must be a string")
-    text = str(value)
-    if len(text) > MAX_CLIENT_ID_CHARS or not text.isprintable():
-        raise ProtocolError("invalid_value", f"id must be at most {MAX_CLIENT_ID_CHARS} printable characters")
-    return text
-
-
-def _sampling(config: dict[str, Any]) -> SamplingParams:
-    """The inference's sampling: the message's config over the session's, over the server's defaults."""
-    try:
-        return chat_sampling.resolve(Sampling.from_mapping({key: config[key] for key in SAMPLING_KEYS
-                                                            if key in config}), server=NATIVE_DEFAULTS)
-    except TypeError as exc:
-        raise ProtocolError("invalid_value", f"bad config: {exc}") from exc
-
-
-def _dict(value: Any, name: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ProtocolError("invalid_value", f"{name} must be an object")
-    return value
-
-
-def _optional_uuid(value: Any, name: str) -> uuid.UUID | None:
-    if value in (None, ""):
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise ProtocolError("invalid_value", f"{name} must be a session id from 'welcome'") from None
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError("invalid_value", f"{name} must be a whole number ≥ 0")
-    return value
-
-
-def _bearer(header: str) -> str | None:
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

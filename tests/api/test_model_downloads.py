@@ -196,3 +196,17 @@ def test_a_failed_download_is_a_failed_job_with_its_reason_and_leaves_nothing(
         assert not (Path(live_api.env["LLMWS_DATA_DIR"]) / "models" / "will-fail").exists()
     listed = httpx.get(f"{live_api.base_url}/admin/engine/downloads", headers=live_api.admin).json()["data"]
     assert any(job["name"] == "will-fail" and job["status"] == "failed" for job in listed)
+
+
+@pytest.mark.parametrize(("message", "code"), [
+    ({"repo": 5}, "missing_field"),
+    ({"source": ""}, "missing_field"),
+    ({"source": "owner/model", "target_dir": 7}, "invalid_value"),
+    ({"source": "owner/" + "m" * 600}, "invalid_value"),  # the REST schema's limit holds on the socket too
+    ({"source": "owner/model", "name": "n" * 101}, "invalid_value"),
+])
+def test_the_socket_checks_a_downloads_arguments_as_the_rest_api_does(
+    live_api: LiveApi, message: dict[str, Any], code: str
+) -> None:
+    events = admin_socket_events(live_api, {"type": "download_model", **message}, "download_started")
+    assert [(event["type"], event.get("code")) for event in events] == [("error", code)], events
