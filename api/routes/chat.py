@@ -12,10 +12,9 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.schemas.chat import NativeChatRequest
-from api.services import conversations, prompts, serving
+from api.services import conversation_turns, conversations, prompts, serving
 from api.services.chat import output
-from api.services.chat.generation import begin_in_conversation
-from api.services.chat.turn import Sampling
+from api.services.chat.turn import Message, Sampling
 from api.services.chat_streams import StreamHub, parse_last_event_id
 from api.services.errors import NotFound
 from api.sse import sse_response
@@ -44,26 +43,17 @@ async def _start(body: NativeChatRequest, request: Request, principal: CurrentPr
         message = prompts.apply_template(preset.user_template, message)
         system_prompt = system_prompt or preset.content
     exchange = await conversations.plan_exchange(
-        session, principal.user.id, message, conversation_id=body.conversation_id, project_id=body.project_id,
-        system_prompt=system_prompt)
-    generation = await begin_in_conversation(request.app.state, session, principal, body.model, exchange.prompt,
-                                             _sampling(body), request_id=f"chat-{uuid.uuid4().hex}")
-    try:
-        conversation = await conversations.store_exchange(session, principal.user.id, exchange,
-                                                          generation.backend.model)
-        await session.commit()  # the reply is saved by another session, possibly before this request returns
-    except BaseException:
-        await generation.close()
-        raise
+        session, principal.user.id, [Message.of("user", message)], conversation_id=body.conversation_id,
+        project_id=body.project_id, system_prompt=system_prompt)
+    generation, conversation = await conversation_turns.begin(
+        request.app.state, session, principal, body.model, exchange, _sampling(body),
+        request_id=f"chat-{uuid.uuid4().hex}")
     return generation, conversation.id
 
 
 async def _save_reply(request: Request, conversation_id: uuid.UUID, text: str, generation: serving.Generation
                       ) -> None:
-    meter = generation.meter
-    await conversations.save_reply(request.app.state.sessionmaker, conversation_id, text,
-                                   model=generation.backend.model, prompt_tokens=meter.prompt_tokens,
-                                   completion_tokens=meter.completion_tokens)
+    await conversation_turns.save_reply(request.app.state.sessionmaker, conversation_id, text, generation)
 
 
 @router.post("")

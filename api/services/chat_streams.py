@@ -118,42 +118,36 @@ class StreamHub:
                                    model=generation.backend.model, expires_at=utcnow() + RUNNING_STREAM_TTL))
             await session.commit()
         run.append("start", {"stream_id": str(run.id), "conversation_id": str(conversation_id) if conversation_id
-                             else None, "model": generation.backend.model,
-                             "input_tokens": generation.start.prompt_tokens,
-                             "max_tokens": generation.start.max_tokens})
+                             else None, **output.start(generation)})
         self.runs[run.id] = run
         run.task = asyncio.create_task(self._drive(run, on_finish), name=f"llmws-stream-{run.id}")
         return run
 
     async def _drive(self, run: StreamRun, on_finish: OnFinish) -> None:
         generation, meter = run.generation, run.generation.meter
-        text: list[str] = []
-        finish_reason, status = "cancelled", "cancelled"
+        transcript = output.Transcript()
         try:
             async for result in output.results(generation):
+                transcript.record(result)
                 if isinstance(result, output.TextDelta):
-                    text.append(result.text)
                     run.append("token", {"text": result.text})
-                elif isinstance(result, output.Finished):
-                    finish_reason = result.reason
-                    status = "cancelled" if finish_reason == "cancelled" else "done"
-                else:
-                    status = "error"
+                elif isinstance(result, output.Failed):
                     run.append("error", {"message": result.message, "code": result.code})
         except asyncio.CancelledError:
             pass  # the hub is shutting down: end the stream as cancelled
         except Exception as exc:  # noqa: BLE001 (the stream must end with an event, whatever failed)
             log.exception("native stream %s failed", run.id)
-            status = "error"
-            run.append("error", {"message": f"generation failed: {type(exc).__name__}", "code": "generation_failed"})
+            failure = output.Failed("generation_failed", f"generation failed: {type(exc).__name__}")
+            transcript.record(failure)
+            run.append("error", {"message": failure.message, "code": failure.code})
         finally:
             await generation.close()
-        if status != "error":
+        if transcript.status != "error":
             run.append("metrics", {**output.metrics(meter), "completion_tokens": meter.completion_tokens})
-            run.append("done", {"finish_reason": finish_reason, "usage": output.usage(meter)})
-        run.finish(status)
+            run.append("done", {"finish_reason": transcript.finish_reason, "usage": output.usage(meter)})
+        run.finish(transcript.status)
         try:
-            await on_finish("".join(text), generation)
+            await on_finish(transcript.text, generation)
         except Exception:  # noqa: BLE001 (the stream itself is complete; the reply just is not saved)
             log.exception("saving the reply of stream %s failed", run.id)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,18 +119,21 @@ async def history_of(session: AsyncSession, conversation_id: uuid.UUID) -> list[
 
 @dataclass(frozen=True)
 class Exchange:
-    """A new user turn and everything the model should see with it (system prompt, earlier turns). Planned
-    without writing anything, so a refused generation leaves no trace; stored once the generation has started."""
+    """A new turn (the user's message; over the WebSocket, whatever messages the client sent) and everything the
+    model should see with it (system prompt, earlier turns). Planned without writing anything, so a refused
+    generation leaves no trace; stored once the generation has started."""
 
-    text: str
     conversation: Conversation | None  # None: a new conversation will be created
     project_id: uuid.UUID | None
-    system_prompt: str | None
-    prompt: Prompt
+    system_prompt: str | None  # the request's own, which a new conversation keeps
+    prompt: Prompt  # its ``new`` is the turn to store
 
 
-async def plan_exchange(session: AsyncSession, owner_id: int, text: str, *, conversation_id: uuid.UUID | None,
-                        project_id: uuid.UUID | None, system_prompt: str | None) -> Exchange:
+async def plan_exchange(session: AsyncSession, owner_id: int, new: Sequence[TurnMessage], *,
+                        conversation_id: uuid.UUID | None, project_id: uuid.UUID | None,
+                        system_prompt: str | None) -> Exchange:
+    """The turn ``new`` of a conversation (a new one when ``conversation_id`` is None), its system prompt the
+    request's, else the conversation's, else its project's."""
     conversation = (await get_conversation(session, owner_id, conversation_id)
                     if conversation_id is not None else None)
     if conversation is not None:
@@ -138,15 +142,19 @@ async def plan_exchange(session: AsyncSession, owner_id: int, text: str, *, conv
     system = chat_prompt.system_prompt(system_prompt, conversation.system_prompt if conversation else None,
                                        project.system_prompt if project else None)
     history = await history_of(session, conversation.id) if conversation is not None else []
-    prompt = Prompt.assemble(system, history, [TurnMessage.of("user", text)])
-    return Exchange(text, conversation, project_id, system_prompt, prompt)
+    prompt = Prompt.assemble(system, history, new)
+    return Exchange(conversation, project_id, system_prompt, prompt)
 
 
 async def store_exchange(session: AsyncSession, owner_id: int, exchange: Exchange, model: str) -> Conversation:
+    """The new turn written (not committed), into a new conversation titled after its last message if the exchange
+    has none."""
+    new = exchange.prompt.new
     conversation = exchange.conversation or await create_conversation(
-        session, owner_id, title=title_from(exchange.text), project_id=exchange.project_id, model=model,
+        session, owner_id, title=title_from(new[-1].text), project_id=exchange.project_id, model=model,
         system_prompt=exchange.system_prompt)
-    session.add(Message(conversation_id=conversation.id, role="user", content=exchange.text))
+    session.add_all(Message(conversation_id=conversation.id, role=message.role, content=message.text)
+                    for message in new)
     conversation.updated_at = utcnow()
     await session.flush()
     return conversation

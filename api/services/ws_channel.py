@@ -276,7 +276,7 @@ class Channel:
 
         async def job(live: LiveSession) -> None:
             await run_inference(self.state, live, user_id, key_id, ids, asked.model, asked.system, asked.messages,
-                                asked.params)
+                                asked.sampling)
 
         try:
             self.hub.submit(self.live, job)

@@ -1,6 +1,7 @@
-"""The WebSocket's adapter to the chat core: one inference of a session is a turn of the session's conversation
-(the core assembles its prompt, trimming the oldest turns to the model's context), and every result it produces
-is emitted into the session (``api/services/ws_hub.py``).
+"""The WebSocket's adapter to the chat core: one inference of a session is a turn of the session's conversation,
+planned, begun and stored as the native chat's (``conversation_turns``: the same system prompt precedence, the
+oldest turns trimmed to the model's context, nothing written when the generation is refused), and every result it
+produces is emitted into the session (``api/services/ws_hub.py``).
 Events carry our field names and the seed's (``tokens_in``, ``data``, ``total_tokens``, ``input_length``) side by
 side, so the seed's clients read theirs (docs/websocket.md)."""
 
@@ -9,21 +10,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
 from api import tracing
-from api.services import conversations
+from api.services import conversation_turns, conversations
 from api.services.chat import output
-from api.services.chat.generation import begin_in_conversation
-from api.services.chat.prompt import Prompt
 from api.services.chat.turn import Message, Sampling
-from api.services.errors import ServiceError
+from api.services.errors import NotFound, ServiceError
 from api.services.principal import Principal
 from api.services.ws_hub import LiveSession
-from db.models import Message as StoredMessage
-from db.models import User, WsSession
+from db.models import Conversation, User, WsSession
 from engine.errors import ContextTooLong, EngineError
-from engine.requests import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -43,9 +41,9 @@ class RequestIds:
 @tracing.traced_ws_inference
 async def run_inference(state: State, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
                         model: str | None, system: str | None, new_messages: list[dict[str, str]],
-                        params: SamplingParams) -> None:
-    """One turn of the session's conversation (the chat core assembles and trims its prompt), the exchange saved,
-    every event emitted into the session."""
+                        request: Sampling) -> None:
+    """One turn of the session's conversation, planned, begun and stored as the native chat's are
+    (``conversation_turns``), every event emitted into the session, the reply saved."""
     request_id = ids.wire
     async with state.sessionmaker() as db:
         user = await db.get(User, user_id)
@@ -54,19 +52,18 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
                              "message": "this account is disabled"})
             return
         principal = Principal(user=user, api_key_id=key_id)
-        if live.conversation_id is None:
-            conversation = await conversations.create_conversation(
-                db, user_id, title=conversations.title_from(new_messages[-1]["content"]), system_prompt=system)
-            row = await db.get(WsSession, live.id)
-            if row is not None:
-                row.conversation_id = conversation.id
-            await db.commit()
-            live.conversation_id = conversation.id
-        prompt = Prompt.assemble(system, await conversations.history_of(db, live.conversation_id),
-                                 [Message.of(item["role"], item["content"]) for item in new_messages])  # type: ignore[arg-type]
+
+        async def link(conversation: Conversation) -> None:
+            """A conversation just created becomes the session's, in the commit that stores its first turn."""
+            if conversation.id != live.conversation_id:
+                row = await db.get(WsSession, live.id)
+                if row is not None:
+                    row.conversation_id = conversation.id
+
         try:
-            generation = await begin_in_conversation(state, db, principal, model, prompt, Sampling.exactly(params),
-                                                     request_id=ids.engine)
+            exchange = await _plan(db, user_id, live, system, new_messages)
+            generation, conversation = await conversation_turns.begin(
+                state, db, principal, model, exchange, request, request_id=ids.engine, on_stored=link)
         except ContextTooLong as exc:
             await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message,
                              "max_context": exc.max_context, "input_tokens": exc.input_tokens,
@@ -75,43 +72,44 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
         except (EngineError, ServiceError) as exc:
             await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message})
             return
-        # From here on the generation holds an engine slot and the user's generation slots: whatever fails (the
-        # commit, an emit into a session whose client is gone) must still close it.
-        try:
-            for item in new_messages:
-                db.add(StoredMessage(conversation_id=live.conversation_id, role=item["role"], content=item["content"]))
-            await db.commit()
-        except BaseException:
-            await generation.close()
-            raise
-    text: list[str] = []
-    finish_reason = "cancelled"
+    live.conversation_id = conversation.id
+    transcript = output.Transcript()
     try:
-        prompt_tokens = generation.start.prompt_tokens
-        await live.emit({"type": "start", "request_id": request_id, "model": generation.backend.model,
-                         "input_tokens": prompt_tokens, "tokens_in": prompt_tokens,
-                         "max_tokens": generation.start.max_tokens})
+        start = output.start(generation)
+        await live.emit({"type": "start", "request_id": request_id, **start, "tokens_in": start["input_tokens"]})
         live.current_abort = generation.abort
         async for result in output.results(generation):
+            transcript.record(result)
             if isinstance(result, output.TextDelta):
-                text.append(result.text)
                 await live.emit({"type": "token", "request_id": request_id, "text": result.text,
                                  "data": result.text})
-            elif isinstance(result, output.Finished):
-                finish_reason = result.reason
-            else:
+            elif isinstance(result, output.Failed):
                 await live.emit({"type": "error", "request_id": request_id, "code": result.code,
                                  "message": result.message})
                 return
     finally:
         await generation.close()
     meter, usage = generation.meter, output.usage(generation.meter)
-    await live.emit({"type": "done", "request_id": request_id, "finish_reason": finish_reason,
-                     "text": "".join(text), "total_tokens": meter.completion_tokens,
+    await live.emit({"type": "done", "request_id": request_id, "finish_reason": transcript.finish_reason,
+                     "text": transcript.text, "total_tokens": meter.completion_tokens,
                      # The seed's shape: no total here (its top-level total_tokens counts generated tokens).
                      "usage": {"prompt_tokens": usage["prompt_tokens"],
                                "completion_tokens": usage["completion_tokens"]},
                      "metrics": output.metrics(meter)})
-    await conversations.save_reply(state.sessionmaker, live.conversation_id, "".join(text),
-                                   model=generation.backend.model, prompt_tokens=meter.prompt_tokens,
-                                   completion_tokens=meter.completion_tokens)
+    await conversation_turns.save_reply(state.sessionmaker, conversation.id, transcript.text, generation)
+
+
+async def _plan(db: AsyncSession, user_id: int, live: LiveSession, system: str | None,
+                new_messages: list[dict[str, str]]) -> conversations.Exchange:
+    """The turn in the session's conversation, with the system prompt's precedence of the native chat (the
+    message's or the session config's, else the conversation's, else its project's)."""
+    new = [Message.of(item["role"], item["content"]) for item in new_messages]  # type: ignore[arg-type]
+    try:
+        return await conversations.plan_exchange(db, user_id, new, conversation_id=live.conversation_id,
+                                                 project_id=None, system_prompt=system)
+    except NotFound as exc:
+        if live.conversation_id is None or exc.code != "conversation_not_found":
+            raise
+    # The session's conversation was deleted meanwhile: the session goes on in a new one.
+    return await conversations.plan_exchange(db, user_id, new, conversation_id=None, project_id=None,
+                                             system_prompt=system)

@@ -14,7 +14,6 @@ from typing import Any
 from api.services.chat import sampling as chat_sampling
 from api.services.chat.sampling import NATIVE_DEFAULTS
 from api.services.chat.turn import Sampling
-from engine.requests import SamplingParams
 
 SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "repetition_penalty",
                  "presence_penalty", "frequency_penalty"}
@@ -36,7 +35,7 @@ class Inference:
     messages: list[dict[str, str]]
     system: str | None
     model: str | None
-    params: SamplingParams
+    sampling: Sampling  # what the message and the session set, checked; the chat core resolves the rest
     client_id: str | None
 
 
@@ -64,9 +63,8 @@ def inference(message: dict[str, Any], session_config: dict[str, Any]) -> Infere
     """The message's turn, and its config over the session's (the sampling checked, over the server's defaults)."""
     turn = _turn(message)
     config = {**session_config, **our_names(message.get("config"), "config")}
-    params = sampling(config)
     return Inference(messages=turn["messages"], system=turn["system"] or config.get("system"),
-                     model=config.get("model"), params=params, client_id=_client_id(message.get("id")))
+                     model=config.get("model"), sampling=sampling(config), client_id=_client_id(message.get("id")))
 
 
 def config_changes(message: dict[str, Any], session_config: dict[str, Any]) -> dict[str, Any]:
@@ -92,13 +90,15 @@ def our_names(value: Any, name: str) -> dict[str, Any]:
     return config
 
 
-def sampling(config: dict[str, Any]) -> SamplingParams:
-    """The inference's sampling: the message's config over the session's, over the server's defaults."""
+def sampling(config: dict[str, Any]) -> Sampling:
+    """The sampling a config sets (the message's over the session's), refused here when it is bad, at ``config``
+    time rather than when a generation starts; the chat core resolves it over the defaults when one does."""
     try:
-        return chat_sampling.resolve(Sampling.from_mapping({key: config[key] for key in SAMPLING_KEYS
-                                                            if key in config}), server=NATIVE_DEFAULTS)
+        requested = Sampling.from_mapping({key: config[key] for key in SAMPLING_KEYS if key in config})
+        chat_sampling.resolve(requested, server=NATIVE_DEFAULTS)
     except TypeError as exc:
         raise ProtocolError("invalid_value", f"bad config: {exc}") from exc
+    return requested
 
 
 # --- model management: our field names, or the seed's --------------------------------------------------------------

@@ -12,10 +12,10 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.services import conversations, ws_buffer
+from api.services.chat.turn import Sampling
 from api.services.ws_inference import RequestIds, run_inference
 from api.settings import Settings
 from db.models import Message
-from engine.requests import SamplingParams
 from tests.api.conftest import MakeUser
 from tests.conftest import make_settings
 
@@ -64,7 +64,7 @@ async def test_a_long_history_is_trimmed_oldest_first_to_the_most_that_fits(
     new_turn = [{"role": "user", "content": "And the sea?"}]
     live = state.ws_hub.live(row.id, user.id, 0, {}, conversation.id)
     await run_inference(state, live, user.id, None, RequestIds.for_client("long"), None, None, new_turn,
-                        SamplingParams(temperature=0, max_tokens=4))
+                        Sampling(temperature=0, max_tokens=4))
     events = [event.event for event in live.recent]
     assert [event["type"] for event in events][0] == "start" and events[-1]["type"] == "done", events
 

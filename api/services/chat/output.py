@@ -51,6 +51,42 @@ async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
             return
 
 
+def start(generation: Generation) -> dict[str, Any]:
+    """What a streamed turn's first event says, in every protocol's start event: the model serving it, the prompt's
+    tokens (after trimming) and the most it may generate."""
+    return {"model": generation.backend.model, "input_tokens": generation.start.prompt_tokens,
+            "max_tokens": generation.start.max_tokens}
+
+
+@dataclass
+class Transcript:
+    """A streamed turn's results as they pass (``record`` each): its text so far and how it ended. A protocol
+    only writes each result in its own wire format."""
+
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str = "cancelled"  # until the backend says otherwise: a stream cut short was cancelled
+    failure: Failed | None = None
+
+    def record(self, result: ResultEvent) -> None:
+        if isinstance(result, TextDelta):
+            self.parts.append(result.text)
+        elif isinstance(result, Finished):
+            self.finish_reason = result.reason
+        else:
+            self.failure = result
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def status(self) -> str:
+        """done, cancelled or error: how the stream ended."""
+        if self.failure is not None:
+            return "error"
+        return "cancelled" if self.finish_reason == "cancelled" else "done"
+
+
 @dataclass
 class ChoiceResult:
     parts: list[str] = field(default_factory=list)
