@@ -148,3 +148,22 @@ async def test_a_refused_turn_leaves_no_conversation_and_a_new_one_records_its_m
         session_row = await db.get(WsSession, live.id)
     assert total == 1 and rows[0].model == events[0]["model"] and rows[0].title == "And the sea?"
     assert live.conversation_id == rows[0].id and session_row is not None and session_row.conversation_id == rows[0].id
+
+
+async def test_a_session_whose_conversation_was_deleted_goes_on_in_a_new_one(app: FastAPI, make_user: MakeUser
+                                                                           ) -> None:
+    state = app.state
+    user = await make_user("deleted")
+    live, _ = await socket_turn(state, user.id, None)
+    first = live.conversation_id
+    async with state.sessionmaker() as db:
+        await db.delete(await conversations.get_conversation(db, user.id, first))  # type: ignore[arg-type]
+        await db.commit()
+    await run_inference(state, live, user.id, None, RequestIds.for_client("again"), None, None,
+                        [{"role": "user", "content": "Still there?"}], Sampling(temperature=0, max_tokens=4))
+    assert live.recent[-1].event["type"] == "done", [event.event for event in live.recent]
+    async with state.sessionmaker() as db:
+        rows, total = await conversations.list_conversations(db, user.id, 0, 10)
+        session_row = await db.get(WsSession, live.id)
+    assert total == 1 and rows[0].id == live.conversation_id != first and rows[0].title == "Still there?"
+    assert session_row is not None and session_row.conversation_id == rows[0].id
