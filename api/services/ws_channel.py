@@ -11,10 +11,9 @@ import logging
 import time
 import uuid
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
-from starlette.datastructures import State
 
 from api.services import auth, local_models, ws_buffer
 from api.services.auth import Principal
@@ -30,6 +29,10 @@ from engine import registry
 from engine.errors import EngineError
 from engine.requests import SamplingParams
 from engine.resources import cpu_resources, gpu_resources
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
+    from api.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +50,17 @@ class ProtocolError(Exception):
 
 
 class Channel:
-    def __init__(self, websocket: WebSocket, state: State) -> None:
+    def __init__(self, websocket: WebSocket, services: AppServices, settings: Settings) -> None:
         self.ws = websocket
-        self.state = state
-        settings = state.settings
+        self.services = services
         self.idle_timeout_s = settings.ws_idle_timeout.total_seconds()
         self.max_message_bytes = settings.ws_max_message_bytes
         self.rate_per_s = settings.ws_messages_per_second
         self.allowance = float(self.rate_per_s * 5)  # a token bucket: bursts of five seconds' worth
         self.last_message_at = self.last_received_at = time.monotonic()
         self.hello_deadline = self.last_received_at + settings.ws_hello_timeout.total_seconds()
-        self.hub: WsHub = state.ws_hub
-        self.pending: PendingSockets = state.ws_pending
+        self.hub: WsHub = services.ws_hub
+        self.pending: PendingSockets = services.ws_pending
         self.address = websocket.client.host if websocket.client else "unknown"
         self.is_pending = False  # holds one of its address's places for sockets without a hello
         self.credential: SocketCredential | None = None
@@ -112,7 +114,7 @@ class Channel:
             if self.credential is None:
                 wait = min(until_idle, self.hello_deadline - now)
             else:
-                wait = min(until_idle, self.credential.recheck_in(self.state.principal_cache))
+                wait = min(until_idle, self.credential.recheck_in(self.services.principal_cache))
             try:
                 async with asyncio.timeout(wait):
                     return await self.ws.receive()
@@ -126,7 +128,7 @@ class Channel:
         revoked, expired or disabled stops the session's generations and closes the socket."""
         assert self.credential is not None
         try:
-            self.principal = await self.credential.principal(self.state.sessionmaker, self.state.principal_cache)
+            self.principal = await self.credential.principal(self.services.sessionmaker, self.services.principal_cache)
             return True
         except (AuthenticationFailed, PermissionDenied) as exc:
             if self.live is not None:
@@ -212,8 +214,8 @@ class Channel:
             raise ProtocolError("missing_credentials", "hello needs 'token' (a login token or an API key)")
         session_id = _optional_uuid(message.get("session_id"), "session_id")
         last_seq = _non_negative_int(message.get("last_seq", 0), "last_seq")
-        async with self.state.sessionmaker() as db:
-            principal = await auth.current_principal(db, self.state.principal_cache, token)
+        async with self.services.sessionmaker() as db:
+            principal = await auth.current_principal(db, self.services.principal_cache, token)
             row, resumed = await ws_buffer.open_session(db, principal.user.id, session_id)
             await db.commit()
             last_stored, config, conversation_id = row.last_seq, dict(row.config or {}), row.conversation_id
@@ -249,7 +251,7 @@ class Channel:
                                                  f"(or the seed's {sorted(SEED_NAMES)})")
         merged = {**self.live.config, **changes}
         _sampling(merged)  # refuses bad values before anything is stored
-        async with self.state.sessionmaker() as db:
+        async with self.services.sessionmaker() as db:
             row = await db.get(WsSession, self.live.id)
             if row is not None:
                 row.config = merged
@@ -258,13 +260,13 @@ class Channel:
         await self.send({"type": "config_ack", "config": merged})
 
     async def on_get_resources(self, message: dict[str, Any]) -> None:
-        host = self.state.model_host
+        host = self.services.model_host
         gpus, cpu = await asyncio.gather(asyncio.to_thread(gpu_resources), asyncio.to_thread(cpu_resources))
         await self.send({"type": "resources", "gpus": gpus, "cpu": cpu,
                          "engine": asdict(host.local.stats()) if host.local else None, "model": host.metadata()})
 
     async def on_list_models(self, message: dict[str, Any]) -> None:
-        backends = self.state.backends.available(self.principal)
+        backends = self.services.backends.available(self.principal)
         await self.send({"type": "models_list", "current": self._model_name(),
                          "models": [{"id": b.model, "backend": b.kind} for b in backends]})
 
@@ -282,13 +284,13 @@ class Channel:
         if not isinstance(reference, str) or not reference:
             raise ProtocolError("missing_field", "switch_model needs 'model' (a name from list_models) or "
                                                  "'model_path' (models/<name>)")
-        host = self.state.model_host
+        host = self.services.model_host
         target = registry.find(await asyncio.to_thread(host.available), reference)
         if target is None:
             raise ProtocolError("model_not_found", f"no local model {reference!r} in the model folders")
         live, stages, name = self.live, [], target.name
         await live.emit({"type": "log", "message": f"switching to {name}"})
-        await local_models.switch(self.state.model_host, self.state.sessionmaker, name,
+        await local_models.switch(self.services.model_host, self.services.sessionmaker, name,
                                   actor_user_id=self.principal.user.id,
                                   progress=lambda stage, fraction: stages.append((stage, fraction)))
         for stage, fraction in stages:
@@ -307,7 +309,7 @@ class Channel:
         for field_name, value in (("name", name), ("revision", revision)):
             if value is not None and not isinstance(value, str):
                 raise ProtocolError("invalid_value", f"'{field_name}' must be a string")
-        await self.state.downloads.start(source, name or None, revision or None, user_id=self.principal.user.id,
+        await self.services.downloads.start(source, name or None, revision or None, user_id=self.principal.user.id,
                                          listener=self.live.emit)
 
     async def on_delete_model(self, message: dict[str, Any]) -> None:
@@ -315,7 +317,7 @@ class Channel:
         name = message.get("model")
         if not isinstance(name, str) or not name:
             raise ProtocolError("missing_field", "delete_model needs 'model' (a name from list_models)")
-        removed = await local_models.delete(self.state.model_host, self.state.sessionmaker, name,
+        removed = await local_models.delete(self.services.model_host, self.services.sessionmaker, name,
                                             actor_user_id=self.principal.user.id)
         await self.live.emit({"type": "log", "message": f"deleted {removed.name}"})
         await self.live.emit({"type": "model_deleted", "model": name})
@@ -335,7 +337,7 @@ class Channel:
         system = turn.pop("system", None) or config.get("system")
 
         async def job(live: LiveSession) -> None:
-            await run_inference(self.state, live, user_id, key_id, ids, model, system, turn["messages"], params)
+            await run_inference(self.services, live, user_id, key_id, ids, model, system, turn["messages"], params)
 
         try:
             self.hub.submit(self.live, job)
@@ -345,7 +347,7 @@ class Channel:
     def _model_name(self) -> str | None:
         """The model a request that names none goes to, for this caller (None: there is none it may use)."""
         try:
-            return self.state.backends.resolve(None, self.principal).model
+            return self.services.backends.resolve(None, self.principal).model
         except (ServiceError, EngineError):
             return None
 

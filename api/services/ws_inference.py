@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-
-from starlette.datastructures import State
+from typing import TYPE_CHECKING
 
 from api import tracing
 from api.services import conversations
@@ -24,6 +23,9 @@ from db.models import Message as StoredMessage
 from db.models import User, WsSession
 from engine.errors import ContextTooLong, EngineError
 from engine.requests import SamplingParams
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,13 @@ class RequestIds:
 
 
 @tracing.traced_ws_inference
-async def run_inference(state: State, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
+async def run_inference(services: AppServices, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
                         model: str | None, system: str | None, new_messages: list[dict[str, str]],
                         params: SamplingParams) -> None:
     """One turn of the session's conversation (the chat core assembles and trims its prompt), the exchange saved,
     every event emitted into the session."""
     request_id = ids.wire
-    async with state.sessionmaker() as db:
+    async with services.sessionmaker() as db:
         user = await db.get(User, user_id)
         if user is None or not user.is_active:
             await live.emit({"type": "error", "request_id": request_id, "code": "account_disabled",
@@ -65,7 +67,7 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
         prompt = Prompt.assemble(system, await conversations.history_of(db, live.conversation_id),
                                  [Message.of(item["role"], item["content"]) for item in new_messages])  # type: ignore[arg-type]
         try:
-            generation = await begin_in_conversation(state, db, principal, model, prompt, Sampling.exactly(params),
+            generation = await begin_in_conversation(services, db, principal, model, prompt, Sampling.exactly(params),
                                                      request_id=ids.engine)
         except ContextTooLong as exc:
             await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message,
@@ -112,6 +114,6 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
                      "usage": {"prompt_tokens": usage["prompt_tokens"],
                                "completion_tokens": usage["completion_tokens"]},
                      "metrics": output.metrics(meter)})
-    await conversations.save_reply(state.sessionmaker, live.conversation_id, "".join(text),
+    await conversations.save_reply(services.sessionmaker, live.conversation_id, "".join(text),
                                    model=generation.backend.model, prompt_tokens=meter.prompt_tokens,
                                    completion_tokens=meter.completion_tokens)
