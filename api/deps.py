@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.lifespan import services_of
 from api.services import auth
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
 from api.services.principal import Principal
@@ -19,7 +20,7 @@ from api.settings import Settings
 
 async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the route returns, rolled back when anything raises."""
-    async with request.app.state.sessionmaker() as session:
+    async with services_of(request.app).sessionmaker() as session:
         try:
             yield session
         except BaseException:
@@ -35,7 +36,7 @@ SessionDep = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 
 def _sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     """For the few writes that must outlive a failing request (a failed password attempt)."""
-    return request.app.state.sessionmaker
+    return services_of(request.app).sessionmaker
 
 
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessionmaker)]
@@ -61,7 +62,7 @@ def bearer_token(request: Request) -> str:
 
 
 async def current_principal(request: Request, session: SessionDep) -> Principal:
-    principal = await auth.current_principal(session, request.app.state.principal_cache, bearer_token(request))
+    principal = await auth.current_principal(session, services_of(request.app).principal_cache, bearer_token(request))
     request.state.principal = principal
     return principal
 
@@ -92,8 +93,8 @@ async def caller_is_admin(request: Request) -> bool:
         return False
 
     async def lookup() -> Principal:
-        async with request.app.state.sessionmaker() as session:
-            principal = await auth.current_principal(session, request.app.state.principal_cache, token)
+        async with services_of(request.app).sessionmaker() as session:
+            principal = await auth.current_principal(session, services_of(request.app).principal_cache, token)
             await session.commit()  # the credential's last-used time, as on any other route
             return principal
 

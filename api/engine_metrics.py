@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.datastructures import State
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 
 class EngineCollector(Collector):
-    def __init__(self, state: State) -> None:
-        self.state = state
+    def __init__(self, services: Callable[[], AppServices | None]) -> None:
+        self.services = services  # None until the app's lifespan has built them
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        host = getattr(self.state, "model_host", None)
+        services = self.services()
+        host = services.model_host if services is not None else None
         local = host.local if host is not None else None
         yield GaugeMetricFamily("llmws_engine_model_loaded", "1 when a local model is being served",
                                 value=1 if local is not None else 0)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import response_for
+from api.lifespan import services_of
 from api.schemas.openai import ChatCompletionFields, CompletionFields
 from api.services import limits, openai_endpoints
 from api.services.credentials import credential_hash
@@ -53,14 +54,13 @@ class GatewayFastPath:
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        principal = scope["app"].state.principal_cache.get(credential_hash(token.strip()))
+        principal = services_of(scope["app"]).principal_cache.get(credential_hash(token.strip()))
         if principal is None or limits.has_limits(principal):
             return None
         return principal
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, body: bytes, principal: Principal,
                      schema: type[BaseModel], endpoint: Endpoint) -> bool:
-        state = scope["app"].state
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: the route answers
@@ -68,7 +68,7 @@ class GatewayFastPath:
         if not isinstance(data, dict):
             return False
         try:
-            if state.gateway.alias(data.get("model"), principal) is None:
+            if services_of(scope["app"]).gateway.alias(data.get("model"), principal) is None:
                 return False
             schema.model_validate(data)
         except (ValidationError, ServiceError):  # a bad field, an alias not for this caller: the route answers

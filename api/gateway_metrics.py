@@ -3,19 +3,23 @@ deployment."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.datastructures import State
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 
 class GatewayCollector(Collector):
-    def __init__(self, state: State) -> None:
-        self.state = state
+    def __init__(self, services: Callable[[], AppServices | None]) -> None:
+        self.services = services  # None until the app's lifespan has built them
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gateway = getattr(self.state, "gateway", None)
+        services = self.services()
+        gateway = services.gateway if services is not None else None
         if gateway is None:
             return
         up = GaugeMetricFamily("llmws_provider_up", "1 healthy, 0 unhealthy, -1 not checked yet (active providers)",

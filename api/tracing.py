@@ -196,14 +196,14 @@ def _failed(span: Span, error: BaseException) -> None:
 
 
 def _tracing_of(holder: object) -> Tracing | None:
-    """The app's tracing from the app's state, or from a request of the app."""
+    """The app's tracing from the app's services (``api.lifespan.AppServices``), or from a request of the app."""
     app = getattr(holder, "app", None)
-    state = app.state if app is not None else holder
-    return getattr(state, "tracing", None)
+    owner = app.state if app is not None else holder
+    return getattr(owner, "tracing", None)
 
 
 def traced_generation(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """``func`` sets up a generation (its first argument: the app's state, or a request of the app) inside an
+    """``func`` sets up a generation (its first argument: the app's services, or a request of the app) inside an
     ``llmws.generation`` span, the child of the current one: spans and meters made inside belong to it. An
     exception out of ``func`` ends the span; otherwise the usage record does, when the answer is over. Inside a
     generation already being set up (an alias failing over to the local engine) it is that one."""
@@ -225,7 +225,7 @@ def traced_generation(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[
 
 
 def traced_ws_inference(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """``func`` runs a WebSocket inference (its first argument: the app's state) as a trace of its own, rooted in
+    """``func`` runs a WebSocket inference (its first argument: the app's services) as a trace of its own, rooted in
     an ``llmws.ws.inference`` span linked to the connection's."""
     @functools.wraps(func)
     async def traced(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.datastructures import State
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 
 class UsageCollector(Collector):
-    def __init__(self, state: State) -> None:
-        self.state = state
+    def __init__(self, services: Callable[[], AppServices | None]) -> None:
+        self.services = services  # None until the app's lifespan has built them
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        writer = getattr(self.state, "usage_writer", None)
+        services = self.services()
+        writer = services.usage_writer if services is not None else None
         if writer is None:
             return
         yield CounterMetricFamily("llmws_usage_rows_set_aside", "usage rows the database refused (a data error), "

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from api.deps import admin_principal, client_ip
+from api.lifespan import services_of
 from api.schemas.common import RequestBody
 from api.services import local_models as model_actions
 from api.services.errors import NotFound
@@ -36,7 +37,7 @@ class DownloadRequest(RequestBody):
 
 
 def _host(request: Request) -> ModelHost:
-    return request.app.state.model_host
+    return services_of(request.app).model_host
 
 
 @router.get("/resources")
@@ -58,7 +59,7 @@ async def switch(body: SwitchRequest, request: Request,
                  principal: Principal = Depends(admin_principal)) -> dict[str, Any]:
     host = _host(request)
     stages: list[dict[str, Any]] = []
-    await model_actions.switch(host, request.app.state.sessionmaker, body.model, actor_user_id=principal.user.id,
+    await model_actions.switch(host, services_of(request.app).sessionmaker, body.model, actor_user_id=principal.user.id,
                                ip=client_ip(request),
                                progress=lambda stage, fraction: stages.append({"stage": stage, "progress": fraction}))
     return {"model": host.metadata(), "progress": stages}
@@ -67,7 +68,7 @@ async def switch(body: SwitchRequest, request: Request,
 @router.delete("/engine/models/{name}", status_code=204)
 async def delete_local_model(name: str, request: Request, principal: Principal = Depends(admin_principal)) -> None:
     """Delete a model from disk: only a name the scan lists, never the loaded model (409 ``model_in_use``)."""
-    await model_actions.delete(_host(request), request.app.state.sessionmaker, name,
+    await model_actions.delete(_host(request), services_of(request.app).sessionmaker, name,
                                actor_user_id=principal.user.id, ip=client_ip(request), param="name")
 
 
@@ -108,4 +109,4 @@ async def cancel_download(job_id: uuid.UUID, request: Request) -> dict[str, Any]
 
 
 def _downloads(request: Request) -> DownloadJobs:
-    return request.app.state.downloads
+    return services_of(request.app).downloads

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from api.deps import AdminPrincipal, ClientIP, SessionDep, admin_principal
+from api.lifespan import services_of
 from api.schemas.gateway import ModelIn, ProviderIn, ProviderPatch
 from api.services import catalog
 from api.services.gateway import Gateway
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_
 
 
 def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+    return services_of(request.app).gateway
 
 
 @router.get("/providers")

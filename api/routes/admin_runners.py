@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from api.deps import admin_principal, client_ip
+from api.lifespan import services_of
 from api.schemas.common import RequestBody
 from api.services import audit
 from api.services.runner_templates import LaunchPlan, Template, free_port, plan
@@ -32,13 +33,13 @@ class LaunchIn(RequestBody):
 
 
 def _manager(request: Request) -> RunnerManager:
-    return request.app.state.runners
+    return services_of(request.app).runners
 
 
 def _plan(request: Request, body: LaunchIn) -> LaunchPlan:
-    templates: dict[str, Template] = request.app.state.runner_templates
+    templates: dict[str, Template] = services_of(request.app).runner_templates
     return plan(templates, body.template, body.model, body.port or free_port(),
-                request.app.state.model_host.config.model_dirs, context=body.context, gpu_layers=body.gpu_layers,
+                services_of(request.app).model_host.config.model_dirs, context=body.context, gpu_layers=body.gpu_layers,
                 extras=body.extras)
 
 
@@ -47,7 +48,7 @@ async def templates(request: Request) -> dict[str, Any]:
     return {"data": [{"name": t.name, "description": t.description, "available": t.available(),
                       "extras": sorted(t.extras), "context": t.context is not None,
                       "gpu_layers": t.gpu_layers is not None}
-                     for t in request.app.state.runner_templates.values()]}
+                     for t in services_of(request.app).runner_templates.values()]}
 
 
 @router.post("/preview")
@@ -61,7 +62,7 @@ async def preview(body: LaunchIn, request: Request) -> dict[str, Any]:
 async def launch(body: LaunchIn, request: Request) -> dict[str, Any]:
     launch_plan = _plan(request, body)
     runner = await _manager(request).launch(launch_plan, body.name or body.template, restart=body.restart)
-    async with request.app.state.sessionmaker.begin() as session:
+    async with services_of(request.app).sessionmaker.begin() as session:
         audit.record(session, "runner.launched", actor_user_id=request.state.principal.user.id,
                      subject=runner.name, target_type="runner", target_id=runner.id,
                      ip=client_ip(request), detail={"argv": launch_plan.argv})
@@ -81,7 +82,7 @@ async def get_runner(runner_id: str, request: Request) -> dict[str, Any]:
 @router.post("/{runner_id}/stop")
 async def stop_runner(runner_id: str, request: Request) -> dict[str, Any]:
     runner = await _manager(request).stop(runner_id)
-    async with request.app.state.sessionmaker.begin() as session:
+    async with services_of(request.app).sessionmaker.begin() as session:
         audit.record(session, "runner.stopped", actor_user_id=request.state.principal.user.id,
                      subject=runner.name, target_type="runner", target_id=runner.id,
                      ip=client_ip(request), detail={"exit_code": runner.exit_code})

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
+from api.lifespan import services_of
 from api.schemas.chat import NativeChatRequest
 from api.services import conversation_turns, conversations, prompts, serving
 from api.services.chat import output
@@ -46,14 +47,14 @@ async def _start(body: NativeChatRequest, request: Request, principal: CurrentPr
         session, principal.user.id, [Message.of("user", message)], conversation_id=body.conversation_id,
         project_id=body.project_id, system_prompt=system_prompt)
     generation, conversation = await conversation_turns.begin(
-        request.app.state, session, principal, body.model, exchange, _sampling(body),
+        services_of(request.app), session, principal, body.model, exchange, _sampling(body),
         request_id=f"chat-{uuid.uuid4().hex}")
     return generation, conversation.id
 
 
 async def _save_reply(request: Request, conversation_id: uuid.UUID, text: str, generation: serving.Generation
                       ) -> None:
-    await conversation_turns.save_reply(request.app.state.sessionmaker, conversation_id, text, generation)
+    await conversation_turns.save_reply(services_of(request.app).sessionmaker, conversation_id, text, generation)
 
 
 @router.post("")
@@ -76,7 +77,7 @@ async def chat(body: NativeChatRequest, request: Request, principal: CurrentPrin
 async def chat_stream(body: NativeChatRequest, request: Request, principal: CurrentPrincipal, session: SessionDep,
                       last_event_id: LastEventId = None) -> StreamingResponse:
     """Start a generation and stream it; with ``Last-Event-ID``, resume that stream instead of starting anew."""
-    hub: StreamHub = request.app.state.stream_hub
+    hub: StreamHub = services_of(request.app).stream_hub
     if last_event_id:
         stream_id, seq = parse_last_event_id(last_event_id)
         await session.commit()  # one pool connection per request at a time: the stream opens its own
@@ -99,7 +100,7 @@ async def chat_stream(body: NativeChatRequest, request: Request, principal: Curr
 async def resume_stream(stream_id: uuid.UUID, request: Request, principal: CurrentPrincipal, session: SessionDep,
                         last_event_id: LastEventId = None, after: int | None = None) -> StreamingResponse:
     """The rest of a stream after ``Last-Event-ID`` (or ``?after=<event number>``; from the start without)."""
-    hub: StreamHub = request.app.state.stream_hub
+    hub: StreamHub = services_of(request.app).stream_hub
     await session.commit()  # one pool connection per request at a time: the stream opens its own
     seq = parse_last_event_id(last_event_id, stream_id)[1] if last_event_id else max(after or 0, 0)
     return sse_response(await hub.follow(stream_id, principal.user.id, seq))
@@ -107,7 +108,7 @@ async def resume_stream(stream_id: uuid.UUID, request: Request, principal: Curre
 
 @router.post("/stream/{stream_id}/cancel")
 async def cancel_stream(stream_id: uuid.UUID, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-    hub: StreamHub = request.app.state.stream_hub
+    hub: StreamHub = services_of(request.app).stream_hub
     if not await hub.cancel(stream_id, principal.user.id):
         raise NotFound("no such stream", param="stream_id", code="stream_not_found")
     return {"id": str(stream_id), "cancelled": True}

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import CallerIsAdmin
+from api.lifespan import services_of
 from db.migrate import schema_state
 
 router = APIRouter(tags=["health"])
@@ -43,7 +44,7 @@ async def readyz(request: Request, is_admin: CallerIsAdmin) -> JSONResponse:
 
 async def _check_database(request: Request) -> dict[str, Any]:
     async def ping() -> None:
-        async with request.app.state.db_engine.connect() as connection:
+        async with services_of(request.app).db_engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     try:
@@ -55,7 +56,7 @@ async def _check_database(request: Request) -> dict[str, Any]:
 
 async def _check_migrations(request: Request) -> dict[str, Any]:
     try:
-        state = await asyncio.wait_for(schema_state(request.app.state.db_engine), READINESS_TIMEOUT_S)
+        state = await asyncio.wait_for(schema_state(services_of(request.app).db_engine), READINESS_TIMEOUT_S)
     except Exception as exc:
         return {"ok": False, "detail": type(exc).__name__}
     return {"ok": state.at_head, "current": state.current, "head": list(state.heads)}
@@ -63,11 +64,11 @@ async def _check_migrations(request: Request) -> dict[str, Any]:
 
 async def _check_engine(request: Request) -> dict[str, Any]:
     """A real one-token generation (cached a few seconds by the engine): a wedged engine shows red here."""
-    host = request.app.state.model_host
+    host = services_of(request.app).model_host
     if host.local is None:
         if host.loading:  # aliases may be servable, but requests for the model on its way would get 503s
             return {"ok": False, "detail": host.reason}
-        gateway = request.app.state.gateway
+        gateway = services_of(request.app).gateway
         if any(gateway.candidates(alias) for alias in gateway.aliases.values()):
             return {"ok": True, "detail": f"no local model ({host.reason}); serving through providers"}
         return {"ok": False, "detail": host.reason}
@@ -78,7 +79,7 @@ async def _check_engine(request: Request) -> dict[str, Any]:
 def _providers(request: Request) -> dict[str, Any]:
     """The upstreams' health, for the operator: a provider being down does not make this replica unready (its
     other models still serve, and failover handles the rest)."""
-    states = {p.name: p.public()["status"] for p in request.app.state.gateway.providers.values() if p.is_active}
+    states = {p.name: p.public()["status"] for p in services_of(request.app).gateway.providers.values() if p.is_active}
     healthy = sum(status == "healthy" for status in states.values())
     return {"ok": True, "detail": f"{healthy} of {len(states)} active providers healthy", "providers": states}
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
+from api.lifespan import services_of
 from api.schemas.openai import ChatCompletionFields, CompletionFields
 from api.services import openai_endpoints
 from api.services.backends import Backend, Backends
@@ -43,11 +44,11 @@ def _model_card(backend: Backend, principal: Principal) -> dict[str, Any]:
 
 @router.get("/models")
 async def list_models(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-    backends: Backends = request.app.state.backends
+    backends: Backends = services_of(request.app).backends
     return {"object": "list", "data": [_model_card(backend, principal) for backend in backends.available(principal)]}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-    backends: Backends = request.app.state.backends
+    backends: Backends = services_of(request.app).backends
     return _model_card(backends.resolve(model_id, principal), principal)

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentPrincipal, SessionDep, current_principal
+from api.lifespan import services_of
 from api.schemas.openai import ForwardedFields
 from api.services import forwarded_endpoints as endpoints
 from api.services import forwarding, multipart_body, passthrough
@@ -91,22 +92,22 @@ async def cancel_response(response_id: str, request: Request, principal: Current
 
 async def _stored(request: Request, principal: Principal, response_id: str, method: str, suffix: str = ""
                   ) -> Response:
-    state = request.app.state
-    return await stored_response(state.gateway, state.response_routes, principal, response_id, method, suffix,
+    services = services_of(request.app)
+    return await stored_response(services.gateway, services.response_routes, principal, response_id, method, suffix,
                                  request.url.query)
 
 
 async def _serve(request: Request, session: AsyncSession, principal: Principal, endpoint: Endpoint, what: str,
                  body: dict[str, Any], raw: passthrough.RawBody | None = None) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway: Gateway = services_of(request.app).gateway
     model = body["model"]
     alias = gateway.alias(model, principal)
     if alias is None or all(deployment.provider is None for deployment in alias.deployments):
-        request.app.state.backends.resolve(model, principal)  # an unknown model is refused as on every route
+        services_of(request.app).backends.resolve(model, principal)  # an unknown model is refused as on every route
         raise InvalidInput(f"the model '{model}' is served by the local engine, which does not do {what} yet: "
                            "ask for a gateway alias served by an upstream", param="model",
                            code="unsupported_by_local_engine")
-    routes: ResponseRoutes = request.app.state.response_routes
+    routes: ResponseRoutes = services_of(request.app).response_routes
     follows = body.get("previous_response_id") if endpoint is endpoints.RESPONSES else None
     route = routes.find(follows, principal.user.id) if isinstance(follows, str) else None
     if route is not None and route.alias == alias.name:

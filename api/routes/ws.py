@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
+from api.lifespan import services_of
 from api.services.ws_channel import Channel
 
 router = APIRouter(tags=["websocket"])
@@ -11,4 +12,4 @@ router = APIRouter(tags=["websocket"])
 
 @router.websocket("/v1/ws")
 async def websocket_channel(websocket: WebSocket) -> None:
-    await Channel(websocket, websocket.app.state).run()
+    await Channel(websocket, services_of(websocket.app), websocket.app.state.settings).run()

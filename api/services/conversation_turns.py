@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.datastructures import State
 
 from api.services import conversations, serving
 from api.services.chat.generation import begin_in_conversation
@@ -18,15 +18,18 @@ from api.services.conversations import Exchange
 from api.services.principal import Principal
 from db.models import Conversation
 
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
+
 OnStored = Callable[[Conversation], Awaitable[None]]
 
 
-async def begin(state: State, session: AsyncSession, principal: Principal, model: str | None, exchange: Exchange,
-                request: Sampling, *, request_id: str, on_stored: OnStored | None = None
+async def begin(services: AppServices, session: AsyncSession, principal: Principal, model: str | None,
+                exchange: Exchange, request: Sampling, *, request_id: str, on_stored: OnStored | None = None
                 ) -> tuple[serving.Generation, Conversation]:
     """Start the exchange's generation, then store its turn and commit; ``on_stored`` writes what else goes into
     the same commit (the WebSocket's session row, linked to a conversation just created)."""
-    generation = await begin_in_conversation(state, session, principal, model, exchange.prompt, request,
+    generation = await begin_in_conversation(services, session, principal, model, exchange.prompt, request,
                                              request_id=request_id)
     # From here on the generation holds an engine slot and the user's generation slots: whatever fails must
     # still close it.

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import tracing
+from api.lifespan import services_of
 from api.services import limits, passthrough, routing, serving
 from api.services.errors import RateLimited
 from api.services.gateway import Alias, Deployment, Gateway
@@ -71,8 +72,8 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
     count, so no database is touched here. ``raw``: the body goes upstream as those bytes (a multipart upload;
     ``body`` is then what was read of it). ``observe`` sees each answer or event of the deployment that serves
     it."""
-    state = request.app.state
-    gateway: Gateway = state.gateway
+    services = services_of(request.app)
+    gateway = services.gateway
     request_id = f"{endpoint.id_prefix}-{uuid.uuid4().hex}"
     stream = body.get("stream") is True
     choices = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
@@ -87,9 +88,9 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
                 raise routing.NextDeployment(f"the local engine does not serve {endpoint.path}")
             return _Local(await endpoint.local(LocalTurn(request, session, principal, alias, given,
                                                          not admitted, reservation)))
-        meter = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, deployment.backend)
+        meter = Meter.for_principal(services.usage_writer, principal, request_id, alias.name, deployment.backend)
         meter.reservation = reservation
-        slot = serving.take_slots(state.generation_slots, principal, choices, meter)
+        slot = serving.take_slots(services.generation_slots, principal, choices, meter)
         try:
             if not admitted:
                 assert session is not None
@@ -125,7 +126,7 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
         return Response(status_code=499)  # nobody reads it; "client closed request" in the access log
     except UpstreamUnavailable:
         # Every deployment down or failed: a failed request all the same, in the usage too.
-        failed = Meter.for_principal(state.usage_writer, principal, request_id, alias.name, "gateway")
+        failed = Meter.for_principal(services.usage_writer, principal, request_id, alias.name, "gateway")
         failed.reservation = reservation
         failed.record("error")
         raise

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
+from api.lifespan import services_of
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.services import forwarding, openai_format
 from api.services.backends import Backend
@@ -25,7 +26,7 @@ from api.services.principal import Principal
 async def serve(request: Request, session: AsyncSession | None, principal: Principal, endpoint: Endpoint,
                 body: dict[str, Any]) -> Response | dict[str, Any]:
     """Serve ``body``, the client's JSON object (its fields LLMWS reads already checked)."""
-    gateway: Gateway = request.app.state.gateway
+    gateway: Gateway = services_of(request.app).gateway
     alias = gateway.alias(body.get("model"), principal)
     if alias is not None:
         return await forwarding.forward(request, session, principal, alias, endpoint, body)
@@ -45,11 +46,11 @@ def strict(schema: type[BaseModel], body: dict[str, Any]) -> Any:
 async def _local(schema: type[SamplingFields], endpoint: openai_format.Format,
                  turn: LocalTurn) -> Response | dict[str, Any]:
     body = strict(schema, turn.body)
-    state = turn.request.app.state
-    backend = Backend(model=turn.alias.name, kind="local", client=state.gateway.host.engine()) \
+    services = services_of(turn.request.app)
+    backend = Backend(model=turn.alias.name, kind="local", client=services.gateway.host.engine()) \
         if turn.alias is not None else None
     # An alias's defaults are already in the body (`forwarding.with_defaults` fills only what the client left out).
-    generation = await openai_format.begin(state, turn.session, turn.principal, body.model, body, endpoint,
+    generation = await openai_format.begin(services, turn.session, turn.principal, body.model, body, endpoint,
                                            backend=backend, admit=turn.admit, reservation=turn.reservation)
     return await openai_format.answer(turn.request, generation, body, endpoint)
 

@@ -10,13 +10,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
-from starlette.datastructures import State
 
 from api.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.services import serving
@@ -30,6 +29,9 @@ from api.services.principal import Principal
 from api.services.serving import Generation
 from api.services.usage_writer import Reservation
 from api.sse import sse_response
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
 DONE = b"data: [DONE]\n\n"
@@ -96,12 +98,12 @@ COMPLETION = CompletionFormat("/completions", "text_completion", "text_completio
                               OPENAI_COMPLETION_DEFAULTS)
 
 
-async def begin(state: State, session: AsyncSession | None, principal: Principal, model: str | None,
+async def begin(services: AppServices, session: AsyncSession | None, principal: Principal, model: str | None,
                 body: SamplingFields, endpoint: Format, *, alias: AliasDefaults | None = None,
                 backend: Backend | None = None, admit: bool = True, reservation: Reservation | None = None
                 ) -> Generation:
     """The body's turn started on the engine (refusals raise before anything is sent)."""
-    return await chat_generation.begin(state, session, principal, model, endpoint.turn(body),
+    return await chat_generation.begin(services, session, principal, model, endpoint.turn(body),
                                        request_id=endpoint.new_id(), server=endpoint.defaults, alias=alias,
                                        backend=backend, admit=admit, reservation=reservation)
 

@@ -8,11 +8,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import State
 
 from api import tracing
 from api.services import limits
@@ -24,6 +23,9 @@ from api.services.principal import Principal
 from api.services.usage_writer import Reservation
 from engine.errors import GenerationFailed, Overloaded
 from engine.requests import EngineEvent, ErrorEvent, GenerationRequest, StartEvent
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Generation:
 
 
 @tracing.traced_generation
-async def begin(state: State, session: AsyncSession | None, principal: Principal, model: str | None,
+async def begin(services: AppServices, session: AsyncSession | None, principal: Principal, model: str | None,
                 generation: GenerationRequest, backend: Backend | None = None, *, admit: bool = True,
                 reservation: Reservation | None = None) -> Generation:
     """Take the user's slots, start the generation on its backend, then count it against the caller's limits; a
@@ -71,10 +73,10 @@ async def begin(state: State, session: AsyncSession | None, principal: Principal
     The limits are counted in the request's own session, which is committed here: a request then holds no
     database connection while it generates (two at once per request would exhaust the pool under load)."""
     with tracing.step("llmws.route") as route:
-        backend = backend or state.backends.resolve(model, principal)
+        backend = backend or services.backends.resolve(model, principal)
         route.set_attributes({"gen_ai.request.model": backend.model, "llmws.backend.kind": backend.kind})
-    meter = Meter.for_principal(state.usage_writer, principal, generation.request_id, backend.model, backend.kind)
-    slot = take_slots(state.generation_slots, principal, generation.sampling.n, meter)
+    meter = Meter.for_principal(services.usage_writer, principal, generation.request_id, backend.model, backend.kind)
+    slot = take_slots(services.generation_slots, principal, generation.sampling.n, meter)
     try:
         started = await _start(backend, generation, meter, slot)
     except BaseException:

@@ -11,10 +11,9 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
-from starlette.datastructures import State
 
 from api.services import auth, local_models, ws_buffer, ws_messages
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
@@ -26,24 +25,27 @@ from api.services.ws_messages import ProtocolError
 from db.models import WsSession
 from engine.errors import EngineError
 
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
+    from api.settings import Settings
+
 log = logging.getLogger(__name__)
 
 ADMIN_TYPES = {"switch_model", "download_model", "delete_model"}
 
 
 class Channel:
-    def __init__(self, websocket: WebSocket, state: State) -> None:
+    def __init__(self, websocket: WebSocket, services: AppServices, settings: Settings) -> None:
         self.ws = websocket
-        self.state = state
-        settings = state.settings
+        self.services = services
         self.idle_timeout_s = settings.ws_idle_timeout.total_seconds()
         self.max_message_bytes = settings.ws_max_message_bytes
         self.rate_per_s = settings.ws_messages_per_second
         self.allowance = float(self.rate_per_s * 5)  # a token bucket: bursts of five seconds' worth
         self.last_message_at = self.last_received_at = time.monotonic()
         self.hello_deadline = self.last_received_at + settings.ws_hello_timeout.total_seconds()
-        self.hub: WsHub = state.ws_hub
-        self.pending: PendingSockets = state.ws_pending
+        self.hub: WsHub = services.ws_hub
+        self.pending: PendingSockets = services.ws_pending
         self.address = websocket.client.host if websocket.client else "unknown"
         self.is_pending = False  # holds one of its address's places for sockets without a hello
         self.credential: SocketCredential | None = None
@@ -97,7 +99,7 @@ class Channel:
             if self.credential is None:
                 wait = min(until_idle, self.hello_deadline - now)
             else:
-                wait = min(until_idle, self.credential.recheck_in(self.state.principal_cache))
+                wait = min(until_idle, self.credential.recheck_in(self.services.principal_cache))
             try:
                 async with asyncio.timeout(wait):
                     return await self.ws.receive()
@@ -111,7 +113,7 @@ class Channel:
         revoked, expired or disabled stops the session's generations and closes the socket."""
         assert self.credential is not None
         try:
-            self.principal = await self.credential.principal(self.state.sessionmaker, self.state.principal_cache)
+            self.principal = await self.credential.principal(self.services.sessionmaker, self.services.principal_cache)
             return True
         except (AuthenticationFailed, PermissionDenied) as exc:
             if self.live is not None:
@@ -181,8 +183,8 @@ class Channel:
             raise ProtocolError("missing_credentials", "hello needs 'token' (a login token or an API key)")
         session_id = ws_messages.optional_uuid(message.get("session_id"), "session_id")
         last_seq = ws_messages.non_negative_int(message.get("last_seq", 0), "last_seq")
-        async with self.state.sessionmaker() as db:
-            principal = await auth.current_principal(db, self.state.principal_cache, token)
+        async with self.services.sessionmaker() as db:
+            principal = await auth.current_principal(db, self.services.principal_cache, token)
             row, resumed = await ws_buffer.open_session(db, principal.user.id, session_id)
             await db.commit()
             last_stored, config, conversation_id = row.last_seq, dict(row.config or {}), row.conversation_id
@@ -194,7 +196,7 @@ class Channel:
         self._leave_pending()
         self.live = self.hub.live(row.id, principal.user.id, last_stored, config, conversation_id)
         await self.send({"type": "welcome", "session_id": str(row.id), "resumed": resumed,
-                         "last_seq": self.live.next_seq - 1, "model": self.state.backends.default_name(principal),
+                         "last_seq": self.live.next_seq - 1, "model": self.services.backends.default_name(principal),
                          "user": principal.user.username,
                          "capabilities": ["inference", "cancel", "config", "ack", "resources", "models",
                                           *(sorted(ADMIN_TYPES) if principal.user.is_admin else [])]})
@@ -213,7 +215,7 @@ class Channel:
     async def on_config(self, message: dict[str, Any]) -> None:
         assert self.live is not None
         merged = ws_messages.config_changes(message, self.live.config)
-        async with self.state.sessionmaker() as db:
+        async with self.services.sessionmaker() as db:
             row = await db.get(WsSession, self.live.id)
             if row is not None:
                 row.config = merged
@@ -222,10 +224,10 @@ class Channel:
         await self.send({"type": "config_ack", "config": merged})
 
     async def on_get_resources(self, message: dict[str, Any]) -> None:
-        await self.send({"type": "resources", **await local_models.resources(self.state.model_host)})
+        await self.send({"type": "resources", **await local_models.resources(self.services.model_host)})
 
     async def on_list_models(self, message: dict[str, Any]) -> None:
-        backends = self.state.backends
+        backends = self.services.backends
         await self.send({"type": "models_list", "current": backends.default_name(self.principal),
                          "models": [{"id": b.model, "backend": b.kind} for b in backends.available(self.principal)]})
 
@@ -239,11 +241,11 @@ class Channel:
         """To ``model`` (a name from list_models) or the seed's ``model_path`` (``models/<name>``): either names
         one of the models the scan of the model folders found, nothing else."""
         assert self.live is not None and self.principal is not None
-        host, live = self.state.model_host, self.live
+        host, live = self.services.model_host, self.live
         stages: list[tuple[str, float]] = []
         target = await local_models.find(host, ws_messages.switch_reference(message), paths=True)
         await live.emit({"type": "log", "message": f"switching to {target.name}"})
-        await local_models.switch(host, self.state.sessionmaker, target, actor_user_id=self.principal.user.id,
+        await local_models.switch(host, self.services.sessionmaker, target, actor_user_id=self.principal.user.id,
                                   progress=lambda stage, fraction: stages.append((stage, fraction)))
         for stage, fraction in stages:
             await live.emit({"type": "log", "message": stage, "progress": fraction})
@@ -253,13 +255,13 @@ class Channel:
         """Start a download job; its `download_started`, `progress`, `log` and `download_finished` events go to
         this session (buffered and resumable like any other), while the socket stays free for other messages."""
         assert self.live is not None and self.principal is not None
-        await self.state.downloads.start(*ws_messages.download_arguments(message), user_id=self.principal.user.id,
+        await self.services.downloads.start(*ws_messages.download_arguments(message), user_id=self.principal.user.id,
                                          listener=self.live.emit)
 
     async def on_delete_model(self, message: dict[str, Any]) -> None:
         assert self.live is not None and self.principal is not None
         name = ws_messages.model_name(message, "delete_model")
-        removed = await local_models.delete(self.state.model_host, self.state.sessionmaker, name,
+        removed = await local_models.delete(self.services.model_host, self.services.sessionmaker, name,
                                             actor_user_id=self.principal.user.id)
         await self.live.emit({"type": "log", "message": f"deleted {removed.name}"})
         await self.live.emit({"type": "model_deleted", "model": name})
@@ -275,7 +277,7 @@ class Channel:
         user_id, key_id = self.principal.user.id, self.principal.api_key_id
 
         async def job(live: LiveSession) -> None:
-            await run_inference(self.state, live, user_id, key_id, ids, asked.model, asked.system, asked.messages,
+            await run_inference(self.services, live, user_id, key_id, ids, asked.model, asked.system, asked.messages,
                                 asked.sampling)
 
         try:

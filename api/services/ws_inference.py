@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import State
 
 from api import tracing
 from api.services import conversation_turns, conversations
@@ -22,6 +22,9 @@ from api.services.principal import Principal
 from api.services.ws_hub import LiveSession
 from db.models import Conversation, User, WsSession
 from engine.errors import ContextTooLong, EngineError
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,13 @@ class RequestIds:
 
 
 @tracing.traced_ws_inference
-async def run_inference(state: State, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
+async def run_inference(services: AppServices, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
                         model: str | None, system: str | None, new_messages: list[dict[str, str]],
                         request: Sampling) -> None:
     """One turn of the session's conversation, planned, begun and stored as the native chat's are
     (``conversation_turns``), every event emitted into the session, the reply saved."""
     request_id = ids.wire
-    async with state.sessionmaker() as db:
+    async with services.sessionmaker() as db:
         user = await db.get(User, user_id)
         if user is None or not user.is_active:
             await live.emit({"type": "error", "request_id": request_id, "code": "account_disabled",
@@ -63,7 +66,7 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
         try:
             exchange = await _plan(db, user_id, live, system, new_messages)
             generation, conversation = await conversation_turns.begin(
-                state, db, principal, model, exchange, request, request_id=ids.engine, on_stored=link)
+                services, db, principal, model, exchange, request, request_id=ids.engine, on_stored=link)
         except ContextTooLong as exc:
             await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message,
                              "max_context": exc.max_context, "input_tokens": exc.input_tokens,
@@ -96,7 +99,7 @@ async def run_inference(state: State, live: LiveSession, user_id: int, key_id: i
                      "usage": {"prompt_tokens": usage["prompt_tokens"],
                                "completion_tokens": usage["completion_tokens"]},
                      "metrics": output.metrics(meter)})
-    await conversation_turns.save_reply(state.sessionmaker, conversation.id, transcript.text, generation)
+    await conversation_turns.save_reply(services.sessionmaker, conversation.id, transcript.text, generation)
 
 
 async def _plan(db: AsyncSession, user_id: int, live: LiveSession, system: str | None,

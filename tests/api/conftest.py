@@ -52,7 +52,7 @@ MakeUser = Callable[..., Awaitable[User]]
 @pytest.fixture
 def make_user(app: FastAPI) -> MakeUser:
     async def make(username: str, *, role: Role = Role.USER, password: str = USER_PASSWORD) -> User:
-        async with app.state.sessionmaker() as session:
+        async with app.state.services.sessionmaker() as session:
             user = await create_user(session, username, password, role=role)
             await session.commit()
             return user

@@ -23,8 +23,8 @@ def record(user_id: int | None, *, model: str = "m1", prompt: int = 10, completi
 
 async def write(app: FastAPI, *records: UsageRecord) -> None:
     for item in records:
-        app.state.usage_writer.record(item)
-    await app.state.usage_writer.flush()
+        app.state.services.usage_writer.record(item)
+    await app.state.services.usage_writer.flush()
 
 
 async def test_overview_counts_users_today_and_hours(app: FastAPI, client: httpx.AsyncClient, admin_token: str,
@@ -50,7 +50,7 @@ async def test_overview_counts_users_today_and_hours(app: FastAPI, client: httpx
     now = datetime.now(UTC)
     current_hour = now.replace(minute=0, second=0, microsecond=0)
     earlier = current_hour - timedelta(hours=2) + timedelta(minutes=30)
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         session.add(UsageLog(request_id="old", user_id=alice, model="m1", backend="local", prompt_tokens=100,
                              completion_tokens=100, latency_ms=None, status="error", count_source="engine",
                              created_at=earlier))

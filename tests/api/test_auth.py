@@ -50,7 +50,7 @@ async def test_logout_revokes_the_token(client: httpx.AsyncClient, user_token: s
 
 
 async def test_expired_token_is_refused(app: FastAPI, client: httpx.AsyncClient, user_token: str) -> None:
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         await session.execute(update(AuthSession).values(expires_at=utcnow() - timedelta(seconds=1)))
         await session.commit()
     assert_error(await client.get("/auth/me", headers=bearer(user_token)), 401, "token_expired")
@@ -140,7 +140,7 @@ async def test_repeated_failures_are_slowed_down_and_audited(
     # Another account from the same address is not locked by henry's failures.
     assert (await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})).status_code == 200
 
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         failures = (await session.execute(select(AuditLog).where(AuditLog.action == "auth.login_failed"))).scalars()
         rows = list(failures)
     assert len(rows) == limit
@@ -247,7 +247,7 @@ async def test_registrations_count_against_the_address_allowance(app: FastAPI, c
     refused = await client.post("/auth/register", json={"username": "olga", "password": "long-enough-pw"})
     assert_error(refused, 429, "registration_throttled")
     assert int(refused.headers["retry-after"]) >= 1
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         assert (await session.execute(select(User).where(User.username == "olga"))).scalar() is None
     async with client_from(app, "198.51.100.22") as elsewhere:
         response = await elsewhere.post("/auth/register", json={"username": "olga", "password": "long-enough-pw"})
@@ -257,7 +257,7 @@ async def test_registrations_count_against_the_address_allowance(app: FastAPI, c
 async def test_the_throttle_queries_search_their_indexes(app: FastAPI, client: httpx.AsyncClient) -> None:
     """Each count the throttle makes is an index search on the address and a time range, not a scan of every
     failure in the window: the audit log grows without bound."""
-    engine: AsyncEngine = app.state.sessionmaker.kw["bind"]
+    engine: AsyncEngine = app.state.services.sessionmaker.kw["bind"]
     counts: list[tuple[str, object]] = []
 
     def capture(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:

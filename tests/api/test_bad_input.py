@@ -21,7 +21,7 @@ from tests.conftest import ADMIN_PASSWORD
 async def snapshot(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, read straight from the database."""
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    async with app.state.db_engine.connect() as connection:
+    async with app.state.services.db_engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
             rows = await connection.execute(text(f"SELECT * FROM {table.name} ORDER BY 1"))
             tables[table.name] = [tuple(row) for row in rows]
@@ -40,7 +40,7 @@ async def world(app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser) ->
     await client.delete(f"/v1/keys/{key['id']}", headers=bearer(live))
     pat = await client.post("/admin/users", headers=bearer(admin),
                             json={"username": "pat", "password": USER_PASSWORD, "email": "pat@example.org"})
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         await session.execute(update(AuthSession).where(AuthSession.token_hash == credential_hash(expired))
                               .values(expires_at=utcnow() - timedelta(minutes=1)))
         await session.execute(update(AuthSession).values(last_used_at=utcnow() - timedelta(hours=1)))

@@ -12,7 +12,7 @@ from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, lo
 
 
 async def add_messages(app: FastAPI, conversation_id: str, turns: list[tuple[str, str]]) -> None:
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         session.add_all([Message(conversation_id=uuid.UUID(conversation_id), role=role, content=content)
                          for role, content in turns])
         await session.commit()

@@ -37,7 +37,7 @@ def settings(tmp_path: Path, database_url: str, models_dir: Path) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        await application.state.model_loading
+        await application.state.services.model_loading
         yield application
 
 
@@ -88,7 +88,7 @@ async def test_switch_and_unload(client: httpx.AsyncClient, admin_token: str) ->
 
 async def test_switch_is_refused_while_requests_run(app: FastAPI, client: httpx.AsyncClient,
                                                     admin_token: str) -> None:
-    engine = app.state.model_host.engine()
+    engine = app.state.services.model_host.engine()
     # Eight long requests keep the batch busy for seconds; the switch request takes milliseconds.
     params = SamplingParams(temperature=0, max_tokens=engine.max_context - 8, ignore_eos=True)
     streams = [engine.generate(GenerationRequest(prompt_ids=[1, 2, 3], sampling=params)) for _ in range(8)]
@@ -98,7 +98,7 @@ async def test_switch_is_refused_while_requests_run(app: FastAPI, client: httpx.
     assert_error(busy, 409, "engine_busy")
     for stream in streams:
         await stream.aclose()
-    assert app.state.model_host.loaded.info.name == "tiny-a"
+    assert app.state.services.model_host.loaded.info.name == "tiny-a"
 
 
 async def test_metrics_include_the_engine(client: httpx.AsyncClient) -> None:
@@ -143,7 +143,7 @@ async def test_a_model_the_engine_cannot_batch_is_refused_and_the_current_one_ke
     refused = await client.post("/admin/engine/switch", json={"model": "tiny-hybrid"}, headers=bearer(admin_token))
     error = assert_error(refused, 400, "unsupported_model")
     assert "cannot batch" in error["message"] and "LinearAttentionLayer" in error["message"]
-    assert app.state.model_host.metadata()["name"] == "tiny-a"
+    assert app.state.services.model_host.metadata()["name"] == "tiny-a"
     assert (await client.get("/readyz")).status_code == 200
 
 

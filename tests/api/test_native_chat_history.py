@@ -34,7 +34,7 @@ def settings(tmp_path: Path, database_url: str, tiny_model_dir: Path) -> Setting
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        await application.state.model_loading
+        await application.state.services.model_loading
         yield application
 
 
@@ -42,7 +42,7 @@ async def test_a_conversation_longer_than_the_context_continues_with_its_newest_
         app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser) -> None:
     user = await make_user("longnative")
     history = long_history(60)
-    async with app.state.sessionmaker() as db:
+    async with app.state.services.sessionmaker() as db:
         conversation = await conversations.create_conversation(db, user.id, title="long", system_prompt="Be brief.")
         db.add_all(Message(conversation_id=conversation.id, role=m["role"], content=m["content"]) for m in history)
         await db.commit()
@@ -51,12 +51,12 @@ async def test_a_conversation_longer_than_the_context_continues_with_its_newest_
         "message": "And the sea?", "conversation_id": str(conversation.id), "temperature": 0, "max_tokens": 4})
     assert reply.status_code == 200, reply.text
 
-    local = app.state.model_host.local
+    local = app.state.services.model_host.local
     head, new_turn = [{"role": "system", "content": "Be brief."}], [{"role": "user", "content": "And the sea?"}]
     fitting = [dropped for dropped in range(0, len(history) + 1, 2)
                if len(local.encode_messages(head + history[dropped:] + new_turn)) < local.max_context]
     assert 0 < fitting[0] < len(history)  # some exchanges had to go, and some fit
     assert reply.json()["usage"]["prompt_tokens"] == len(local.encode_messages(head + history[fitting[0]:] + new_turn))
-    async with app.state.sessionmaker() as db:
+    async with app.state.services.sessionmaker() as db:
         stored = await conversations.messages_of(db, conversation.id)
     assert len(stored) == len(history) + 2  # nothing dropped from the conversation itself: only from the prompt

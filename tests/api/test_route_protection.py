@@ -354,7 +354,7 @@ async def expired_token(app: FastAPI, client: httpx.AsyncClient, username: str) 
     """A login of ``username`` that was valid (and used, so a replica may have it cached) and then expired."""
     token = await login(client, username, USER_PASSWORD)
     assert (await client.get("/auth/me", headers=bearer(token))).status_code == 200
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         row = (await session.scalars(select(AuthSession).where(
             AuthSession.token_hash == credential_hash(token)))).one()
         row.expires_at = utcnow() - timedelta(seconds=1)

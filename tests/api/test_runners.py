@@ -148,7 +148,7 @@ async def test_a_runner_printing_lines_over_the_read_limit_is_still_watched_and_
     admin's stop (audited) ends it."""
     argv = [sys.executable, "-c", LONG_LINES]
     template = Template("printer", "prints long lines", tuple(argv), model=(), port=(), host=())
-    runner = await app.state.runners.launch(LaunchPlan(template, argv, tmp_path, free_port()), "printer")
+    runner = await app.state.services.runners.launch(LaunchPlan(template, argv, tmp_path, free_port()), "printer")
     deadline = time.monotonic() + 60
     while not any(line == "tick 5" for line in runner.lines):
         assert runner.task is not None and not runner.task.done(), list(runner.lines)[-3:]

@@ -23,7 +23,7 @@ async def test_database_holds_only_hashes(app: FastAPI, client: httpx.AsyncClien
     await client.post("/auth/login", json={"username": "petra", "password": "a-wrong-guess-1"})
 
     everything = ""
-    async with app.state.db_engine.connect() as connection:
+    async with app.state.services.db_engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
             for row in await connection.execute(text(f"SELECT * FROM {table.name}")):
                 everything += " | ".join(repr(value) for value in row) + "\n"
@@ -45,11 +45,11 @@ async def test_provider_api_keys_are_stored_as_ciphertext(app: FastAPI, client: 
         "name": "vault", "base_url": "http://127.0.0.1:9/v1", "api_key": upstream_key})
     assert created.status_code == 201, created.text
     assert created.json()["has_api_key"] is True and upstream_key not in created.text
-    async with app.state.db_engine.connect() as connection:
+    async with app.state.services.db_engine.connect() as connection:
         [stored] = [row[0] for row in await connection.execute(text("SELECT api_key_encrypted FROM providers"))]
     assert upstream_key.encode() not in stored and len(stored) >= len(upstream_key) + 12 + 16  # nonce + tag
     # And it opens only as that provider's key.
-    gateway = app.state.gateway
+    gateway = app.state.services.gateway
     assert gateway.providers[created.json()["id"]].upstream.config.api_key == upstream_key
 
 
@@ -62,7 +62,7 @@ async def test_a_provider_moved_to_another_host_needs_its_key_again(app: FastAPI
 
     moved = await client.patch(url, headers=admin, json={"base_url": "http://attacker.example/v1"})
     assert_error(moved, 400, "api_key_required")
-    provider = app.state.gateway.providers[created["id"]]
+    provider = app.state.services.gateway.providers[created["id"]]
     assert provider.upstream.config.base_url == "http://127.0.0.1:9/v1"  # nothing changed
     assert provider.upstream.config.api_key == upstream_key
 
@@ -72,4 +72,4 @@ async def test_a_provider_moved_to_another_host_needs_its_key_again(app: FastAPI
     assert dropped.status_code == 200 and dropped.json()["has_api_key"] is False
     given = await client.patch(url, headers=admin, json={"base_url": "http://127.0.0.3:9/v1", "api_key": "sk-new"})
     assert given.status_code == 200 and given.json()["has_api_key"] is True
-    assert app.state.gateway.providers[created["id"]].upstream.config.api_key == "sk-new"
+    assert app.state.services.gateway.providers[created["id"]].upstream.config.api_key == "sk-new"

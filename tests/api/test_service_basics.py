@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import httpx
@@ -27,17 +28,18 @@ async def test_healthz_and_readyz_without_a_model(client: httpx.AsyncClient, adm
 
 
 async def test_readyz_goes_red_when_the_database_is_gone(app: FastAPI, client: httpx.AsyncClient) -> None:
-    engine = app.state.db_engine
+    services = app.state.services
     # Port 9 (discard) has no PostgreSQL: connections are refused at once, like a database that went away.
-    app.state.db_engine = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:9/gone")
+    gone = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:9/gone")
+    app.state.services = dataclasses.replace(services, db_engine=gone)
     try:
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"]["ok"] is False
         assert (await client.get("/healthz")).status_code == 200
     finally:
-        await app.state.db_engine.dispose()
-        app.state.db_engine = engine
+        await gone.dispose()
+        app.state.services = services
 
 
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:

@@ -23,7 +23,7 @@ async def test_usage_aggregates(app: FastAPI, client: httpx.AsyncClient, admin_t
                                 make_user: MakeUser) -> None:
     me = (await client.get("/auth/me", headers=bearer(user_token))).json()
     other = await make_user("carol")
-    writer = app.state.usage_writer
+    writer = app.state.services.usage_writer
     for item in [record(me["id"], "m1", 10, 5), record(me["id"], "m2", 20, 7), record(other.id, "m1", 1, 1),
                  record(me["id"], "=cmd", 3, 0, "rejected")]:
         writer.record(item)

@@ -64,15 +64,15 @@ def refused_rows(dialect: str) -> list[UsageRecord]:
 
 
 async def stored_request_ids(app: FastAPI) -> list[str]:
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         return sorted((await session.scalars(select(UsageLog.request_id))).all())
 
 
 async def test_a_row_the_database_refuses_is_set_aside_and_everyone_elses_usage_is_written(
         app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser) -> None:
     user = await make_user("alice")
-    writer: UsageWriter = app.state.usage_writer
-    refused = refused_rows(app.state.db_engine.dialect.name)
+    writer: UsageWriter = app.state.services.usage_writer
+    refused = refused_rows(app.state.services.db_engine.dialect.name)
     good = [usage_of(f"good-{n}", user.id) for n in range(7)]
     for n, record in enumerate(good):
         writer.record(record)
@@ -83,7 +83,7 @@ async def test_a_row_the_database_refuses_is_set_aside_and_everyone_elses_usage_
     assert await stored_request_ids(app) == sorted(record.request_id for record in good)
     assert list(writer.set_aside) == refused and writer.set_aside_total == len(refused)
     assert writer.pending_count == 0
-    async with app.state.sessionmaker() as session:
+    async with app.state.services.sessionmaker() as session:
         assert await session.scalar(select(func.sum(UsageDaily.requests))) == len(good)
         assert await session.scalar(select(func.sum(RateWindow.tokens))) == 17 * len(good)
     metrics = (await client.get("/metrics")).text

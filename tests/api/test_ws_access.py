@@ -219,7 +219,7 @@ async def test_a_revoked_key_or_an_expired_login_closes_its_socket_at_the_next_m
         await hello_with(logged_in, other_login)
         assert "done" in {reply["type"] for reply in await answers(keyed, "inference")}
         assert (await client.delete(f"/v1/keys/{key['id']}", headers=bearer(token))).status_code == 200
-        async with app.state.sessionmaker() as session:
+        async with app.state.services.sessionmaker() as session:
             row = (await session.scalars(select(AuthSession).where(
                 AuthSession.token_hash == credential_hash(other_login)))).one()
             row.expires_at = utcnow() - timedelta(seconds=1)

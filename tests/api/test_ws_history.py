@@ -33,7 +33,7 @@ def settings(tmp_path: Path, database_url: str, tiny_model_dir: Path) -> Setting
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        await application.state.model_loading
+        await application.state.services.model_loading
         yield application
 
 
@@ -47,7 +47,7 @@ def long_history(exchanges: int) -> list[dict[str, str]]:
 
 async def test_a_long_history_is_trimmed_oldest_first_to_the_most_that_fits(
         app: FastAPI, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = app.state
+    state = app.state.services
     user = await make_user("longtalk")
     history = long_history(60)
     async with state.sessionmaker() as db:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import State
 
 from api.services import serving
 from api.services.backends import Backend
@@ -20,6 +20,9 @@ from api.services.errors import InvalidInput
 from api.services.principal import Principal
 from api.services.usage_writer import Reservation
 from engine.requests import GenerationRequest, SamplingParams
+
+if TYPE_CHECKING:
+    from api.lifespan import AppServices
 
 
 def _unsupported(name: str, what: str | None = None) -> InvalidInput:
@@ -63,8 +66,8 @@ def engine_request(turn: Turn, params: SamplingParams, request_id: str) -> Gener
     return GenerationRequest(messages=template_messages(turn.messages), sampling=params, request_id=request_id)
 
 
-async def begin(state: State, session: AsyncSession | None, principal: Principal, model: str | None, turn: Turn,
-                *, request_id: str, server: Sampling, alias: AliasDefaults | None = None,
+async def begin(services: AppServices, session: AsyncSession | None, principal: Principal, model: str | None,
+                turn: Turn, *, request_id: str, server: Sampling, alias: AliasDefaults | None = None,
                 backend: Backend | None = None, admit: bool = True, reservation: Reservation | None = None
                 ) -> serving.Generation:
     """Start ``turn`` (``serving.begin`` says what refusals raise and what each leaves in the usage log), with
@@ -73,17 +76,17 @@ async def begin(state: State, session: AsyncSession | None, principal: Principal
     params = sampling.resolve(turn.sampling, alias=alias.sampling if alias else None, server=server)
     if alias is not None and alias.system_prompt and turn.prompt is None:
         turn = replace(turn, messages=with_system_prompt(turn.messages, alias.system_prompt))
-    return await serving.begin(state, session, principal, model, engine_request(turn, params, request_id),
+    return await serving.begin(services, session, principal, model, engine_request(turn, params, request_id),
                                backend, admit=admit, reservation=reservation)
 
 
-async def begin_in_conversation(state: State, session: AsyncSession | None, principal: Principal,
+async def begin_in_conversation(services: AppServices, session: AsyncSession | None, principal: Principal,
                                 model: str | None, prompt: Prompt, request: Sampling, *, request_id: str,
                                 server: Sampling = sampling.NATIVE_DEFAULTS) -> serving.Generation:
     """A turn of a conversation the server keeps (native chat, the WebSocket): its earlier turns trimmed from the
     oldest end until the prompt fits the model's context."""
     async def start(fitting: Prompt) -> serving.Generation:
-        return await begin(state, session, principal, model, Turn(messages=fitting.messages, sampling=request),
+        return await begin(services, session, principal, model, Turn(messages=fitting.messages, sampling=request),
                            request_id=request_id, server=server)
 
-    return await fitted(prompt, start, state.model_host.local)
+    return await fitted(prompt, start, services.model_host.local)
