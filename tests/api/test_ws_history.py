@@ -105,7 +105,7 @@ async def test_a_turn_takes_the_system_prompt_the_native_chat_would(
         project_prompt: str, expected: str) -> None:
     """The message's (or the session config's) system prompt, else the conversation's, else its project's; the
     turn stored and the conversation touched (before, a later socket turn saw only the message's own)."""
-    state = app.state
+    state = app.state.services
     user = await make_user("prompted")
     history = long_history(1)
     async with state.sessionmaker() as db:
@@ -133,7 +133,7 @@ async def test_a_turn_takes_the_system_prompt_the_native_chat_would(
 
 async def test_a_refused_turn_leaves_no_conversation_and_a_new_one_records_its_model(
         app: FastAPI, make_user: MakeUser) -> None:
-    state = app.state
+    state = app.state.services
     user = await make_user("refused")
     live, events = await socket_turn(state, user.id, None, model="no-such-model")
     assert [event["type"] for event in events] == ["error"], events
@@ -152,7 +152,7 @@ async def test_a_refused_turn_leaves_no_conversation_and_a_new_one_records_its_m
 
 async def test_a_session_whose_conversation_was_deleted_goes_on_in_a_new_one(app: FastAPI, make_user: MakeUser
                                                                            ) -> None:
-    state = app.state
+    state = app.state.services
     user = await make_user("deleted")
     live, _ = await socket_turn(state, user.id, None)
     first = live.conversation_id
