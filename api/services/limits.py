@@ -50,11 +50,11 @@ def subjects_of(principal: Principal, key: ApiKey | None) -> list[Subject]:
 def has_limits(principal: Principal) -> bool:
     """Whether any limit applies to the caller (the principal carries its user's and key's rows)."""
     # The rows' own columns, not `subjects_of`: the gateway's fast path asks this of every request.
-    return any(getattr(row, limit) is not None for row in (principal.user, principal.api_key) if row is not None
-               for limit in _LIMITS)
-
-
-_LIMITS = ("requests_per_minute", "tokens_per_minute", "monthly_token_quota")  # a Subject's, of a user or a key
+    for row in (principal.user, principal.api_key):
+        if row is not None and (row.requests_per_minute is not None or row.tokens_per_minute is not None
+                                or row.monthly_token_quota is not None):
+            return True
+    return False
 
 
 async def admit(session: AsyncSession, principal: Principal, *, choices: int = 1,

@@ -130,34 +130,18 @@ class ClientGone(Exception):  # noqa: N818 (an event, not an error: nobody is le
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """``work``'s result; if the client disconnects first, ``work`` is cancelled and `ClientGone` raised (an
     upstream that has not answered yet must not be kept waiting for nobody)."""
-    # ``work`` runs in this task and one watcher cancels it: cheaper per request than a task for each of them
-    # and an ``asyncio.wait`` over both.
-    task = asyncio.current_task()
-    assert task is not None
-    over = False  # ``work`` has returned or raised: a disconnect now is the answer's business, not this wait's
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        await _disconnected(request)
-        if not over:
-            gone = True
-            task.cancel()
-
-    watcher = asyncio.create_task(watch())
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(_disconnected(request))
     try:
-        return await work
-    except asyncio.CancelledError:
-        if gone:
-            gone = False  # the watcher's cancel, undone here
-            if task.uncancel() == 0:  # and none from outside as well
-                raise ClientGone from None
-        raise
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        over = True
         watcher.cancel()
-        if gone:  # ``work`` swallowed the watcher's cancel: its count is undone all the same
-            task.uncancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
 
 
 async def _disconnected(request: Request) -> None:
