@@ -120,7 +120,9 @@ async def forward(request: Request, session: AsyncSession | None, principal: Pri
 
     try:
         with tracing.step("llmws.route", {"gen_ai.request.model": alias.name}) as route:
-            route.set_attribute("llmws.deployments", [deployment.backend for deployment in gateway.candidates(alias)])
+            if route.is_recording():  # the candidates again, only for a trace: first_to_open takes its own
+                route.set_attribute("llmws.deployments",
+                                    [deployment.backend for deployment in gateway.candidates(alias)])
             chosen = await routing.first_to_open(gateway, alias, attempt)
     except serving.ClientGone:
         return Response(status_code=499)  # nobody reads it; "client closed request" in the access log
