@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -13,13 +13,13 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.services.backends import Backend
 from api.services.users import create_user
 from api.settings import Settings
 from db.models import Role, User
-from tests.api.live import LiveApi, start_server, wait_ready
 from tests.conftest import ADMIN_PASSWORD, BACKENDS, make_settings, truncate_all
-
-USER_PASSWORD = "user-password-123"
+from tests.support.access import USER_PASSWORD, login
+from tests.support.live import LiveApi, serving
 
 
 @pytest.fixture
@@ -28,9 +28,23 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
+def extra_backends() -> Sequence[Backend]:
+    """Backends the app serves beside the local model; a module that wants one (an echo engine) overrides this."""
+    return ()
+
+
+@pytest.fixture
+def model_loaded() -> bool:
+    """Whether ``app`` waits for the local model to load before the test; modules that generate with it say so."""
+    return False
+
+
+@pytest.fixture
+async def app(settings: Settings, extra_backends: Sequence[Backend], model_loaded: bool) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, extra_backends=extra_backends)
     async with application.router.lifespan_context(application):
+        if model_loaded:
+            await application.state.model_loading
         yield application
 
 
@@ -58,16 +72,6 @@ def make_user(app: FastAPI) -> MakeUser:
             return user
 
     return make
-
-
-async def login(client: httpx.AsyncClient, username: str, password: str) -> str:
-    response = await client.post("/auth/login", json={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -112,14 +116,10 @@ def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             "LLMWS_PROVIDER_HEALTH_INTERVAL": "1", "LLMWS_AUTH_CACHE_TTL": "1",
             # Replicas share the secret key (what the WebSocket buffers are sealed with).
             "LLMWS_SECRET_KEY": "live-tests-secret-key-0123456789abcdef"}
-    server = start_server(folder, env, "live")
     try:
-        wait_ready(server)
-        token = httpx.post(f"{server.base_url}/auth/login",
-                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
-        yield LiveApi(server, token, env)
+        with serving(folder, env, "live") as live:
+            yield live
     finally:
-        server.stop()
         if request.param == "postgres":
             asyncio.run(truncate_all(request.getfixturevalue("postgres_url")))
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.api.live import Account, LiveApi
+from tests.support.live import Account, LiveApi
 
 MODEL = "tiny-chat"
 HELLO = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.api.conftest import LIVE_RESUME_WINDOW_S
-from tests.api.live import Account, LiveApi, start_server, wait_ready
+from tests.support.live import Account, LiveApi, start_server, wait_ready
 
 
 @dataclass

@@ -18,8 +18,8 @@ import pytest
 from api.schemas.gateway import ProviderKind
 from api.services.upstream_adapters import ADAPTERS
 from bench.fake_openai import serve_in_thread
-from tests.api.live import Account, LiveApi
 from tests.api.recording_upstream import ANSWER, ARGUMENT_PIECES, CALL_ID, MODEL, RecordingUpstream
+from tests.support.live import Account, LiveApi
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "The weather in a city.", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},

@@ -25,10 +25,11 @@ from websockets.sync.client import connect
 from api.app import create_app
 from api.settings import Settings
 from api.tracing import traces_url
-from bench.fake_openai import WORDS, FakeUpstream, free_port
-from tests.api.live import LiveApi, start_server, wait_ready
+from bench.fake_openai import WORDS, FakeUpstream
 from tests.api.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.support.live import LiveApi, serving
+from tests.support.net import free_port
 
 SERVICE = "llmws-under-test"
 GENERATION = {"llmws.generation", "llmws.route", "llmws.first_token"}
@@ -55,14 +56,8 @@ def traced_api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, 
             "LLMWS_SECRET_KEY": "tracing-tests-secret-key-0123456789abcdef",
             "LLMWS_OTEL_ENDPOINT": receiver.endpoint, "LLMWS_OTEL_SERVICE_NAME": SERVICE,
             "OTEL_BSP_SCHEDULE_DELAY": "50", "PYTHONUNBUFFERED": "1"}
-    server = start_server(folder, env, "traced")
-    try:
-        wait_ready(server)
-        token = httpx.post(f"{server.base_url}/auth/login",
-                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
-        yield LiveApi(server, token, env)
-    finally:
-        server.stop()
+    with serving(folder, env, "traced") as traced:
+        yield traced
 
 
 def one_trace(receiver: OtlpReceiver, root: str, names: set[str], **generation: Any) -> dict[str, list[ReceivedSpan]]:

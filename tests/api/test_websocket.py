@@ -18,7 +18,8 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.api.live import LLMWS, Account, LiveApi, free_port, start_server, wait_ready
+from tests.support.live import LLMWS, Account, LiveApi, start_server, wait_ready
+from tests.support.net import free_port
 
 GREEDY = {"temperature": 0, "max_tokens": 60}
 
