@@ -199,8 +199,8 @@ def test_sigterm_lets_streams_end_stores_them_and_another_process_resumes_them(l
     the native stream and the WebSocket session resume on another process on the same database."""
     from websockets.sync.client import connect
 
-    from tests.api.test_native_chat import events_of
-    from tests.api.test_websocket import hello, receive, until_done, ws_url
+    from tests.support.sse import events_of
+    from tests.support.ws import hello, receive, until_done, ws_url
 
     account = live_api.new_account("sigterm")
     replica = start_server(tmp_path, live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var")}, "sigterm")

@@ -205,7 +205,7 @@ def test_native_chat_and_websocket_sessions_use_an_alias_too(live_api: LiveApi, 
 
     from websockets.sync.client import connect
 
-    from tests.api.test_websocket import hello, until_done, ws_url
+    from tests.support.ws import hello, until_done, ws_url
 
     dead = add_provider(live_api, f"http://127.0.0.1:{free_port()}/v1")
     alive = add_provider(live_api, upstream.base_url)
@@ -264,7 +264,7 @@ def test_cached_callers_still_meet_revocation_limits_validation_and_get_tools_th
 ) -> None:
     """Repeat callers are served past the router (their credential is cached); nothing the route checks may be
     lost on the way."""
-    from tests.api.test_limits import set_limits, within_one_minute
+    from tests.support.limits import set_limits, within_one_minute
 
     provider = add_provider(live_api, upstream.base_url)
     alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-fast"}])

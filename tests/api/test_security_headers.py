@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import Settings, SettingsError
-from tests.api.test_settings import settings_from_env
+from tests.support.settings import settings_from_env
 
 FOREIGN = "https://evil.example"
 FRIEND = "https://app.example"
