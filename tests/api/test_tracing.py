@@ -26,10 +26,10 @@ from api.app import create_app
 from api.settings import Settings
 from api.tracing import traces_url
 from bench.fake_openai import WORDS, FakeUpstream
-from tests.api.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.conftest import ADMIN_PASSWORD, make_settings
 from tests.support.live import LiveApi, serving
 from tests.support.net import free_port
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 SERVICE = "llmws-under-test"
 GENERATION = {"llmws.generation", "llmws.route", "llmws.first_token"}

@@ -131,7 +131,7 @@ def test_cancel_stops_a_fetch_that_hangs(tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_hugging_face_repo_is_fetched_through_the_hub_api(tmp_path: Path, tiny_model_dir: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Through `huggingface_hub` against a fake hub at `HF_ENDPOINT` (the way a mirror is used)."""
-    from tests.engine.fake_hub import FakeHub
+    from tests.support.fake_hub import FakeHub
 
     hub = FakeHub("tiny-org/tiny-llama", tiny_model_dir)
     monkeypatch.setenv("HF_ENDPOINT", hub.start())
@@ -218,7 +218,7 @@ def test_a_download_past_the_size_cap_is_stopped_failed_and_leaves_nothing(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From the hub, which announces the size; and from git, which does not: it is measured on disk."""
-    from tests.engine.fake_hub import FakeHub
+    from tests.support.fake_hub import FakeHub
 
     hub = FakeHub("tiny-org/tiny-llama", tiny_model_dir)
     monkeypatch.setenv("HF_ENDPOINT", hub.start())
