@@ -16,7 +16,7 @@ from api.settings import Settings
 from engine.requests import GenerationRequest, SamplingParams
 from tests.api.conftest import assert_error
 from tests.conftest import ADMIN_PASSWORD, make_settings
-from tests.support.access import bearer
+from tests.support.access import bearer, login
 
 
 @pytest.fixture
@@ -152,8 +152,7 @@ async def test_a_download_that_would_fill_the_disk_is_refused_before_it_starts(
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as client:
-            token = (await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-                     ).json()["access_token"]
+            token = await login(client, "admin", ADMIN_PASSWORD)
             refused = await client.post("/admin/engine/downloads", headers=bearer(token),
                                         json={"source": "someone/some-model"})
             assert "not enough free disk space" in assert_error(refused, 507, "insufficient_storage")["message"]

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from bench.fake_openai import WORDS, FakeUpstream
+from tests.support.access import admin_token_of, bearer
 from tests.support.gateway import add_alias, add_provider, client_for, unique, usage_rows
 from tests.support.live import LiveApi, start_server, wait_ready
 from tests.support.net import free_port
@@ -192,11 +193,7 @@ def test_another_llmws_is_an_upstream_and_its_stop_marks_it_unhealthy(
 
 
 def _api_key_on(base_url: str) -> str:
-    from tests.conftest import ADMIN_PASSWORD
-
-    token = httpx.post(f"{base_url}/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-                       ).json()["access_token"]
-    key = httpx.post(f"{base_url}/v1/keys", json={"name": "gateway"}, headers={"Authorization": f"Bearer {token}"})
+    key = httpx.post(f"{base_url}/v1/keys", json={"name": "gateway"}, headers=bearer(admin_token_of(base_url)))
     return key.json()["key"]
 
 

@@ -27,6 +27,7 @@ from api.settings import Settings
 from api.tracing import traces_url
 from bench.fake_openai import WORDS, FakeUpstream
 from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.support.access import login
 from tests.support.live import LiveApi, serving
 from tests.support.net import free_port
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
@@ -219,8 +220,7 @@ async def test_without_the_setting_nothing_is_installed_and_nothing_is_sent(
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as client:
-                token = (await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-                         ).json()["access_token"]
+                token = await login(client, "admin", ADMIN_PASSWORD)
                 answer = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
                                            json={"model": "none", "messages": [{"role": "user", "content": "hi"}]})
                 assert answer.status_code in {404, 503}  # no model here: the generation's set-up ran and refused
