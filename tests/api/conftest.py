@@ -12,13 +12,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
 from api.services.backends import Backend
 from api.services.users import create_user
 from api.settings import Settings
 from db.models import Role, User
 from tests.conftest import ADMIN_PASSWORD, BACKENDS, make_settings, truncate_all
 from tests.support.access import USER_PASSWORD, login
+from tests.support.in_process import client_from, running_app
 from tests.support.live import LiveApi, serving
 
 
@@ -41,17 +41,8 @@ def model_loaded() -> bool:
 
 @pytest.fixture
 async def app(settings: Settings, extra_backends: Sequence[Backend], model_loaded: bool) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, extra_backends=extra_backends)
-    async with application.router.lifespan_context(application):
-        if model_loaded:
-            await application.state.model_loading
+    async with running_app(settings, extra_backends=extra_backends, model_loaded=model_loaded) as application:
         yield application
-
-
-def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:
-    """An httpx client of the in-process app whose requests come from this client address."""
-    transport = httpx.ASGITransport(app=app, client=(address, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://llmws.test")
 
 
 @pytest.fixture

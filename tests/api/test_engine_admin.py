@@ -11,12 +11,12 @@ import pytest
 from fastapi import FastAPI
 from transformers import JambaConfig, JambaForCausalLM, PreTrainedTokenizerBase
 
-from api.app import create_app
 from api.settings import Settings
 from engine.requests import GenerationRequest, SamplingParams
 from tests.api.conftest import assert_error
 from tests.conftest import ADMIN_PASSWORD, make_settings
 from tests.support.access import bearer, login
+from tests.support.in_process import client_from, running_app
 
 
 @pytest.fixture
@@ -148,10 +148,9 @@ async def test_a_download_that_would_fill_the_disk_is_refused_before_it_starts(
     tmp_path: Path, database_url: str
 ) -> None:
     """More free space asked for than any disk has: 507 ``insufficient_storage``, and no job."""
-    application = create_app(make_settings(tmp_path / "var", database_url, download_min_free_bytes=2**60))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as client:
+    settings = make_settings(tmp_path / "var", database_url, download_min_free_bytes=2**60)
+    async with running_app(settings) as application:
+        async with client_from(application) as client:
             token = await login(client, "admin", ADMIN_PASSWORD)
             refused = await client.post("/admin/engine/downloads", headers=bearer(token),
                                         json={"source": "someone/some-model"})

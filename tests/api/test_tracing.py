@@ -22,12 +22,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 from websockets.sync.client import connect
 
-from api.app import create_app
 from api.settings import Settings
 from api.tracing import traces_url
 from bench.fake_openai import WORDS, FakeUpstream
 from tests.conftest import ADMIN_PASSWORD, make_settings
 from tests.support.access import login
+from tests.support.in_process import client_from, running_app
 from tests.support.live import LiveApi, serving
 from tests.support.net import free_port
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
@@ -216,10 +216,8 @@ async def test_without_the_setting_nothing_is_installed_and_nothing_is_sent(
     with otlp_receiver() as receiver:
         # The SDK's own variable points at the receiver too: it must not turn anything on by itself.
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-        app = create_app(make_settings(tmp_path / "var", database_url))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as client:
+        async with running_app(make_settings(tmp_path / "var", database_url)) as app:
+            async with client_from(app) as client:
                 token = await login(client, "admin", ADMIN_PASSWORD)
                 answer = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
                                            json={"model": "none", "messages": [{"role": "user", "content": "hi"}]})
