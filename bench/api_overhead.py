@@ -111,7 +111,7 @@ def main() -> None:
         serve(args.serve, args.data_dir)
         return
 
-    from tests.api.live import free_port
+    from bench.fake_openai import free_port
 
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:

@@ -5,21 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
+from api.services.backends import Backend
 from api.services.users import create_user
 from api.settings import Settings
 from db.models import Role, User
-from tests.api.live import LiveApi, start_server, wait_ready
 from tests.conftest import ADMIN_PASSWORD, BACKENDS, make_settings, truncate_all
-
-USER_PASSWORD = "user-password-123"
+from tests.support.access import USER_PASSWORD, login
+from tests.support.in_process import client_from, running_app
+from tests.support.live import LiveApi, serving
 
 
 @pytest.fixture
@@ -28,16 +28,21 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+def extra_backends() -> Sequence[Backend]:
+    """Backends the app serves beside the local model; a module that wants one (an echo engine) overrides this."""
+    return ()
+
+
+@pytest.fixture
+def model_loaded() -> bool:
+    """Whether ``app`` waits for the local model to load before the test; modules that generate with it say so."""
+    return False
+
+
+@pytest.fixture
+async def app(settings: Settings, extra_backends: Sequence[Backend], model_loaded: bool) -> AsyncIterator[FastAPI]:
+    async with running_app(settings, extra_backends=extra_backends, model_loaded=model_loaded) as application:
         yield application
-
-
-def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:
-    """An httpx client of the in-process app whose requests come from this client address."""
-    transport = httpx.ASGITransport(app=app, client=(address, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://llmws.test")
 
 
 @pytest.fixture
@@ -58,16 +63,6 @@ def make_user(app: FastAPI) -> MakeUser:
             return user
 
     return make
-
-
-async def login(client: httpx.AsyncClient, username: str, password: str) -> str:
-    response = await client.post("/auth/login", json={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -112,14 +107,10 @@ def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             "LLMWS_PROVIDER_HEALTH_INTERVAL": "1", "LLMWS_AUTH_CACHE_TTL": "1",
             # Replicas share the secret key (what the WebSocket buffers are sealed with).
             "LLMWS_SECRET_KEY": "live-tests-secret-key-0123456789abcdef"}
-    server = start_server(folder, env, "live")
     try:
-        wait_ready(server)
-        token = httpx.post(f"{server.base_url}/auth/login",
-                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
-        yield LiveApi(server, token, env)
+        with serving(folder, env, "live") as live:
+            yield live
     finally:
-        server.stop()
         if request.param == "postgres":
             asyncio.run(truncate_all(request.getfixturevalue("postgres_url")))
 

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from api.services.usage_writer import UsageRecord
 from db.models import Role, UsageLog
-from tests.api.conftest import MakeUser, assert_error, bearer
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import bearer
 
 
 def record(user_id: int | None, *, model: str = "m1", prompt: int = 10, completion: int = 5, status: str = "ok",

@@ -7,7 +7,8 @@ import asyncio
 import httpx
 
 from db.models import Role
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 async def test_admin_creates_a_user_who_can_log_in(client: httpx.AsyncClient, admin_token: str) -> None:

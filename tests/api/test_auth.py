@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.models import AuditLog, AuthSession, Role, User
 from db.types import utcnow
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, client_from, login
+from tests.api.conftest import MakeUser, assert_error
 from tests.conftest import ADMIN_PASSWORD
+from tests.support.access import USER_PASSWORD, bearer, login
+from tests.support.in_process import client_from
 
 
 async def test_first_admin_is_created_from_settings_and_can_log_in(client: httpx.AsyncClient) -> None:

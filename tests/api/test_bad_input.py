@@ -14,8 +14,9 @@ from api.services.credentials import credential_hash
 from db.base import Base
 from db.models import AuthSession
 from db.types import utcnow
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
 from tests.conftest import ADMIN_PASSWORD
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 async def snapshot(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:

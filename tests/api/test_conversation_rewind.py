@@ -8,7 +8,8 @@ import httpx
 from fastapi import FastAPI
 
 from db.models import Message
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 async def add_messages(app: FastAPI, conversation_id: str, turns: list[tuple[str, str]]) -> None:

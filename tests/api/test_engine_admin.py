@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,11 +11,12 @@ import pytest
 from fastapi import FastAPI
 from transformers import JambaConfig, JambaForCausalLM, PreTrainedTokenizerBase
 
-from api.app import create_app
 from api.settings import Settings
 from engine.requests import GenerationRequest, SamplingParams
-from tests.api.conftest import assert_error, bearer
+from tests.api.conftest import assert_error
 from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.support.access import bearer, login
+from tests.support.in_process import client_from, running_app
 
 
 @pytest.fixture
@@ -34,11 +34,8 @@ def settings(tmp_path: Path, database_url: str, models_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        await application.state.services.model_loading
-        yield application
+def model_loaded() -> bool:
+    return True  # these tests generate with the local model: `app` waits for it
 
 
 async def test_readyz_probes_the_loaded_model(client: httpx.AsyncClient, admin_token: str) -> None:
@@ -151,12 +148,10 @@ async def test_a_download_that_would_fill_the_disk_is_refused_before_it_starts(
     tmp_path: Path, database_url: str
 ) -> None:
     """More free space asked for than any disk has: 507 ``insufficient_storage``, and no job."""
-    application = create_app(make_settings(tmp_path / "var", database_url, download_min_free_bytes=2**60))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as client:
-            token = (await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-                     ).json()["access_token"]
+    settings = make_settings(tmp_path / "var", database_url, download_min_free_bytes=2**60)
+    async with running_app(settings) as application:
+        async with client_from(application) as client:
+            token = await login(client, "admin", ADMIN_PASSWORD)
             refused = await client.post("/admin/engine/downloads", headers=bearer(token),
                                         json={"source": "someone/some-model"})
             assert "not enough free disk space" in assert_error(refused, 507, "insufficient_storage")["message"]

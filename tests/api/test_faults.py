@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from bench.fake_openai import WORDS, FakeUpstream, free_port
+from bench.fake_openai import WORDS, FakeUpstream
 from tests.api.conftest import assert_error
-from tests.api.live import Account, LiveApi, start_server, wait_ready
-from tests.api.test_gateway import add_alias, add_provider, usage_rows
+from tests.support.access import admin_token_of, bearer
+from tests.support.gateway import add_alias, add_provider, usage_rows
+from tests.support.live import Account, LiveApi, start_server, wait_ready
+from tests.support.net import free_port
 
 ANSWER = "".join(WORDS)
 MODEL = "tiny-chat"
@@ -197,8 +199,8 @@ def test_sigterm_lets_streams_end_stores_them_and_another_process_resumes_them(l
     the native stream and the WebSocket session resume on another process on the same database."""
     from websockets.sync.client import connect
 
-    from tests.api.test_native_chat import events_of
-    from tests.api.test_websocket import hello, receive, until_done, ws_url
+    from tests.support.sse import events_of
+    from tests.support.ws import hello, receive, until_done, ws_url
 
     account = live_api.new_account("sigterm")
     replica = start_server(tmp_path, live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var")}, "sigterm")
@@ -293,9 +295,7 @@ def test_a_database_gone_for_a_while_makes_readyz_red_then_everything_recovers(
                 "LLMWS_MODEL_DIRS": str(chat_model_dir.parent), "LLMWS_ADMIN_PASSWORD": ADMIN_PASSWORD}
         server = start_server(tmp_path, env, "dbgone")
         wait_ready(server)
-        token = httpx.post(f"{server.base_url}/auth/login",
-                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = bearer(admin_token_of(server.base_url))
         assert httpx.get(f"{server.base_url}/v1/conversations", headers=headers).status_code == 200
 
         asyncio.run(admin_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false",

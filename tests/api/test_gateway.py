@@ -4,66 +4,21 @@ closing the upstream stream. Upstreams are a fake OpenAI server in this process 
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
-from sqlalchemy import text
 
-from api.settings import Settings
-from bench.fake_openai import WORDS, FakeUpstream, free_port
-from db.session import create_engine
-from tests.api.live import Account, LiveApi, start_server, wait_ready
+from bench.fake_openai import WORDS, FakeUpstream
+from tests.support.access import admin_token_of, bearer
+from tests.support.gateway import add_alias, add_provider, client_for, unique, usage_rows
+from tests.support.live import LiveApi, start_server, wait_ready
+from tests.support.net import free_port
 
 ANSWER = "".join(WORDS)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def add_provider(live_api: LiveApi, base_url: str, **extra: Any) -> dict[str, Any]:
-    created = httpx.post(f"{live_api.base_url}/admin/providers", headers=live_api.admin,
-                         json={"name": unique("prov"), "base_url": base_url, "timeout_s": 5, **extra})
-    assert created.status_code == 201, created.text
-    return created.json()
-
-
-def add_alias(live_api: LiveApi, deployments: list[dict[str, Any]], **extra: Any) -> str:
-    name = unique("alias")
-    created = httpx.post(f"{live_api.base_url}/admin/models", headers=live_api.admin,
-                         json={"name": name, "deployments": deployments, **extra})
-    assert created.status_code == 201, created.text
-    return name
-
-
-def client_for(live_api: LiveApi, account: Account) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{live_api.base_url}/v1", api_key=account.key, max_retries=0, timeout=30)
-
-
-def usage_rows(live_api: LiveApi, account: Account, count: int, within_s: float = 10) -> list[dict[str, Any]]:
-    """The account's usage rows, once ``count`` are written."""
-    async def read() -> list[dict[str, Any]]:
-        engine = create_engine(Settings(database_url=live_api.env["LLMWS_DATABASE_URL"]).resolved_database_url)
-        try:
-            async with engine.connect() as connection:
-                result = await connection.execute(text(
-                    "SELECT model, backend, status, count_source, prompt_tokens, completion_tokens FROM usage_logs "
-                    "WHERE user_id = :user ORDER BY id"), {"user": account.user_id})
-                return [dict(row._mapping) for row in result]
-        finally:
-            await engine.dispose()
-
-    deadline = time.monotonic() + within_s
-    while len(rows := asyncio.run(read())) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return rows
 
 
 def test_an_alias_on_an_upstream_streams_and_answers_through_the_openai_client(
@@ -238,11 +193,7 @@ def test_another_llmws_is_an_upstream_and_its_stop_marks_it_unhealthy(
 
 
 def _api_key_on(base_url: str) -> str:
-    from tests.conftest import ADMIN_PASSWORD
-
-    token = httpx.post(f"{base_url}/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-                       ).json()["access_token"]
-    key = httpx.post(f"{base_url}/v1/keys", json={"name": "gateway"}, headers={"Authorization": f"Bearer {token}"})
+    key = httpx.post(f"{base_url}/v1/keys", json={"name": "gateway"}, headers=bearer(admin_token_of(base_url)))
     return key.json()["key"]
 
 
@@ -251,7 +202,7 @@ def test_native_chat_and_websocket_sessions_use_an_alias_too(live_api: LiveApi, 
 
     from websockets.sync.client import connect
 
-    from tests.api.test_websocket import hello, until_done, ws_url
+    from tests.support.ws import hello, until_done, ws_url
 
     dead = add_provider(live_api, f"http://127.0.0.1:{free_port()}/v1")
     alive = add_provider(live_api, upstream.base_url)
@@ -310,7 +261,7 @@ def test_cached_callers_still_meet_revocation_limits_validation_and_get_tools_th
 ) -> None:
     """Repeat callers are served past the router (their credential is cached); nothing the route checks may be
     lost on the way."""
-    from tests.api.test_limits import set_limits, within_one_minute
+    from tests.support.limits import set_limits, within_one_minute
 
     provider = add_provider(live_api, upstream.base_url)
     alias = add_alias(live_api, [{"provider_id": provider["id"], "upstream_model": "fake-fast"}])

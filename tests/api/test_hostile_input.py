@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import assert_error
-from tests.api.live import LiveApi
+from tests.support.live import LiveApi
 
 ROUTES = ["/v1/chat", "/v1/chat/completions", "/admin/users"]
 # RTL override, zero-width joiner, a 4-byte emoji (and a ZWJ emoji sequence), a combining mark.

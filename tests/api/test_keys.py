@@ -7,7 +7,8 @@ from datetime import timedelta
 import httpx
 
 from db.types import utcnow
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 async def create_key(client: httpx.AsyncClient, token: str, name: str = "laptop", **extra: object) -> dict:

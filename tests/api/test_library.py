@@ -7,7 +7,8 @@ import json
 import httpx
 
 from db.models import Role
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 async def test_conversations_list_rename_move_export_delete(client: httpx.AsyncClient, user_token: str,

@@ -9,27 +9,12 @@ import httpx
 import openai
 import pytest
 
-from tests.api.live import Account, LiveApi
-
-MODEL = "tiny-chat"
-HELLO = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+from tests.support.limits import HELLO, MODEL, set_limits, within_one_minute
+from tests.support.live import Account, LiveApi
 
 
 def chat(live_api: LiveApi, account: Account) -> httpx.Response:
     return httpx.post(f"{live_api.base_url}/v1/chat/completions", json=HELLO, headers=account.headers, timeout=30)
-
-
-def set_limits(live_api: LiveApi, path: str, **limits: int) -> None:
-    answer = httpx.put(f"{live_api.base_url}/admin/{path}/limits", json=limits, headers=live_api.admin)
-    assert answer.status_code == 200, answer.text
-
-
-def within_one_minute(seconds_needed: float = 20) -> None:
-    """Per-minute windows are calendar minutes: wait, if need be, so what follows runs inside one (a window that
-    rolls over midway would let the request meant to be refused through)."""
-    into = time.time() % 60
-    if into > 60 - seconds_needed:
-        time.sleep(60 - into + 0.1)
 
 
 def test_a_keys_request_rate_is_limited_and_others_are_not(live_api: LiveApi) -> None:

@@ -18,10 +18,9 @@ from websockets.sync.client import connect
 
 from api.settings import Settings
 from db.session import create_engine
-from tests.api.live import LiveApi, wait_ready
-from tests.api.test_websocket import hello, inference, receive, until_done, ws_url
-from tests.engine.fake_git_host import FakeGitHost
-from tests.engine.test_downloads import git_repo
+from tests.support.git_host import FakeGitHost, git_repo
+from tests.support.live import LiveApi, wait_ready
+from tests.support.ws import hello, inference, receive, until_done, ws_url
 
 SECRET = "s3cret-token-in-the-url-77"
 

@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from tests.api.conftest import LIVE_RESUME_WINDOW_S
-from tests.api.live import Account, LiveApi, start_server, wait_ready
-
-
-@dataclass
-class Event:
-    id: str
-    event: str
-    data: dict
-
-    @property
-    def seq(self) -> int:
-        return int(self.id.rpartition(":")[2])
-
-
-def events_of(response: httpx.Response) -> Iterator[Event]:
-    fields: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if fields:
-                yield Event(fields["id"], fields["event"], json.loads(fields["data"]))
-            fields = {}
-            continue
-        name, _, value = line.partition(": ")
-        fields[name] = value
+from tests.support.live import Account, LiveApi, start_server, wait_ready
+from tests.support.sse import Event, events_of
 
 
 @contextlib.contextmanager

@@ -4,19 +4,18 @@ real app, tiny model and database, in process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
 from api.services import conversations
 from api.settings import Settings
 from db.models import Message
-from tests.api.conftest import USER_PASSWORD, MakeUser, bearer, login
+from tests.api.conftest import MakeUser
 from tests.conftest import make_settings
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 def long_history(exchanges: int) -> list[dict[str, str]]:
@@ -31,11 +30,8 @@ def settings(tmp_path: Path, database_url: str, tiny_model_dir: Path) -> Setting
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        await application.state.services.model_loading
-        yield application
+def model_loaded() -> bool:
+    return True  # these tests generate with the local model: `app` waits for it
 
 
 async def test_a_conversation_longer_than_the_context_continues_with_its_newest_exchanges(

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.api.live import Account, LiveApi
+from tests.support.live import Account, LiveApi
 
 MODEL = "tiny-chat"
 QUESTION = [{"role": "user", "content": "Tell me about the sea."}]

@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from bench.fake_openai_endpoints import ANSWER, EMBEDDING, TRANSCRIPT, FakeEndpointsUpstream, speech_bytes
-from tests.api.live import LiveApi
-from tests.api.test_gateway import client_for, usage_rows
+from tests.support.gateway import client_for, usage_rows
+from tests.support.live import LiveApi
 
 UPSTREAM_MODEL = "fake-any"
 

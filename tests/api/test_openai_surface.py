@@ -2,7 +2,7 @@
 what the client sends reaches the upstream as it was sent (only `model` rewritten; a stream also asks for the
 usage report), unknown and vendor fields included, and what the upstream answers (tool calls, streamed argument
 deltas, logprobs) reaches the client intact. The local engine refuses what it cannot do with a 400 naming the
-field. The upstream is a recording fake of these tests' own (tests/api/recording_upstream.py)."""
+field. The upstream is a recording fake of these tests' own (tests/support/recording_upstream.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from api.schemas.gateway import ProviderKind
 from api.services.upstream_adapters import ADAPTERS
 from bench.fake_openai import serve_in_thread
-from tests.api.live import Account, LiveApi
-from tests.api.recording_upstream import ANSWER, ARGUMENT_PIECES, CALL_ID, MODEL, RecordingUpstream
+from tests.support.live import Account, LiveApi
+from tests.support.recording_upstream import ANSWER, ARGUMENT_PIECES, CALL_ID, MODEL, RecordingUpstream
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "The weather in a city.", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},

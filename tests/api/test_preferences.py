@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import USER_PASSWORD, bearer, login
 
 NOTHING = {"default_model": None, "temperature": None, "max_tokens": None, "top_p": None, "system_prompt_id": None}
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
 from tests.conftest import ADMIN_PASSWORD
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 async def test_a_revoked_key_is_refused_at_once_even_when_cached(client: httpx.AsyncClient,

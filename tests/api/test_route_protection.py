@@ -11,65 +11,31 @@ same way. The WebSocket message types get the same treatment in tests/api/test_w
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
-from sqlalchemy import select
 from starlette.routing import Route
 
-from api.app import create_app
 from api.services.backends import Backend
-from api.services.credentials import credential_hash
 from api.settings import Settings
 from bench.fake_openai_endpoints import FakeEndpointsUpstream
-from db.models import AuthSession, Role
-from db.types import utcnow
-from engine.interface import EngineStats, Health
-from engine.requests import EngineEvent, FinishEvent, GenerationRequest, StartEvent, TokenEvent, Usage
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from db.models import Role
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import USER_PASSWORD, bearer, login
+from tests.support.access_matrix import MODEL, Access, echo_backends, echo_settings, expired_token, revoked_key
 
 DOCS_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 # WebSocket routes authenticate in their first message: tests/api/test_ws_access.py has their matrix.
 WEBSOCKET_PATHS = {"/v1/ws"}
-MODEL = "echo"
 INTRUDER = "intruder-was-here"
-
-
-class Access(enum.Enum):
-    PUBLIC = "no credentials needed"
-    USER = "any signed-in user, for their own account"
-    OWN_LIST = "any signed-in user; lists only their own rows"
-    OWNER = "the owner of the resource named in the path or body only"
-    ADMIN = "the admin role"
-
-
-class EchoEngine:
-    """A deterministic engine for the API layer: three tokens, at once."""
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[EngineEvent]:
-        yield StartEvent(request.request_id, 4, 3)
-        for index in range(3):
-            yield TokenEvent(request.request_id, 0, "echo ", (index,))
-        yield FinishEvent(request.request_id, 0, "length", Usage(4, 3))
-
-    def abort(self, request_id: str) -> None:
-        pass
-
-    async def check_health(self) -> Health:
-        return Health(True, "echo")
-
-    def stats(self) -> EngineStats:
-        return EngineStats(0, 0, 0, 0.0, 0)
 
 
 @dataclass
@@ -328,13 +294,13 @@ def api_routes(app: FastAPI) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The app in process with an echo backend, so chats, streams and usage are real rows."""
-    settings = settings.model_copy(update={"open_registration": True, "usage_flush_interval": timedelta(
-        milliseconds=50)})
-    application = create_app(settings, extra_backends=[Backend(model=MODEL, kind="test", client=EchoEngine())])
-    async with application.router.lifespan_context(application):
-        yield application
+def settings(settings: Settings) -> Settings:
+    return echo_settings(settings)
+
+
+@pytest.fixture
+def extra_backends() -> list[Backend]:
+    return echo_backends()
 
 
 def test_every_route_has_exactly_one_declared_access(app: FastAPI) -> None:
@@ -348,25 +314,6 @@ def test_every_route_has_exactly_one_declared_access(app: FastAPI) -> None:
 class Caller:
     headers: dict[str, str]
     password: str = USER_PASSWORD
-
-
-async def expired_token(app: FastAPI, client: httpx.AsyncClient, username: str) -> str:
-    """A login of ``username`` that was valid (and used, so a replica may have it cached) and then expired."""
-    token = await login(client, username, USER_PASSWORD)
-    assert (await client.get("/auth/me", headers=bearer(token))).status_code == 200
-    async with app.state.services.sessionmaker() as session:
-        row = (await session.scalars(select(AuthSession).where(
-            AuthSession.token_hash == credential_hash(token)))).one()
-        row.expires_at = utcnow() - timedelta(seconds=1)
-        await session.commit()
-    return token
-
-
-async def revoked_key(client: httpx.AsyncClient, token: str) -> str:
-    created = (await client.post("/v1/keys", json={"name": "to revoke"}, headers=bearer(token))).json()
-    assert (await client.get("/auth/me", headers=bearer(created["key"]))).status_code == 200
-    assert (await client.delete(f"/v1/keys/{created['id']}", headers=bearer(token))).status_code == 200
-    return created["key"]
 
 
 def check(rule: Rule, column: str, response: httpx.Response, where: str) -> None:

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 
 from api.services.runner_templates import LaunchPlan, Template, free_port
 from api.services.runners import LINE_CHARS
-from tests.api.conftest import bearer
-from tests.api.live import LiveApi
-from tests.api.test_gateway import add_alias, client_for
+from tests.support.access import bearer
+from tests.support.gateway import add_alias, client_for
+from tests.support.live import LiveApi
 
 
 def runners(live_api: LiveApi) -> list[dict[str, Any]]:

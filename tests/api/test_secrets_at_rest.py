@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from db.base import Base
-from tests.api.conftest import USER_PASSWORD, MakeUser, assert_error, bearer, login
+from tests.api.conftest import MakeUser, assert_error
 from tests.conftest import ADMIN_PASSWORD
+from tests.support.access import USER_PASSWORD, bearer, login
 
 
 async def test_database_holds_only_hashes(app: FastAPI, client: httpx.AsyncClient, make_user: MakeUser) -> None:

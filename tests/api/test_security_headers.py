@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from api.app import create_app
 from api.settings import Settings, SettingsError
-from tests.api.test_settings import settings_from_env
+from tests.support.in_process import client_from, running_app
+from tests.support.settings import settings_from_env
 
 FOREIGN = "https://evil.example"
 FRIEND = "https://app.example"
@@ -52,11 +51,8 @@ async def test_cors_is_closed_by_default(client: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def cors_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings.model_copy(update={"cors_origins": [FRIEND]}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as http:
-            yield http
+    async with running_app(settings.model_copy(update={"cors_origins": [FRIEND]})) as app, client_from(app) as http:
+        yield http
 
 
 async def test_configured_origins_and_only_they_pass_cors(cors_client: httpx.AsyncClient) -> None:

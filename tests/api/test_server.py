@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from db import migrate
-from tests.api.live import LLMWS, START_TIMEOUT_S, Server, free_port, start_server
+from tests.support.live import LLMWS, START_TIMEOUT_S, Server, start_server
+from tests.support.net import free_port
 
 PASSWORD_MARKER = "with the password:"
 

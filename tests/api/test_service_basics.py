@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.api.conftest import assert_error, bearer
+from tests.api.conftest import assert_error
+from tests.support.access import bearer
 
 
 async def test_healthz_and_readyz_without_a_model(client: httpx.AsyncClient, admin_token: str) -> None:

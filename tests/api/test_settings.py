@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import Settings, SettingsError, load_settings, resolve_secret_key
-
-
-def settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str):
-    monkeypatch.chdir(tmp_path)  # no stray .env from the repository
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return load_settings()
+from api.settings import Settings, SettingsError, resolve_secret_key
+from tests.support.settings import settings_from_env
 
 
 def test_defaults_run_on_one_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

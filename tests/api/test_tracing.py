@@ -22,13 +22,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 from websockets.sync.client import connect
 
-from api.app import create_app
 from api.settings import Settings
 from api.tracing import traces_url
-from bench.fake_openai import WORDS, FakeUpstream, free_port
-from tests.api.live import LiveApi, start_server, wait_ready
-from tests.api.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
+from bench.fake_openai import WORDS, FakeUpstream
 from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.support.access import login
+from tests.support.in_process import client_from, running_app
+from tests.support.live import LiveApi, serving
+from tests.support.net import free_port
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 SERVICE = "llmws-under-test"
 GENERATION = {"llmws.generation", "llmws.route", "llmws.first_token"}
@@ -55,14 +57,8 @@ def traced_api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, 
             "LLMWS_SECRET_KEY": "tracing-tests-secret-key-0123456789abcdef",
             "LLMWS_OTEL_ENDPOINT": receiver.endpoint, "LLMWS_OTEL_SERVICE_NAME": SERVICE,
             "OTEL_BSP_SCHEDULE_DELAY": "50", "PYTHONUNBUFFERED": "1"}
-    server = start_server(folder, env, "traced")
-    try:
-        wait_ready(server)
-        token = httpx.post(f"{server.base_url}/auth/login",
-                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
-        yield LiveApi(server, token, env)
-    finally:
-        server.stop()
+    with serving(folder, env, "traced") as traced:
+        yield traced
 
 
 def one_trace(receiver: OtlpReceiver, root: str, names: set[str], **generation: Any) -> dict[str, list[ReceivedSpan]]:
@@ -220,12 +216,9 @@ async def test_without_the_setting_nothing_is_installed_and_nothing_is_sent(
     with otlp_receiver() as receiver:
         # The SDK's own variable points at the receiver too: it must not turn anything on by itself.
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-        app = create_app(make_settings(tmp_path / "var", database_url))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://llmws.test") as client:
-                token = (await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-                         ).json()["access_token"]
+        async with running_app(make_settings(tmp_path / "var", database_url)) as app:
+            async with client_from(app) as client:
+                token = await login(client, "admin", ADMIN_PASSWORD)
                 answer = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
                                            json={"model": "none", "messages": [{"role": "user", "content": "hi"}]})
                 assert answer.status_code in {404, 503}  # no model here: the generation's set-up ran and refused

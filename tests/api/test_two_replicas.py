@@ -19,9 +19,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.api.live import Account, LiveApi, Server, start_server, wait_ready
-from tests.api.test_limits import HELLO, set_limits, within_one_minute
-from tests.api.test_websocket import hello, inference, receive, text_of, until_done, ws_url
+from tests.support.limits import HELLO, set_limits, within_one_minute
+from tests.support.live import Account, LiveApi, Server, start_server, wait_ready
+from tests.support.ws import hello, inference, receive, text_of, until_done, ws_url
 
 CACHE_TTL_S = 1  # LLMWS_AUTH_CACHE_TTL of the live servers (tests/api/conftest.py)
 # The module's replicas share PostgreSQL only: this overrides the backends `live_api` runs on.

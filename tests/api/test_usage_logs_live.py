@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 
 from api.services.credentials import visible_prefix
-from tests.api.live import LiveApi
+from tests.support.live import LiveApi
 
 HELLO = {"model": "tiny-chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
 

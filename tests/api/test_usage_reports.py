@@ -10,7 +10,8 @@ import httpx
 from fastapi import FastAPI
 
 from api.services.usage_writer import UsageRecord
-from tests.api.conftest import MakeUser, assert_error, bearer
+from tests.api.conftest import MakeUser, assert_error
+from tests.support.access import bearer
 
 
 def record(user_id: int | None, model: str, prompt: int, completion: int, status: str = "ok") -> UsageRecord:

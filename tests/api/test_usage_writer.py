@@ -18,7 +18,7 @@ from api.services.usage_writer import Reservation, UsageRecord, UsageWriter
 from db.models import RateWindow, UsageDaily, UsageLog
 from db.session import create_engine, create_sessionmaker
 from tests.api.conftest import MakeUser
-from tests.api.live import free_port
+from tests.support.net import free_port
 
 
 def usage(request_id: str) -> UsageRecord:

@@ -16,42 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from tests.api.live import LLMWS, Account, LiveApi, free_port, start_server, wait_ready
-
-GREEDY = {"temperature": 0, "max_tokens": 60}
-
-
-def ws_url(base_url: str) -> str:
-    return base_url.replace("http://", "ws://") + "/v1/ws"
-
-
-def receive(ws: ClientConnection) -> dict[str, Any]:
-    return json.loads(ws.recv(timeout=30))
-
-
-def hello(ws: ClientConnection, account: Account, **extra: Any) -> dict[str, Any]:
-    ws.send(json.dumps({"type": "hello", "token": account.key, **extra}))
-    welcome = receive(ws)
-    assert welcome["type"] == "welcome", welcome
-    return welcome
-
-
-def until_done(ws: ClientConnection, events: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    events = events if events is not None else []
-    while not events or events[-1]["type"] not in {"done", "error"}:
-        events.append(receive(ws))
-    return events
-
-
-def text_of(events: list[dict[str, Any]]) -> str:
-    return "".join(event["text"] for event in events if event["type"] == "token")
-
-
-def inference(ws: ClientConnection, user: str, **config: Any) -> None:
-    ws.send(json.dumps({"type": "inference", "prompt": {"system": "Be brief.", "user": user},
-                        "config": {**GREEDY, **config}}))
+from tests.support.live import LLMWS, Account, LiveApi, start_server, wait_ready
+from tests.support.net import free_port
+from tests.support.ws import hello, inference, receive, text_of, until_done, ws_url
 
 
 def uninterrupted(live_api: LiveApi, account: Account, user: str) -> str:

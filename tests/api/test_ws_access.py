@@ -18,21 +18,22 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from api.services.backends import Backend
 from api.services.credentials import credential_hash
 from api.services.ws_channel import Channel
 from api.settings import Settings
 from db.models import AuthSession, Role
 from db.types import utcnow
-from tests.api.conftest import USER_PASSWORD, MakeUser, bearer, login
-from tests.api.live import free_port
-from tests.api.test_route_protection import MODEL, Access, app, expired_token, revoked_key  # noqa: F401 (app)
+from tests.api.conftest import MakeUser
 from tests.conftest import REPO
+from tests.support.access import USER_PASSWORD, bearer, login
+from tests.support.access_matrix import MODEL, Access, echo_backends, echo_settings, expired_token, revoked_key
+from tests.support.net import uvicorn_in_loop
 
 WS_ACCESS: dict[str, Access] = {
     "ping": Access.PUBLIC,
@@ -84,23 +85,19 @@ def test_every_message_type_has_exactly_one_declared_access() -> None:
 
 @pytest.fixture
 def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    """The suite's settings, with what a test passes as its (indirect) ``settings`` parameter."""
-    return settings.model_copy(update=getattr(request, "param", {}))
+    """The echo app's settings, with what a test passes as its (indirect) ``settings`` parameter."""
+    return echo_settings(settings).model_copy(update=getattr(request, "param", {}))
 
 
 @pytest.fixture
-async def ws_url(app: FastAPI) -> AsyncIterator[str]:  # noqa: F811 (the echo app of test_route_protection)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(1500):  # 30 s
-        if server.started or serving.done():
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"ws://127.0.0.1:{port}/v1/ws"
-    server.should_exit = True
-    await asyncio.wait_for(serving, 30)
+def extra_backends() -> list[Backend]:
+    return echo_backends()
+
+
+@pytest.fixture
+async def ws_url(app: FastAPI) -> AsyncIterator[str]:
+    async with uvicorn_in_loop(app) as port:
+        yield f"ws://127.0.0.1:{port}/v1/ws"
 
 
 async def receive(ws: ClientConnection) -> dict[str, Any]:
@@ -125,7 +122,7 @@ async def answers(ws: ClientConnection, kind: str) -> list[dict[str, Any]]:
     raise AssertionError(f"no end to the answers to {kind}: {replies}")
 
 
-async def test_websocket_access_matrix(app: FastAPI, client: httpx.AsyncClient, ws_url: str,  # noqa: F811
+async def test_websocket_access_matrix(app: FastAPI, client: httpx.AsyncClient, ws_url: str,
                                        make_user: MakeUser, admin_token: str) -> None:
     await make_user("alice")
     await make_user("bob")
@@ -209,7 +206,7 @@ async def test_an_open_socket_loses_admin_rights_with_the_role_and_is_closed_whe
 
 
 async def test_a_revoked_key_or_an_expired_login_closes_its_socket_at_the_next_message(
-        app: FastAPI, client: httpx.AsyncClient, ws_url: str, make_user: MakeUser) -> None:  # noqa: F811
+        app: FastAPI, client: httpx.AsyncClient, ws_url: str, make_user: MakeUser) -> None:
     await make_user("kay")
     token = await login(client, "kay", USER_PASSWORD)
     key = (await client.post("/v1/keys", json={"name": "ws"}, headers=bearer(token))).json()

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
-from tests.api.live import Account, LiveApi
-from tests.api.test_websocket import hello, receive, ws_url
+from tests.support.live import Account, LiveApi
+from tests.support.ws import hello, receive, ws_url
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                       HealthCheck.too_slow])

@@ -5,15 +5,13 @@ per dropped exchange made a long history quadratic). The real app, tiny model an
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from starlette.datastructures import State
 
-from api.app import create_app
+from api.lifespan import AppServices
 from api.services import conversations, ws_buffer
 from api.services.chat.turn import Sampling
 from api.services.ws_hub import LiveSession
@@ -30,11 +28,8 @@ def settings(tmp_path: Path, database_url: str, tiny_model_dir: Path) -> Setting
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        await application.state.services.model_loading
-        yield application
+def model_loaded() -> bool:
+    return True  # these tests generate with the local model: `app` waits for it
 
 
 def long_history(exchanges: int) -> list[dict[str, str]]:
@@ -79,7 +74,7 @@ async def test_a_long_history_is_trimmed_oldest_first_to_the_most_that_fits(
     assert sum(templated) <= 3 * (len(history) + 1)  # linear: not one whole prompt per dropped exchange
 
 
-async def socket_turn(state: State, user_id: int, conversation_id: uuid.UUID | None, system: str | None = None,
+async def socket_turn(state: AppServices, user_id: int, conversation_id: uuid.UUID | None, system: str | None = None,
                       model: str | None = None) -> tuple[LiveSession, list[dict[str, Any]]]:
     """One inference in a new session of ``user_id`` (in ``conversation_id``, when given), and its events."""
     async with state.sessionmaker() as db:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,24 +21,7 @@ from engine.errors import (
     InsufficientStorage,
     NameTaken,
 )
-
-
-def git_repo(folder: Path, files_from: Path | None = None, extra: dict[str, bytes] | None = None,
-             links: dict[str, str] | None = None) -> str:
-    """A git repository made here, as a file:// URL: a copy of ``files_from`` plus ``extra`` files and symbolic
-    ``links`` (name → target)."""
-    folder.mkdir(parents=True)
-    if files_from is not None:
-        shutil.copytree(files_from, folder, dirs_exist_ok=True)
-    for name, content in (extra or {}).items():
-        (folder / name).write_bytes(content)
-    for name, target in (links or {}).items():
-        os.symlink(target, folder / name)
-    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "model"], check=True)
-    return folder.as_uri()
+from tests.support.git_host import FakeGitHost, git_repo
 
 
 @pytest.mark.parametrize("source", ["ftp://example.org/model", "ext::sh -c touch% /tmp/pwned", "-uhttps://x/y",
@@ -146,7 +128,7 @@ def test_cancel_stops_a_fetch_that_hangs(tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_hugging_face_repo_is_fetched_through_the_hub_api(tmp_path: Path, tiny_model_dir: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Through `huggingface_hub` against a fake hub at `HF_ENDPOINT` (the way a mirror is used)."""
-    from tests.engine.fake_hub import FakeHub
+    from tests.support.fake_hub import FakeHub
 
     hub = FakeHub("tiny-org/tiny-llama", tiny_model_dir)
     monkeypatch.setenv("HF_ENDPOINT", hub.start())
@@ -175,8 +157,6 @@ SECRET = "s3cret-token-4242"
 def test_credentials_in_a_git_url_reach_git_and_nowhere_else(tmp_path: Path, tiny_model_dir: Path) -> None:
     """A private repository on a host that wants a password: the clone works with the URL's credentials, and the
     URL that is kept, logged and shown has none."""
-    from tests.engine.fake_git_host import FakeGitHost
-
     (tmp_path / "served").mkdir()
     host = FakeGitHost(tmp_path / "served", "alice", SECRET)
     path = host.add("private", git_repo(tmp_path / "repo", tiny_model_dir))
@@ -235,7 +215,7 @@ def test_a_download_past_the_size_cap_is_stopped_failed_and_leaves_nothing(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From the hub, which announces the size; and from git, which does not: it is measured on disk."""
-    from tests.engine.fake_hub import FakeHub
+    from tests.support.fake_hub import FakeHub
 
     hub = FakeHub("tiny-org/tiny-llama", tiny_model_dir)
     monkeypatch.setenv("HF_ENDPOINT", hub.start())

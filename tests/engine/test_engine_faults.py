@@ -9,7 +9,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 from engine.local import LocalEngine
 from engine.requests import ErrorEvent, FinishEvent, SamplingParams
 from tests.engine.conftest import finish_of, greedy, reference_ids, run
-from tests.engine.test_local_engine import prompts, wait_for_empty_batch
+from tests.support.engine import prompts, wait_for_empty_batch
 
 # Valid (greater than 0, finite), but dividing the logits by it overflows to inf: sampling then meets NaN
 # probabilities and torch.multinomial raises inside the engine's worker thread, for this row only.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,6 +14,7 @@ from engine.local import LocalEngine
 from engine.requests import FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 from engine.text_stream import TextStream
 from tests.engine.conftest import ON_GPU, finish_of, greedy, reference_ids, run, text_of, tiny_engine_on
+from tests.support.engine import prompts, wait_for_empty_batch
 
 
 @pytest.fixture(params=["cpu", "cpu-static", pytest.param("cuda", marks=ON_GPU),
@@ -32,22 +32,6 @@ async def tiny_engine(request: pytest.FixtureRequest, tiny_model: LlamaForCausal
                                        "cuda-transformers": "transformers"}[request.param]
     yield engine
     engine.close()
-
-
-async def wait_for_empty_batch(engine: LocalEngine) -> None:
-    """The worker dropped every row: the slots are really free (not just the streams ended)."""
-    for _ in range(500):
-        if engine.stats().batch_size == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"rows still in the batch: {engine.stats()}")
-
-
-def prompts(tokenizer: PreTrainedTokenizerBase, count: int) -> list[list[int]]:
-    """Prompts of different lengths, so rows in a batch are padded differently."""
-    words = "the quick brown fox jumps over a lazy dog while seven small birds sing".split()
-    rng = random.Random(7)
-    return [tokenizer.encode(" ".join(rng.choices(words, k=3 + 5 * (i % 7)))) for i in range(count)]
 
 
 async def test_greedy_equals_model_generate_alone(tiny_engine: LocalEngine,

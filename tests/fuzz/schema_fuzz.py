@@ -133,7 +133,7 @@ def schemathesis_command(base_url: str, role: str, headers: dict[str, str], *, m
 
 def fuzz_role(role: str, workdir: Path, model: Path, **options: object) -> RoleResult:
     from db import migrate
-    from tests.api.live import start_server, wait_ready
+    from tests.support.live import start_server, wait_ready
 
     folder = workdir / role
     folder.mkdir(parents=True)

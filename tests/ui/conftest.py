@@ -7,11 +7,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.api.live import start_server, wait_ready
+from tests.support.access import admin_token_of
+from tests.support.live import start_server, wait_ready
 from tests.ui.stack import CHROMIUM, CHROMIUM_ARGS, UiStack, server_env, start_ui
 
 ADMIN_PASSWORD = "ui-admin-password-1"
@@ -29,8 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, chat_
     ui = None
     try:
         wait_ready(api)
-        token = httpx.post(f"{api.base_url}/auth/login",
-                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["access_token"]
+        token = admin_token_of(api.base_url, ADMIN_PASSWORD)
         ui = start_ui(folder, env, api.base_url)
         yield UiStack(api, ui, token, folder)
     finally:

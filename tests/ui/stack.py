@@ -4,17 +4,16 @@ headless Debian Chromium that Playwright drives (never a browser of Playwright's
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.sync_api import Page
 
-from tests.api.live import LLMWS, Server, free_port
+from tests.support.access import bearer
+from tests.support.live import LLMWS, Server, launch
+from tests.support.net import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,22 +25,8 @@ UI_START_TIMEOUT_S = 90
 
 def start_ui(folder: Path, env: dict[str, str], api_url: str) -> Server:
     port = free_port()
-    console = folder / "ui.console"
-    with console.open("wb") as sink:
-        process = subprocess.Popen([LLMWS, "ui", "--port", str(port)], env={**env, "LLMWS_API_URL": api_url},
-                                   cwd=folder, stdout=sink, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, console)
-    deadline = time.monotonic() + UI_START_TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(f"{server.base_url}/login", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the UI did not start:\n{console.read_text()}")
-        time.sleep(0.3)
+    return launch([LLMWS, "ui", "--port", str(port)], {**env, "LLMWS_API_URL": api_url}, folder, "ui", port,
+                  probe="/login", timeout_s=UI_START_TIMEOUT_S, what="the UI", poll_s=0.3, probe_timeout_s=2)
 
 
 @dataclass
@@ -53,7 +38,7 @@ class UiStack:
 
     @property
     def admin_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_token}"}
+        return bearer(self.admin_token)
 
     def new_user(self, prefix: str = "user", role: str = "user") -> str:
         """A fresh account (password ``PASSWORD``), so each test's data is its own."""
@@ -70,7 +55,7 @@ class UiStack:
 
     def api_get(self, path: str, token: str, **params: object) -> dict:
         answer = httpx.get(f"{self.api.base_url}{path}", params=params,
-                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                           headers=bearer(token), timeout=30)
         assert answer.status_code == 200, answer.text
         return answer.json()
 

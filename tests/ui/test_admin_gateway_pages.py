@@ -12,8 +12,8 @@ import httpx
 from playwright.sync_api import Locator, Page, expect
 
 from bench.fake_openai import FakeUpstream
-from tests.api.test_gateway import unique
-from tests.engine.test_downloads import git_repo
+from tests.support.gateway import unique
+from tests.support.git_host import git_repo
 from tests.ui.conftest import ADMIN_PASSWORD
 from tests.ui.stack import UiStack, screenshot
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bench.fake_openai import MODELS, FakeUpstream
-from tests.engine.test_downloads import git_repo
+from tests.support.git_host import git_repo
 from tests.ui.stack import UiStack
 from ui.client import ApiClient, ApiError
 from ui.views.admin_engine_state import DownloadState, LocalModelsState

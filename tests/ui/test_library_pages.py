@@ -9,11 +9,8 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, expect
 
+from tests.support.access import bearer
 from tests.ui.stack import UiStack, screenshot
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_conversation_is_found_in_history_and_its_project_exported_renamed_and_deleted(stack: UiStack,

@@ -1,10 +1,13 @@
-"""A git host on loopback that wants a password: git's own `git http-backend` (smart HTTP, so `--depth 1` works)
-behind HTTP basic auth, serving the bare repositories in one folder."""
+"""Git repositories to download models from: one made in a folder (a file:// URL), and a git host on loopback that
+wants a password: git's own `git http-backend` (smart HTTP, so `--depth 1` works) behind HTTP basic auth, serving
+the bare repositories in one folder."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +17,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.fake_openai import serve_in_thread
+
+
+def git_repo(folder: Path, files_from: Path | None = None, extra: dict[str, bytes] | None = None,
+             links: dict[str, str] | None = None) -> str:
+    """A git repository made here, as a file:// URL: a copy of ``files_from`` plus ``extra`` files and symbolic
+    ``links`` (name → target)."""
+    folder.mkdir(parents=True)
+    if files_from is not None:
+        shutil.copytree(files_from, folder, dirs_exist_ok=True)
+    for name, content in (extra or {}).items():
+        (folder / name).write_bytes(content)
+    for name, target in (links or {}).items():
+        os.symlink(target, folder / name)
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "model"], check=True)
+    return folder.as_uri()
+
 
 HTTP_BACKEND = subprocess.run(["git", "--exec-path"], capture_output=True, text=True,  # noqa: S607
                               check=True).stdout.strip() + "/git-http-backend"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.access import admin_token_of, bearer
+from tests.support.net import free_port, wait_until_answering
+
 LLMWS = str(Path(sys.executable).with_name("llmws"))
 # A deadline, not a wait: at a load average of 12 on 2 cores `llmws serve` printed nothing for 60 s (importing
 # torch), and the start was reported as a failure.
 START_TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -38,24 +36,23 @@ class Server:
         return self.console.read_text()
 
 
-def start_server(tmp_path: Path, env: dict[str, str], name: str, port: int | None = None) -> Server:
-    port = port or free_port()
-    console = tmp_path / f"{name}.console"
+def launch(argv: list[str], env: dict[str, str], folder: Path, name: str, port: int, *, probe: str,
+           timeout_s: float, what: str, poll_s: float = 0.2, probe_timeout_s: float = 1) -> Server:
+    """``argv`` started in ``folder`` (its output in ``<name>.console``), once ``probe`` answers 200 on ``port``."""
+    console = folder / f"{name}.console"
     with console.open("wb") as sink:
-        process = subprocess.Popen([LLMWS, "serve"], env={**env, "LLMWS_PORT": str(port)}, cwd=tmp_path,
-                                   stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, env=env, cwd=folder, stdout=sink, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, console)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not start:\n{console.read_text()}")
-        time.sleep(0.2)
+    wait_until_answering(f"{server.base_url}{probe}", process, console, timeout_s=timeout_s, what=what,
+                         poll_s=poll_s, probe_timeout_s=probe_timeout_s)
+    return server
+
+
+def start_server(tmp_path: Path, env: dict[str, str], name: str, port: int | None = None) -> Server:
+    """`llmws serve` with ``env``, once it is live (/healthz); the model may still be loading."""
+    port = port or free_port()
+    return launch([LLMWS, "serve"], {**env, "LLMWS_PORT": str(port)}, tmp_path, name, port, probe="/healthz",
+                  timeout_s=START_TIMEOUT_S, what="server")
 
 
 def wait_ready(server: Server) -> None:
@@ -75,7 +72,7 @@ class Account:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
+        return bearer(self.key)
 
 
 @dataclass
@@ -92,7 +89,7 @@ class LiveApi:
 
     @property
     def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_token}"}
+        return bearer(self.admin_token)
 
     def new_account(self, prefix: str = "user") -> Account:
         """A fresh user with one API key, so each test's usage and limits are its own."""
@@ -103,8 +100,7 @@ class LiveApi:
         assert created.status_code == 201, created.text
         token = httpx.post(f"{self.base_url}/auth/login",
                            json={"username": username, "password": password}).json()["access_token"]
-        key = httpx.post(f"{self.base_url}/v1/keys", json={"name": "tests"},
-                         headers={"Authorization": f"Bearer {token}"})
+        key = httpx.post(f"{self.base_url}/v1/keys", json={"name": "tests"}, headers=bearer(token))
         assert key.status_code == 201, key.text
         return Account(created.json()["id"], username, key.json()["key"], key.json()["id"])
 
@@ -130,3 +126,14 @@ class LiveApi:
             if sum(row["requests"] for row in groups.values()) >= expect_requests or time.monotonic() > deadline:
                 return groups
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serving(folder: Path, env: dict[str, str], name: str) -> Iterator[LiveApi]:
+    """`llmws serve` with ``env``, ready (its model loaded) and logged in as the bootstrap admin; stopped after."""
+    server = start_server(folder, env, name)
+    try:
+        wait_ready(server)
+        yield LiveApi(server, admin_token_of(server.base_url, env["LLMWS_ADMIN_PASSWORD"]), env)
+    finally:
+        server.stop()
