@@ -10,30 +10,19 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.engine_metrics import EngineCollector
 from api.errors import install_error_handlers
-from api.gateway_fast_path import GatewayFastPath
 from api.gateway_metrics import GatewayCollector
 from api.lifespan import open_services, services_if_started
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics, SecurityHeadersMiddleware
+from api.openai import endpoint_routes as openai_endpoints
+from api.openai import routes as openai
+from api.openai.fast_path import GatewayFastPath
 from api.openapi import build_openapi
-from api.routes import (
-    admin,
-    admin_engine,
-    admin_gateway,
-    admin_runners,
-    auth,
-    chat,
-    health,
-    keys,
-    library,
-    openai,
-    openai_endpoints,
-    usage,
-    ws,
-)
-from api.services.backends import Backend
+from api.routes import admin, admin_engine, admin_gateway, admin_runners, auth, chat, health, keys, library, usage
+from api.services.gateway.backends import Backend
 from api.settings import Settings, load_settings
 from api.tracing import install as install_tracing
 from api.usage_metrics import UsageCollector
+from api.ws import routes as ws
 
 VERSION = "0.1.0"
 

@@ -207,7 +207,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _users_create(settings: Settings, args: argparse.Namespace) -> int:
-    from api.services.users import create_user
+    from api.services.accounts.users import create_user
     from db.models import Role
 
     password = _read_password(args.password_stdin)
@@ -219,7 +219,7 @@ def _users_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _users_list(settings: Settings, _args: argparse.Namespace) -> int:
-    from api.services.users import list_users
+    from api.services.accounts.users import list_users
 
     users = asyncio.run(_in_session(settings, lambda session: list_users(session, limit=100_000)))
     print(f"{'id':>5}  {'username':<24} {'role':<6} {'active':<6} last login")
@@ -230,7 +230,7 @@ def _users_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _users_set_password(settings: Settings, args: argparse.Namespace) -> int:
-    from api.services.users import require_user_by_username, set_password
+    from api.services.accounts.users import require_user_by_username, set_password
 
     password = _read_password(args.password_stdin)
 
@@ -243,7 +243,7 @@ def _users_set_password(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _users_set_active(settings: Settings, args: argparse.Namespace) -> int:
-    from api.services.users import require_user_by_username, update_user
+    from api.services.accounts.users import require_user_by_username, update_user
 
     async def work(session: AsyncSession) -> None:
         await update_user(session, await require_user_by_username(session, args.username), is_active=args.active)

@@ -12,9 +12,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.lifespan import services_of
-from api.services import auth
+from api.services.accounts import auth
+from api.services.accounts.principal import Principal
 from api.services.errors import AuthenticationFailed, PermissionDenied, ServiceError
-from api.services.principal import Principal
 from api.settings import Settings
 
 

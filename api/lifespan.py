@@ -19,24 +19,25 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
-from api.services import runner_templates, ws_buffer
-from api.services.backends import Backend, Backends
-from api.services.chat_streams import StreamHub
-from api.services.gateway import PROVIDER_KEY_PURPOSE, Gateway
-from api.services.generation_slots import GenerationSlots
-from api.services.model_downloads import DownloadJobs
-from api.services.model_host import build_model_host, start_model_host
-from api.services.principal_cache import PrincipalCache
-from api.services.response_routes import ResponseRoutes
-from api.services.runner_templates import Template
-from api.services.runners import RunnerManager
+from api.openai.response_routes import ResponseRoutes
+from api.services.accounts.principal_cache import PrincipalCache
+from api.services.accounts.users import bootstrap_admin
+from api.services.chat.streams import StreamHub
+from api.services.gateway import runner_templates
+from api.services.gateway.backends import Backend, Backends
+from api.services.gateway.gateway import PROVIDER_KEY_PURPOSE, Gateway
+from api.services.gateway.runner_templates import Template
+from api.services.gateway.runners import RunnerManager
+from api.services.models.downloads import DownloadJobs
+from api.services.models.host import build_model_host, start_model_host
 from api.services.sealing import Sealer
-from api.services.usage_writer import UsageWriter
-from api.services.users import bootstrap_admin
-from api.services.ws_access import PendingSockets
-from api.services.ws_hub import WsHub
+from api.services.usage.generation_slots import GenerationSlots
+from api.services.usage.writer import UsageWriter
 from api.settings import Settings, resolve_secret_key
 from api.tracing import Tracing
+from api.ws import buffer as ws_buffer
+from api.ws.access import PendingSockets
+from api.ws.hub import WsHub
 from db.migrate import SchemaNotCurrent, schema_state
 from db.session import create_engine, create_sessionmaker
 from engine.host import ModelHost

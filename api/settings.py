@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from api.services.account_rules import password_problem, username_problem
+from api.services.accounts.account_rules import password_problem, username_problem
 from db.private_files import private_folder
 from engine.interface import DecodeMode
 
@@ -204,7 +204,7 @@ class Settings(BaseSettings):
     @field_validator("runner_templates")
     @classmethod
     def _known_templates(cls, value: list[str]) -> list[str]:
-        from api.services.runner_templates import BUILT_IN  # noqa: PLC0415 (settings load before services)
+        from api.services.gateway.runner_templates import BUILT_IN  # noqa: PLC0415 (settings load before services)
 
         unknown = sorted(set(value) - set(BUILT_IN))
         if unknown:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from api.services.backends import Backend
+from api.services.gateway.backends import Backend
 from engine.interface import EngineStats, Health
 from engine.requests import EngineEvent, FinishEvent, GenerationRequest, StartEvent, TokenEvent, Usage
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from api.services import usage_reports
+from api.services.usage import reports as usage_reports
 from api.settings import Settings
 from db import migrate
 from db.models import ApiKey, UsageLog, User

@@ -14,9 +14,10 @@ from api.schemas.auth import UserOut
 from api.schemas.common import ListOut
 from api.schemas.keys import ApiKeyOut
 from api.schemas.usage import OverviewOut
-from api.services import api_keys, audit, overview
-from api.services import users as user_service
-from api.services.principal import Principal
+from api.services import audit, overview
+from api.services.accounts import api_keys
+from api.services.accounts import users as user_service
+from api.services.accounts.principal import Principal
 from db.models import ApiKey, User
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])

@@ -14,10 +14,10 @@ from pydantic import Field
 from api.deps import admin_principal, client_ip
 from api.lifespan import services_of
 from api.schemas.common import RequestBody
-from api.services import local_models as model_actions
+from api.services.accounts.principal import Principal
 from api.services.errors import NotFound
-from api.services.model_downloads import MAX_NAME_CHARS, MAX_REVISION_CHARS, MAX_SOURCE_CHARS, DownloadJobs
-from api.services.principal import Principal
+from api.services.models import local_models as model_actions
+from api.services.models.downloads import MAX_NAME_CHARS, MAX_REVISION_CHARS, MAX_SOURCE_CHARS, DownloadJobs
 from engine.host import ModelHost
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from api.deps import AdminPrincipal, ClientIP, SessionDep, admin_principal
 from api.lifespan import services_of
 from api.schemas.gateway import ModelIn, ProviderIn, ProviderPatch
-from api.services import catalog
-from api.services.gateway import Gateway
+from api.services.gateway import catalog
+from api.services.gateway.gateway import Gateway
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])
 

@@ -14,8 +14,8 @@ from api.deps import admin_principal, client_ip
 from api.lifespan import services_of
 from api.schemas.common import RequestBody
 from api.services import audit
-from api.services.runner_templates import LaunchPlan, Template, free_port, plan
-from api.services.runners import RunnerManager
+from api.services.gateway.runner_templates import LaunchPlan, Template, free_port, plan
+from api.services.gateway.runners import RunnerManager
 from api.sse import sse_response
 
 router = APIRouter(prefix="/admin/runners", tags=["admin"], dependencies=[Depends(admin_principal)])

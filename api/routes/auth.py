@@ -22,10 +22,10 @@ from api.schemas.auth import (
     TokenOut,
     UserOut,
 )
-from api.services import auth as auth_service
-from api.services import preferences as preference_service
-from api.services import users as user_service
-from api.services.login_throttle import ThrottlePolicy
+from api.services.accounts import auth as auth_service
+from api.services.accounts import preferences as preference_service
+from api.services.accounts import users as user_service
+from api.services.accounts.login_throttle import ThrottlePolicy
 
 public_router = APIRouter(prefix="/auth", tags=["auth"])
 router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(current_principal)])

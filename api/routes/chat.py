@@ -10,13 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
+from api import disconnects
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.lifespan import services_of
 from api.schemas.chat import NativeChatRequest
-from api.services import conversation_turns, conversations, prompts, serving
-from api.services.chat import output
+from api.services.chat import conversation_turns, conversations, output, serving
+from api.services.chat import prompt_library as prompts
+from api.services.chat.streams import StreamHub, parse_last_event_id
 from api.services.chat.turn import Message, Sampling
-from api.services.chat_streams import StreamHub, parse_last_event_id
 from api.services.errors import NotFound
 from api.sse import sse_response
 
@@ -62,7 +63,7 @@ async def chat(body: NativeChatRequest, request: Request, principal: CurrentPrin
                ) -> dict[str, Any]:
     started = time.perf_counter()
     generation, conversation_id = await _start(body, request, principal, session)
-    choice = (await output.collect(generation, serving.abort_on_disconnect(request, generation.abort)))[0]
+    choice = (await output.collect(generation, disconnects.abort_on_disconnect(request, generation.abort)))[0]
     await _save_reply(request, conversation_id, choice.text, generation)
     return {
         "id": generation.request.request_id, "conversation_id": str(conversation_id),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from api.deps import ClientIP, CurrentPrincipal, LoginSessionPrincipal, SessionDep, current_principal
 from api.schemas.common import ListOut
 from api.schemas.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
-from api.services import api_keys
+from api.services.accounts import api_keys
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(current_principal)])
 

@@ -25,8 +25,9 @@ from api.schemas.library import (
     PromptPage,
     PromptUpdate,
 )
-from api.services import conversations, prompts
-from api.services.conversations import UNSET
+from api.services.chat import conversations
+from api.services.chat import prompt_library as prompts
+from api.services.chat.conversations import UNSET
 
 router = APIRouter(prefix="/v1", tags=["library"], dependencies=[Depends(current_principal)])
 

@@ -13,8 +13,9 @@ from pydantic import AwareDatetime
 
 from api.deps import CurrentPrincipal, SessionDep, admin_principal, current_principal
 from api.schemas.usage import CountSource, UsageLogOut, UsageLogPage, UsageStatus
-from api.services import usage_logs, usage_reports
-from api.services.usage_reports import GroupBy
+from api.services.usage import logs as usage_logs
+from api.services.usage import reports as usage_reports
+from api.services.usage.reports import GroupBy
 
 router = APIRouter(tags=["usage"], dependencies=[Depends(current_principal)])
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import Field
 
 from api.schemas.common import RequestBody, ResponseBody
-from api.services.account_rules import MAX_PASSWORD_LENGTH
+from api.services.accounts.account_rules import MAX_PASSWORD_LENGTH
 from db.models import Role
 
 

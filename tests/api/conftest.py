@@ -12,8 +12,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.services.backends import Backend
-from api.services.users import create_user
+from api.services.accounts.users import create_user
+from api.services.gateway.backends import Backend
 from api.settings import Settings
 from db.models import Role, User
 from tests.conftest import ADMIN_PASSWORD, BACKENDS, make_settings, truncate_all

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text, update
 
-from api.services.credentials import credential_hash
+from api.services.accounts.credentials import credential_hash
 from db.base import Base
 from db.models import AuthSession
 from db.types import utcnow

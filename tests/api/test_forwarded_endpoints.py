@@ -3,7 +3,7 @@ no usage), the generated text, the usage report in each shape, and a stored resp
 
 from __future__ import annotations
 
-from api.services import forwarded_endpoints as endpoints
+from api.openai import forwarded_endpoints as endpoints
 
 
 def test_the_request_text_is_the_text_the_model_reads_not_roles_types_or_urls() -> None:

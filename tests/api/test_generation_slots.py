@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.services.errors import InvalidInput, RateLimited
-from api.services.generation_slots import GenerationSlots
+from api.services.usage.generation_slots import GenerationSlots
 
 
 def test_choices_fill_a_users_slots_and_a_release_counts_once() -> None:

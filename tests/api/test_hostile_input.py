@@ -32,7 +32,7 @@ def test_deep_nesting_is_refused(live_api: LiveApi, route: str) -> None:
 
 
 def test_deep_nesting_is_refused_on_the_gateway_fast_path_too(live_api: LiveApi) -> None:
-    """A key already in the principal cache takes the fast path (api/gateway_fast_path.py), which parses the body
+    """A key already in the principal cache takes the fast path (api/openai/fast_path.py), which parses the body
     itself: 100,000 nested arrays must get the normal path's 400, not a 500 and a traceback in the log."""
     account = live_api.new_account("nesting")
     depth = 100_000

@@ -10,14 +10,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.lifespan import open_services
-from api.services.chat_streams import StreamHub
-from api.services.gateway import Gateway
-from api.services.model_downloads import DownloadJobs
-from api.services.runners import RunnerManager
-from api.services.usage_writer import UsageWriter
-from api.services.ws_hub import WsHub
+from api.services.chat.streams import StreamHub
+from api.services.gateway.gateway import Gateway
+from api.services.gateway.runners import RunnerManager
+from api.services.models.downloads import DownloadJobs
+from api.services.usage.writer import UsageWriter
 from api.settings import Settings
 from api.tracing import Tracing
+from api.ws.hub import WsHub
 from engine.host import ModelHost
 
 # Downloads stop first; streams next (their cancelled generations still record usage), then usage, then the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.services import multipart_body
+from api.openai import multipart_body
 from api.services.errors import InvalidInput
 
 BOUNDARY = "x-boundary"

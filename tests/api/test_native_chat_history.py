@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.services import conversations
+from api.services.chat import conversations
 from api.settings import Settings
 from db.models import Message
 from tests.api.conftest import MakeUser

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from api.schemas.gateway import ProviderKind
-from api.services.upstream_adapters import ADAPTERS
+from api.services.gateway.upstream_adapters import ADAPTERS
 from bench.fake_openai import serve_in_thread
 from tests.support.live import Account, LiveApi
 from tests.support.recording_upstream import ANSWER, ARGUMENT_PIECES, CALL_ID, MODEL, RecordingUpstream

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from api.services import passthrough
-from api.services.gateway import Deployment, ProviderState
-from api.services.metering import Meter
-from api.services.usage_writer import UsageRecord
+from api.openai import passthrough
+from api.services.gateway.gateway import Deployment, ProviderState
+from api.services.usage.metering import Meter
+from api.services.usage.writer import UsageRecord
 from bench.fake_openai import WORDS, FakeUpstream, serve_in_thread
 from engine.errors import UpstreamError
 from engine.upstream import Upstream, UpstreamConfig

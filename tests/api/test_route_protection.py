@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from starlette.routing import Route
 
-from api.services.backends import Backend
+from api.services.gateway.backends import Backend
 from api.settings import Settings
 from bench.fake_openai_endpoints import FakeEndpointsUpstream
 from db.models import Role

@@ -16,8 +16,8 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from api.services.runner_templates import LaunchPlan, Template, free_port
-from api.services.runners import LINE_CHARS
+from api.services.gateway.runner_templates import LaunchPlan, Template, free_port
+from api.services.gateway.runners import LINE_CHARS
 from tests.support.access import bearer
 from tests.support.gateway import add_alias, client_for
 from tests.support.live import LiveApi

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from api.services.credentials import visible_prefix
+from api.services.accounts.credentials import visible_prefix
 from tests.support.live import LiveApi
 
 HELLO = {"model": "tiny-chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from fastapi import FastAPI
 
-from api.services.usage_writer import UsageRecord
+from api.services.usage.writer import UsageRecord
 from tests.api.conftest import MakeUser, assert_error
 from tests.support.access import bearer
 

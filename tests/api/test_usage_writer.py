@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.services.usage_writer import Reservation, UsageRecord, UsageWriter
+from api.services.usage.writer import Reservation, UsageRecord, UsageWriter
 from db.models import RateWindow, UsageDaily, UsageLog
 from db.session import create_engine, create_sessionmaker
 from tests.api.conftest import MakeUser

@@ -23,10 +23,10 @@ from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from api.services.backends import Backend
-from api.services.credentials import credential_hash
-from api.services.ws_channel import Channel
+from api.services.accounts.credentials import credential_hash
+from api.services.gateway.backends import Backend
 from api.settings import Settings
+from api.ws.channel import Channel
 from db.models import AuthSession, Role
 from db.types import utcnow
 from tests.api.conftest import MakeUser

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.services import ws_buffer
+from api.services.accounts.users import create_user
 from api.services.errors import NotFound
 from api.services.sealing import Sealer, Unsealable
-from api.services.users import create_user
+from api.ws import buffer as ws_buffer
 from db.models import WsEvent, WsSession
 from db.types import utcnow
 

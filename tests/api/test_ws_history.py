@@ -12,11 +12,12 @@ import pytest
 from fastapi import FastAPI
 
 from api.lifespan import AppServices
-from api.services import conversations, ws_buffer
+from api.services.chat import conversations
 from api.services.chat.turn import Sampling
-from api.services.ws_hub import LiveSession
-from api.services.ws_inference import RequestIds, run_inference
 from api.settings import Settings
+from api.ws import buffer as ws_buffer
+from api.ws.hub import LiveSession
+from api.ws.inference import RequestIds, run_inference
 from db.models import Conversation, Message, WsSession
 from tests.api.conftest import MakeUser
 from tests.conftest import make_settings

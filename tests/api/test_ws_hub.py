@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from api.services import ws_buffer
+from api.services.accounts.users import create_user
 from api.services.sealing import Sealer
-from api.services.users import create_user
-from api.services.ws_hub import WsHub
+from api.ws import buffer as ws_buffer
+from api.ws.hub import WsHub
 from db.session import create_engine
 
 SECRET = "a-test-secret-key-that-is-long-enough-0123456789"

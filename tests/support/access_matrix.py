@@ -12,8 +12,8 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from api.services.backends import Backend
-from api.services.credentials import credential_hash
+from api.services.accounts.credentials import credential_hash
+from api.services.gateway.backends import Backend
 from api.settings import Settings
 from db.models import AuthSession
 from db.types import utcnow

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.services.backends import Backend
+from api.services.gateway.backends import Backend
 from api.settings import Settings
 
 

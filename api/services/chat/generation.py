@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.services import serving
-from api.services.backends import Backend
-from api.services.chat import sampling
+from api.services.accounts.principal import Principal
+from api.services.chat import sampling, serving
 from api.services.chat.prompt import Prompt, fitted, template_messages, with_system_prompt
 from api.services.chat.sampling import AliasDefaults
 from api.services.chat.turn import Message, Sampling, TextPart, Turn
 from api.services.errors import InvalidInput
-from api.services.principal import Principal
-from api.services.usage_writer import Reservation
+from api.services.gateway.backends import Backend
+from api.services.usage.writer import Reservation
 from engine.requests import GenerationRequest, SamplingParams
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.services.metering import Meter
-from api.services.serving import Generation
+from api.services.chat.serving import Generation
+from api.services.usage.metering import Meter
 from engine.errors import GenerationFailed
 from engine.requests import ErrorEvent, FinishEvent, TokenEvent
 

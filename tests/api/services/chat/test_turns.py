@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.schemas.openai import ChatCompletionRequest, CompletionRequest
+from api.openai.schemas import ChatCompletionRequest, CompletionRequest
+from api.openai.turns import chat_turn, completion_turn, message
 from api.services.chat.generation import engine_request, refuse_unsupported
 from api.services.chat.turn import (
     AudioPart,
@@ -20,7 +21,6 @@ from api.services.chat.turn import (
     Turn,
 )
 from api.services.errors import InvalidInput
-from api.services.openai_turns import chat_turn, completion_turn, message
 from engine.requests import SamplingParams
 
 TOOL = {"type": "function", "function": {"name": "weather", "description": "Today's weather",

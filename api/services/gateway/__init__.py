@@ -1,0 +1,1 @@
+"""The gateway: providers and aliases, choosing a deployment, upstream adapters, runners."""

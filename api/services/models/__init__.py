@@ -1,0 +1,1 @@
+"""The local models: the host that serves them, switching, deleting and downloading them."""

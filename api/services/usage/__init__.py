@@ -1,0 +1,1 @@
+"""Usage and limits: metering a request, the limits checked before it, the writer, logs and reports."""
