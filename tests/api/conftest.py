@@ -105,6 +105,9 @@ def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             "LLMWS_MODEL_DIRS": str(chat_model_dir.parent), "LLMWS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "LLMWS_STREAM_RESUME_WINDOW": str(LIVE_RESUME_WINDOW_S), "LLMWS_USAGE_FLUSH_INTERVAL": "1",
             "LLMWS_PROVIDER_HEALTH_INTERVAL": "1", "LLMWS_AUTH_CACHE_TTL": "1",
+            # Every test's client is 127.0.0.1: the per-address cap on password work (tested in test_auth.py)
+            # would otherwise refuse logins once a run (or a repeated one) passes 100 in a window.
+            "LLMWS_PASSWORD_CHECKS_PER_ADDRESS": "1000000",
             # Replicas share the secret key (what the WebSocket buffers are sealed with).
             "LLMWS_SECRET_KEY": "live-tests-secret-key-0123456789abcdef"}
     try:
