@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from api import tracing
 from api.services.accounts.principal import Principal
 from api.services.usage.writer import Reservation, UsageRecord, UsageWriter
-from engine.requests import EngineEvent, ErrorEvent, FinishEvent, StartEvent, TokenEvent
+from engine.requests import EngineEvent, ErrorEvent, FinishEvent, StartEvent, TokenEvent, ToolCallDelta
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Meter:
             self.prompt_tokens = event.prompt_tokens
             if event.backend:
                 self.backend = event.backend
-        elif isinstance(event, TokenEvent):
+        elif isinstance(event, TokenEvent | ToolCallDelta):  # tokens spent in tool calls count like any
             if self.first_token_at is None:
                 self.mark_first_token()
             self.completion[event.index] = self.completion.get(event.index, 0) + event.tokens
