@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from functools import cached_property
 from typing import Any
 
 from jinja2 import TemplateError
@@ -12,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import ContextTooLong, InvalidParameters
 from engine.interface import DecodeMode, Health
+from engine.logprobs import LogprobRecorder, TokenBytes
 from engine.requests import (
     EngineEvent,
     ErrorEvent,
@@ -98,6 +100,8 @@ class LocalEngine:
                 pass  # the caller's event loop is closed: nobody is listening any more
 
         params = request.sampling
+        if params.logprobs is not None and "token_bytes" not in self.__dict__:
+            await asyncio.to_thread(lambda: self.token_bytes)  # built once, off the event loop
         sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit) for index in range(params.n)]
         self.scheduler.submit(sequences)
         open_choices = params.n
@@ -118,10 +122,17 @@ class LocalEngine:
                   emit: Any) -> Sequence:
         # With n > 1 each choice gets its own seed derived from the request's, so choices differ but reproduce.
         seed = None if params.seed is None else params.seed + index
+        logprobs = LogprobRecorder(params.logprobs, self.token_bytes) if params.logprobs is not None else None
         return Sequence(request_id=request_id, index=index, prompt_ids=prompt_ids,
-                        sampling=SamplingState.create(params, prompt_ids, seed),
+                        sampling=SamplingState.create(params, prompt_ids, seed, logprobs),
                         text=TextStream(self.tokenizer.backend_tokenizer, params.stop),
                         max_tokens=params.max_tokens, emit=emit, ignore_eos=params.ignore_eos)
+
+    @cached_property
+    def token_bytes(self) -> TokenBytes:
+        """Every token's exact bytes, for logprobs: built on the first request that asks for them (a fraction of
+        a second for a 150k vocabulary), then kept."""
+        return TokenBytes.of(self.tokenizer)
 
     def abort(self, request_id: str) -> None:
         self.scheduler.cancel(request_id)

@@ -1,7 +1,7 @@
 """Choosing the next token of every running sequence from one batch of logits.
 
-Greedy rows without penalties take one batched argmax; the others get their penalties, temperature, top-k and
-top-p applied row by row and draw from their own seeded generator, so a seed reproduces a sample whatever else
+Greedy rows without penalties or logprobs take one batched argmax; the others get their penalties, temperature,
+top-k and top-p applied row by row and draw from their own seeded generator, so a seed reproduces a sample whatever else
 shares the batch.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.logprobs import LogprobRecorder
 from engine.requests import SamplingParams
 
 
@@ -23,14 +24,19 @@ class SamplingState:
     # Every token seen so far (prompt and output), for the repetition penalty, and how often each was output.
     seen: torch.Tensor
     output_counts: dict[int, int] = field(default_factory=dict)
+    logprobs: LogprobRecorder | None = None  # when the request asked for them (engine/logprobs.py)
 
     @classmethod
-    def create(cls, params: SamplingParams, prompt_ids: Sequence[int], seed: int | None) -> SamplingState:
+    def create(cls, params: SamplingParams, prompt_ids: Sequence[int], seed: int | None,
+               logprobs: LogprobRecorder | None = None) -> SamplingState:
         generator = torch.Generator()
         generator.manual_seed(seed if seed is not None else secrets.randbits(62))
-        return cls(params=params, generator=generator, seen=torch.tensor(sorted(set(prompt_ids)), dtype=torch.long))
+        return cls(params=params, generator=generator, seen=torch.tensor(sorted(set(prompt_ids)), dtype=torch.long),
+                   logprobs=logprobs)
 
     def record(self, token_id: int) -> None:
+        if self.logprobs is not None:
+            self.logprobs.accept(token_id)
         self.output_counts[token_id] = self.output_counts.get(token_id, 0) + 1
         if self.params.repetition_penalty != 1:
             self.seen = torch.cat([self.seen, torch.tensor([token_id])]).unique()
@@ -45,7 +51,7 @@ def choose_tokens(logits: torch.Tensor, states: Sequence[SamplingState]) -> list
     vocabulary) and taking the argmax on the host would cost more than the step itself."""
     chosen: list[int | Exception] = logits.argmax(dim=-1).tolist()
     for row, state in enumerate(states):
-        if state.params.greedy and not state.params.penalised:
+        if state.params.greedy and not state.params.penalised and state.logprobs is None:
             continue
         try:
             chosen[row] = _choose_one(logits[row].float().cpu(), state)
@@ -58,9 +64,13 @@ def _choose_one(logits: torch.Tensor, state: SamplingState) -> int:
     params = state.params
     scores = _penalised(logits.clone(), state)
     if params.greedy:
-        return int(scores.argmax())
-    # Shifted so the best score is 0 before dividing: a tiny temperature then gives -inf, never inf - inf.
-    return _sample((scores - scores.max()) / params.temperature, params, state.generator)
+        token = int(scores.argmax())
+    else:
+        # Shifted so the best score is 0 before dividing: a tiny temperature then gives -inf, never inf - inf.
+        token = _sample((scores - scores.max()) / params.temperature, params, state.generator)
+    if state.logprobs is not None:  # from the final scores, before temperature (engine/logprobs.py says why)
+        state.logprobs.observe(scores, token)
+    return token
 
 
 def _penalised(scores: torch.Tensor, state: SamplingState) -> torch.Tensor:

@@ -404,8 +404,10 @@ class Scheduler:
     @staticmethod
     def _emit_text(sequence: Sequence, text: str) -> None:
         ids = tuple(sequence.output_ids[sequence.unsent_from:])
+        recorder = sequence.sampling.logprobs
+        logprobs = recorder.between(sequence.unsent_from, len(sequence.output_ids)) if recorder is not None else ()
         sequence.unsent_from = len(sequence.output_ids)
-        sequence.emit(TokenEvent(sequence.request_id, sequence.index, text, ids))
+        sequence.emit(TokenEvent(sequence.request_id, sequence.index, text, ids, logprobs=logprobs))
 
     def _finish(self, sequence: Sequence, reason: FinishReason, last_text: str) -> None:
         if last_text:
