@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from api import disconnects
+from api.openai.logprobs import TextOffsets, chat_logprobs, completion_logprobs
 from api.openai.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.openai.turns import chat_turn, completion_turn
 from api.services.accounts.principal import Principal
@@ -29,6 +30,7 @@ from api.services.chat.turn import Sampling, Turn
 from api.services.gateway.backends import Backend
 from api.services.usage.writer import Reservation
 from api.sse import sse_response
+from engine.requests import TokenLogprob
 
 if TYPE_CHECKING:
     from api.lifespan import AppServices
@@ -62,6 +64,10 @@ class Format(ABC):
     def delta(self, content: str | None) -> dict[str, Any]:
         """A stream chunk's choice body."""
 
+    @abstractmethod
+    def logprobs(self, entries: list[TokenLogprob], offsets: TextOffsets) -> dict[str, Any]:
+        """A choice's (or a chunk's) ``logprobs``: ``offsets`` follows the choice's text from chunk to chunk."""
+
     def opening(self) -> dict[str, Any] | None:
         """What each choice's stream opens with, if anything."""
         return None
@@ -80,6 +86,9 @@ class ChatFormat(Format):
     def opening(self) -> dict[str, Any] | None:
         return {"delta": {"role": "assistant", "content": ""}}
 
+    def logprobs(self, entries: list[TokenLogprob], offsets: TextOffsets) -> dict[str, Any]:
+        return chat_logprobs(entries)
+
 
 class CompletionFormat(Format):
     def turn(self, body: CompletionRequest) -> Turn:
@@ -90,6 +99,9 @@ class CompletionFormat(Format):
 
     def delta(self, content: str | None) -> dict[str, Any]:
         return {"text": content or ""}
+
+    def logprobs(self, entries: list[TokenLogprob], offsets: TextOffsets) -> dict[str, Any]:
+        return completion_logprobs(entries, offsets)
 
 
 CHAT = ChatFormat("/chat/completions", "chat.completion", "chat.completion.chunk", "chatcmpl",
@@ -110,9 +122,11 @@ async def begin(services: AppServices, session: AsyncSession | None, principal: 
 
 def response(generation: Generation, choices: list[output.ChoiceResult], endpoint: Format) -> dict[str, Any]:
     """The whole answer: a ``chat.completion`` (messages) or a ``text_completion`` (text)."""
+    asked = generation.request.sampling.logprobs is not None
     return {"id": generation.request.request_id, "object": endpoint.object, "created": int(time.time()),
             "model": generation.backend.model, "system_fingerprint": None,
-            "choices": [{"index": index, **endpoint.choice(item.text), "logprobs": None,
+            "choices": [{"index": index, **endpoint.choice(item.text),
+                         "logprobs": endpoint.logprobs(item.logprobs, TextOffsets()) if asked else None,
                          "finish_reason": FINISH_REASONS.get(item.finish_reason or "stop", "stop")}
                         for index, item in enumerate(choices)],
             "usage": output.usage(generation.meter)}
@@ -128,8 +142,12 @@ async def stream_chunks(generation: Generation, endpoint: Format, *, include_usa
     head = {"id": generation.request.request_id, "object": endpoint.chunk_object, "created": int(time.time()),
             "model": generation.backend.model, "system_fingerprint": None}
 
-    def chunk(index: int, body: dict[str, Any], finish: str | None) -> bytes:
-        return _sse({**head, "choices": [{"index": index, **body, "logprobs": None, "finish_reason": finish}]})
+    asked = generation.request.sampling.logprobs is not None
+    offsets = [TextOffsets() for _ in range(generation.request.sampling.n)]
+
+    def chunk(index: int, body: dict[str, Any], finish: str | None, logprobs: dict[str, Any] | None = None
+              ) -> bytes:
+        return _sse({**head, "choices": [{"index": index, **body, "logprobs": logprobs, "finish_reason": finish}]})
 
     try:
         opening = endpoint.opening()
@@ -138,7 +156,8 @@ async def stream_chunks(generation: Generation, endpoint: Format, *, include_usa
                 yield chunk(index, opening, None)
         async for result in output.results(generation):
             if isinstance(result, output.TextDelta):
-                yield chunk(result.index, endpoint.delta(result.text), None)
+                logprobs = endpoint.logprobs(list(result.logprobs), offsets[result.index]) if asked else None
+                yield chunk(result.index, endpoint.delta(result.text), None, logprobs)
             elif isinstance(result, output.Finished):
                 yield chunk(result.index, endpoint.delta(None), FINISH_REASONS.get(result.reason, "stop"))
             else:

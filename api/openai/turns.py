@@ -26,6 +26,7 @@ from api.services.errors import InvalidInput
 OUTSIDE_A_CHAT_TURN = ("functions", "function_call", "logit_bias", "audio", "modalities", "prediction",
                        "web_search_options")
 OUTSIDE_A_COMPLETION_TURN = ("echo", "suffix", "best_of", "logit_bias")
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat, and vLLM's default --max-logprobs for both endpoints
 
 
 def refuse(body: SamplingFields, names: tuple[str, ...]) -> None:
@@ -60,7 +61,7 @@ def chat_turn(body: ChatCompletionRequest) -> Turn:
         response_format=None if response_format is None else ResponseFormat(
             response_format.get("type", "text"), response_format.get("json_schema")),
         sampling=sampling(body, body.max_completion_tokens or body.max_tokens),
-        logprobs=bool(body.logprobs), top_logprobs=body.top_logprobs)
+        logprobs=body.logprobs is True, top_logprobs=chat_top_logprobs(body))
 
 
 def completion_turn(body: CompletionRequest) -> Turn:
@@ -69,9 +70,31 @@ def completion_turn(body: CompletionRequest) -> Turn:
     if len(prompts) != 1:
         raise InvalidInput("send one prompt per request", param="prompt", code="invalid_value")
     # A completion's logprobs is how many alternatives per token (0 too: the chosen token's own).
-    return Turn(prompt=prompts[0], sampling=sampling(body, body.max_tokens),
-                logprobs=body.logprobs is not None and body.logprobs is not False,
-                top_logprobs=body.logprobs if isinstance(body.logprobs, int) and body.logprobs is not True else None)
+    top = count_of_logprobs(body.logprobs, "logprobs")
+    return Turn(prompt=prompts[0], sampling=sampling(body, body.max_tokens), logprobs=top is not None,
+                top_logprobs=top)
+
+
+def chat_top_logprobs(body: ChatCompletionRequest) -> int | None:
+    """A chat body's ``top_logprobs``, checked as OpenAI checks it: a count in 0..20, and only beside
+    ``logprobs: true``."""
+    if body.logprobs is not None and not isinstance(body.logprobs, bool):
+        raise InvalidInput("logprobs must be true or false", param="logprobs")
+    top = count_of_logprobs(body.top_logprobs, "top_logprobs")
+    if top is not None and body.logprobs is not True:
+        raise InvalidInput("top_logprobs needs logprobs set to true", param="top_logprobs")
+    return top
+
+
+def count_of_logprobs(value: Any, param: str) -> int | None:
+    """How many alternatives with each token (``top_logprobs`` of chat, ``logprobs`` of a completion)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{param} must be an integer from 0 to {MAX_TOP_LOGPROBS}", param=param)
+    if not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InvalidInput(f"{param} must be from 0 to {MAX_TOP_LOGPROBS}, not {value}", param=param)
+    return value
 
 
 def message(item: dict[str, Any], index: int = 0) -> Message:

@@ -180,7 +180,6 @@ def test_completions_forward_fields_the_local_engine_does_not_know(
      "messages[0].content[1]"),
     ({"tools": TOOLS}, "tools"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"logprobs": True}, "logprobs"),
     ({"chat_template_kwargs": {"enable_thinking": False}}, "chat_template_kwargs"),
 ])
 @pytest.mark.parametrize("through_alias", [False, True])

@@ -39,10 +39,6 @@ def refuse_unsupported(turn: Turn) -> None:
         raise _unsupported("parallel_tool_calls")
     if turn.response_format is not None and turn.response_format.type != "text":
         raise _unsupported("response_format")
-    if turn.logprobs:
-        raise _unsupported("logprobs")
-    if turn.top_logprobs is not None:
-        raise _unsupported("top_logprobs")
     _refuse_unsupported_messages(turn.messages)
 
 
@@ -73,6 +69,8 @@ async def begin(services: AppServices, session: AsyncSession | None, principal: 
     ``alias``'s defaults where it is served for one."""
     refuse_unsupported(turn)
     params = sampling.resolve(turn.sampling, alias=alias.sampling if alias else None, server=server)
+    if turn.logprobs:  # not sampling (no alias or model sets it): the engine's count of alternatives per token
+        params = replace(params, logprobs=turn.top_logprobs or 0)
     if alias is not None and alias.system_prompt and turn.prompt is None:
         turn = replace(turn, messages=with_system_prompt(turn.messages, alias.system_prompt))
     return await serving.begin(services, session, principal, model, engine_request(turn, params, request_id),

@@ -1,6 +1,6 @@
 """The output stage: a backend's events become the turn's results (text deltas, a finish per choice, a failure),
-metered on the way; and the one usage and metrics payload every protocol reports. Tool calls and logprobs are
-parsed here too once a backend produces them."""
+metered on the way; and the one usage and metrics payload every protocol reports. A text delta carries its
+tokens' logprobs when the request asked for them. Tool calls are parsed here too once a backend produces them."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Any
 from api.services.chat.serving import Generation
 from api.services.usage.metering import Meter
 from engine.errors import GenerationFailed
-from engine.requests import ErrorEvent, FinishEvent, TokenEvent
+from engine.requests import ErrorEvent, FinishEvent, TokenEvent, TokenLogprob
 
 
 @dataclass(frozen=True)
 class TextDelta:
     index: int  # the choice
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens behind the text, when asked for
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
         generation.meter.observe(event)
         if isinstance(event, TokenEvent):
             if event.text:
-                yield TextDelta(event.index, event.text)
+                yield TextDelta(event.index, event.text, event.logprobs)
         elif isinstance(event, FinishEvent):
             yield Finished(event.index, event.finish_reason)
         elif isinstance(event, ErrorEvent):
@@ -91,6 +92,7 @@ class Transcript:
 class ChoiceResult:
     parts: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -108,6 +110,7 @@ async def collect(generation: Generation, watch: AbstractAsyncContextManager[Any
             async for result in results(generation):
                 if isinstance(result, TextDelta):
                     choices[result.index].parts.append(result.text)
+                    choices[result.index].logprobs.extend(result.logprobs)
                 elif isinstance(result, Finished):
                     choices[result.index].finish_reason = result.reason
                 else:

@@ -86,8 +86,6 @@ HELLO = (Message.of("user", "hello"),)
     (Turn(HELLO, tool_choice="required"), "tool_choice"),
     (Turn(HELLO, parallel_tool_calls=True), "parallel_tool_calls"),
     (Turn(HELLO, response_format=ResponseFormat("json_object")), "response_format"),
-    (Turn(HELLO, logprobs=True), "logprobs"),
-    (Turn(HELLO, top_logprobs=3), "top_logprobs"),
     (Turn((*HELLO, Message("user", (TextPart("see"), ImagePart("https://example.org/a.png"))))),
      "messages[1].content[1]"),
     (Turn((*HELLO, Message("tool", (TextPart("sunny"),), tool_call_id="c"))), "messages[1].role"),
@@ -118,3 +116,23 @@ def test_a_plain_text_turn_is_the_engines_request() -> None:
     request = engine_request(turn, params, "r-1")
     assert request.messages == [{"role": "user", "content": "hello"}] and request.sampling == params
     assert engine_request(Turn(prompt="Once"), params, "r-2").prompt == "Once"
+
+
+def test_logprobs_counts_are_checked_as_openai_checks_them() -> None:
+    def chat(**fields: object) -> Turn:
+        return chat_turn(ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], **fields}))
+
+    assert chat(logprobs=True).top_logprobs is None and chat(logprobs=True).logprobs
+    assert not chat(logprobs=False).logprobs
+    for fields, param in [({"top_logprobs": 1}, "top_logprobs"), ({"logprobs": True, "top_logprobs": 21},
+                                                                 "top_logprobs"),
+                          ({"logprobs": "yes"}, "logprobs"), ({"logprobs": True, "top_logprobs": 2.5},
+                                                              "top_logprobs")]:
+        with pytest.raises(InvalidInput) as refused:
+            chat(**fields)
+        assert refused.value.param == param, fields
+    with pytest.raises(InvalidInput) as too_many:
+        completion_turn(CompletionRequest.model_validate({"model": "m", "prompt": "a", "logprobs": 21}))
+    assert too_many.value.param == "logprobs"
+    assert not completion_turn(CompletionRequest.model_validate({"model": "m", "prompt": "a"})).logprobs
