@@ -4,6 +4,7 @@ forward pass; tokens' exact bytes, for byte-level BPE (the demo tokenizer) and S
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,14 +15,17 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTo
 from engine.local import LocalEngine
 from engine.logprobs import TokenBytes
 from engine.requests import EngineEvent, SamplingParams, TokenEvent, TokenLogprob
-from tests.engine.conftest import finish_of, greedy, run, text_of, tiny_engine_on
+from tests.engine.conftest import ON_GPU, finish_of, greedy, run, text_of, tiny_engine_on
 from tests.support.engine import prompts
 
 
-@pytest.fixture(params=["transformers", "static"])
+@pytest.fixture(params=["transformers", "static", pytest.param("graphs", marks=ON_GPU)])
 async def tiny_engine(request: pytest.FixtureRequest, tiny_model: LlamaForCausalLM,
                       tokenizer: PreTrainedTokenizerBase) -> AsyncIterator[LocalEngine]:
-    engine = tiny_engine_on(tiny_model, tokenizer, decode=request.param)
+    """Each decode path: on the CPU transformers' forward and the static step; on a GPU the CUDA-graph replay
+    (float32 everywhere, so the logprobs compare to 1e-4)."""
+    model = copy.deepcopy(tiny_model).to("cuda") if request.param == "graphs" else tiny_model
+    engine = tiny_engine_on(model, tokenizer, decode=request.param)
     yield engine
     engine.close()
 
@@ -34,8 +38,8 @@ def reference_logprobs(model: LlamaForCausalLM, prompt: list[int], output: list[
     """log_softmax of the model's next-token logits after the prompt and each prefix of the output, computed
     here in one plain forward pass: row i is the distribution output[i] was chosen from."""
     with torch.inference_mode():
-        logits = model(torch.tensor([prompt + output])).logits[0, len(prompt) - 1:-1]
-    return torch.log_softmax(logits.float(), dim=-1)
+        logits = model(torch.tensor([prompt + output], device=model.device)).logits[0, len(prompt) - 1:-1]
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
 
 
 async def test_greedy_logprobs_equal_the_models_own_log_softmax(tiny_engine: LocalEngine,
@@ -86,7 +90,8 @@ async def test_logprobs_ignore_temperature_and_follow_the_penalties(tiny_engine:
     events = await run(tiny_engine, prompt_ids=prompt, sampling=sampled)
     output = list(finish_of(events).output_ids)
     with torch.inference_mode():
-        logits = tiny_engine.model(torch.tensor([prompt + output])).logits[0, len(prompt) - 1:-1].float()
+        model = tiny_engine.model
+        logits = model(torch.tensor([prompt + output], device=model.device)).logits[0, len(prompt) - 1:-1].float().cpu()
     for step, entry in enumerate(logprobs_of(events)):
         scores = logits[step].clone()
         seen = sorted(set(output[:step]))
