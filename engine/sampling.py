@@ -1,8 +1,8 @@
 """Choosing the next token of every running sequence from one batch of logits.
 
 Greedy rows without penalties or logprobs take one batched argmax; the others get their penalties, temperature,
-top-k and top-p applied row by row and draw from their own seeded generator, so a seed reproduces a sample whatever else
-shares the batch.
+top-k and top-p applied row by row and draw from their own seeded generator, so a seed reproduces a sample
+whatever else shares the batch.
 """
 
 from __future__ import annotations
