@@ -94,9 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.app import create_app
+    from api.graceful import serve
     from api.logging_config import configure_logging
 
     if args.host:
@@ -105,8 +104,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"port": args.port})
     configure_logging(settings)
     _require_current_schema(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=30)
+    serve(create_app(settings), host=settings.host, port=settings.port, grace_s=settings.shutdown_grace_s)
     return 0
 
 

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
     ui_port: int = Field(5006, ge=1, le=65535, description="Port `llmws ui` serves the Panel app on.")
+    shutdown_grace_s: float = Field(30.0, ge=1, le=3600, description="After SIGTERM, how long responses in "
+                                    "flight may take; past two thirds of it, generations still running are ended "
+                                    "with an `engine_stopped` error so every stream closes properly.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the UI and `llmws chat` reach the API; "
                          "default: this API's own `host` and `port` (loopback when it binds every address).")
     token: SecretStr | None = Field(None, description="The login token or API key `llmws chat` uses.")

@@ -137,6 +137,10 @@ class LocalEngine:
     def abort(self, request_id: str) -> None:
         self.scheduler.cancel(request_id)
 
+    def end_all(self, message: str) -> int:
+        """End every request with an ``engine_stopped`` error (a server about to stop); see Scheduler.end_all."""
+        return self.scheduler.end_all(message)
+
     async def check_health(self) -> Health:
         """Really generate one token (cached for a few seconds), so a wedged engine shows as unhealthy."""
         now = time.monotonic()

@@ -161,14 +161,25 @@ class Scheduler:
                 prefix_cached_tokens=self._prefix.hit_tokens if self._prefix else 0,
             )
 
-    def stop(self) -> None:
+    def end_all(self, message: str = "the engine is shutting down") -> int:
+        """End every queued and running request now with an ``engine_stopped`` error (their streams close
+        properly); the rows leave the batch at the next step. The engine goes on serving what comes after.
+        Returns how many sequences were ended."""
         with self._lock:
-            self._stopping = True
+            ended = 0
             for sequence in [*self._waiting, *self._prefilling, *self._running]:
                 if not sequence.finished:
                     sequence.finished = True
-                    sequence.emit(ErrorEvent(sequence.request_id, "the engine is shutting down", "engine_stopped"))
+                    sequence.emit(ErrorEvent(sequence.request_id, message, "engine_stopped"))
+                    ended += 1
+            self._waiting.clear()
             self._wake.notify()
+            return ended
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+        self.end_all()
         self._thread.join(timeout=30)
 
     # --- the worker thread ------------------------------------------------------------------------------------

@@ -138,7 +138,8 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 async def stream_chunks(generation: Generation, endpoint: Format, *, include_usage: bool) -> AsyncIterator[bytes]:
     """The SSE body: (chat: a role chunk per choice first) content chunks, a finish chunk per choice, the usage
-    chunk when asked, then ``[DONE]``. A client that goes away cancels this, which stops the generation."""
+    chunk when asked, then ``[DONE]`` (after an error frame too). A client that goes away cancels this, which
+    stops the generation."""
     head = {"id": generation.request.request_id, "object": endpoint.chunk_object, "created": int(time.time()),
             "model": generation.backend.model, "system_fingerprint": None}
 
@@ -161,8 +162,10 @@ async def stream_chunks(generation: Generation, endpoint: Format, *, include_usa
             elif isinstance(result, output.Finished):
                 yield chunk(result.index, endpoint.delta(None), FINISH_REASONS.get(result.reason, "stop"))
             else:
+                # As the gateway ends an upstream's failed stream: the error, then [DONE] (no usage: it failed).
                 yield _sse({"error": {"message": result.message, "type": "server_error", "param": None,
                                       "code": result.code}})
+                yield DONE
                 return
         if include_usage:
             yield _sse({**head, "choices": [], "usage": output.usage(generation.meter)})

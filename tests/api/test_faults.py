@@ -235,6 +235,8 @@ def test_sigterm_lets_streams_end_stores_them_and_another_process_resumes_them(l
     assert "Application shutdown complete" in console and "Traceback" not in console
 
     assert openai_seen[-1] == "data: [DONE]"
+    ending = json.loads(openai_seen[-2][5:])  # its finish chunk, or (on a slow machine) the shutdown's error frame
+    assert ending.get("error", {}).get("code") == "engine_stopped" or ending["choices"][0]["finish_reason"], ending
     assert native_seen[-1].event in ("done", "error")
     stream_id, conversation = native_seen[0].data["stream_id"], native_seen[0].data["conversation_id"]
     # Another process on the same database has the native stream and the WebSocket session, whole.
@@ -254,6 +256,50 @@ def test_sigterm_lets_streams_end_stores_them_and_another_process_resumes_them(l
     streamed = "".join(event.data["text"] for event in native_seen if event.event == "token")
     assert replies in ([], [streamed]), (replies, streamed)
     assert_serves_next(live_api, account)
+
+
+def test_generations_outliving_the_grace_period_end_with_an_error_frame_not_a_cut(live_api: LiveApi,
+                                                                                   tmp_path: Path) -> None:
+    """A generation longer than the shutdown grace period is ended at two thirds of it: the OpenAI stream gets
+    the `engine_stopped` error frame and [DONE], the native stream its error event (stored: another process
+    replays it), and both usage rows are written — instead of a body cut off when uvicorn cancels the response."""
+    from tests.support.sse import events_of
+
+    account = live_api.new_account("grace")
+    grace_s = 3.0
+    replica = start_server(tmp_path, live_api.env | {"LLMWS_DATA_DIR": str(tmp_path / "var"),
+                                                     "LLMWS_SHUTDOWN_GRACE_S": str(grace_s)}, "grace")
+    wait_ready(replica)
+    body = {"max_tokens": 3000, "temperature": 0}
+    with contextlib.ExitStack() as open_streams:
+        openai_stream = open_streams.enter_context(httpx.stream(
+            "POST", f"{replica.base_url}/v1/chat/completions", headers=account.headers, timeout=60,
+            json={"model": MODEL, "messages": HI, "stream": True, **body}))
+        native = open_streams.enter_context(httpx.stream(
+            "POST", f"{replica.base_url}/v1/chat/stream", headers=account.headers, timeout=60,
+            json={"message": "Tell a long story.", **body}))
+        assert openai_stream.status_code == 200 and native.status_code == 200
+        openai_lines = openai_stream.iter_lines()
+        native_events = events_of(native)
+        start = next(native_events)
+        assert start.event == "start" and next(openai_lines).startswith("data:")
+        stopped_at = time.monotonic()
+        replica.process.send_signal(signal.SIGTERM)
+        openai_seen = [line for line in openai_lines if line.startswith("data:")]
+        native_seen = [start, *native_events]
+        replica.process.wait(timeout=grace_s + 30)
+    assert time.monotonic() - stopped_at < grace_s + 10
+    console = replica.console.read_text()
+    assert "ended 2 generation(s) still running" in console and "timeout graceful shutdown exceeded" not in console
+    assert "Traceback" not in console
+    assert openai_seen[-1] == "data: [DONE]"
+    assert json.loads(openai_seen[-2][5:])["error"]["code"] == "engine_stopped"
+    assert native_seen[-1].event == "error" and native_seen[-1].data["code"] == "engine_stopped"
+    usage = live_api.usage_by_status(account, expect_requests=2)
+    assert sum(group["requests"] for group in usage.values()) == 2, usage
+    with httpx.stream("GET", f"{live_api.base_url}/v1/chat/stream/{native_seen[0].data['stream_id']}",
+                      headers=account.headers, timeout=30) as again:
+        assert [event.data for event in events_of(again)][-1]["code"] == "engine_stopped"
 
 
 # --- the database goes away for a while ----------------------------------------------------------------------------
