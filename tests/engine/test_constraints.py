@@ -11,7 +11,7 @@ import time
 import jsonschema
 import pytest
 import torch
-from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from engine.constraints import MAX_SPEC_CHARS, ConstraintCompiler, ConstraintViolated, mask_logits
 from engine.errors import InvalidParameters
