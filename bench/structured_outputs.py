@@ -5,7 +5,7 @@ prompt) without a constraint and with a JSON schema (the grammar cached after it
 tokens/s while all C clients are in flight, and TTFT p50/p95. Then the grammar's own costs, for llguidance (what
 the engine uses) and for xgrammar when it is installed (`pip install xgrammar`; not a project dependency): wrapping
 the vocabulary, compiling a schema cold and again (cached), and filling one token mask along a valid answer.
-Run: `.venv/bin/python bench/structured_outputs.py [--concurrency 1 16] [--tokens 64] [--rounds 2]`.
+Run: `.venv/bin/python bench/structured_outputs.py [--concurrency 1 16] [--tokens 64] [--rounds 2] [--repeats 2]`.
 """
 
 from __future__ import annotations
@@ -128,10 +128,13 @@ def xgrammar_costs(tokenizer: PreTrainedTokenizerBase, vocab: int, eos: set[int]
                                                                         stop_token_ids=sorted(eos)))
     compiler = xgrammar.GrammarCompiler(info, cache_enabled=True)  # type: ignore[arg-type]
     text = json.dumps(SCHEMA)
-    cold, _ = timed(lambda: xgrammar.GrammarMatcher(compiler.compile_json_schema(text, any_whitespace=False)))
-    cached = statistics.median(timed(lambda: xgrammar.GrammarMatcher(
-        compiler.compile_json_schema(text, any_whitespace=False)))[0] for _ in range(50))
-    matcher = xgrammar.GrammarMatcher(compiler.compile_json_schema(text, any_whitespace=False))
+
+    def matcher_of() -> xgrammar.GrammarMatcher:  # compact JSON, as the engine's llguidance grammars
+        return xgrammar.GrammarMatcher(compiler.compile_json_schema(text, any_whitespace=False, separators=(",", ":")))
+
+    cold, _ = timed(matcher_of)
+    cached = statistics.median(timed(matcher_of)[0] for _ in range(50))
+    matcher = matcher_of()
     bitmask = xgrammar.allocate_token_bitmask(1, vocab)
     fills = []
     for token in tokenizer.encode(ANSWER):
@@ -146,6 +149,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--tokens", type=int, default=64, help="max_tokens of every request")
     parser.add_argument("--rounds", type=int, default=2, help="requests per client")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each way; the fastest is shown")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
@@ -160,9 +164,17 @@ def main() -> None:
     print(f"demo model {info.name} on {runtime.reason}; max_tokens {args.tokens}, temperature 1")
     asyncio.run(serve(engine, prompts[-2:], 2, 4, 1, schema, "warm-up"))  # compiles and caches the schema
     runs: list[Run] = []
+    # The two ways alternate, ``--repeats`` times, and each keeps its fastest run: on a machine shared with other
+    # work, that is the one least disturbed.
     for concurrency in args.concurrency:
-        for constraint, way in ((None, "no schema"), (schema, "json_schema")):
-            runs.append(asyncio.run(serve(engine, prompts, concurrency, args.tokens, args.rounds, constraint, way)))
+        rounds = args.rounds if concurrency > 1 else 4 * args.rounds  # enough TTFTs for a p95 alone too
+        best: dict[str, Run] = {}
+        for _ in range(args.repeats):
+            for constraint, way in ((None, "no schema"), (schema, "json_schema")):
+                run = asyncio.run(serve(engine, prompts, concurrency, args.tokens, rounds, constraint, way))
+                if way not in best or run.tokens_per_s > best[way].tokens_per_s:
+                    best[way] = run
+        runs.extend(best.values())
     vocab, eos = model.config.vocab_size, engine.eos_token_ids
     engine.close()
 
