@@ -7,17 +7,18 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 
 import jsonschema
 import pytest
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from engine.constraints import MAX_SPEC_CHARS, ConstraintCompiler, ConstraintViolated, mask_logits
 from engine.errors import InvalidParameters
 from engine.local import LocalEngine
 from engine.requests import Constraint, EngineEvent, ErrorEvent, SamplingParams
-from tests.engine.conftest import finish_of, greedy, reference_ids, run, text_of
+from tests.engine.conftest import finish_of, greedy, reference_ids, run, text_of, tiny_engine_on
 from tests.support.engine import prompts
 from tests.support.schemas import BROKEN_SCHEMA, MAX_TOKENS, SCHEMAS
 
@@ -65,9 +66,19 @@ async def test_regex_choice_and_grammar_outputs_match_exactly(tiny_engine: Local
         assert matches(text_of(events)), text_of(events)  # type: ignore[operator]
 
 
+@pytest.fixture(params=["transformers", "static"])
+async def either_engine(request: pytest.FixtureRequest, tiny_model: LlamaForCausalLM,
+                        tokenizer: PreTrainedTokenizerBase) -> AsyncIterator[LocalEngine]:
+    """The tiny model behind each decode path the CPU can take (engine/static_decode.py)."""
+    engine = tiny_engine_on(tiny_model, tokenizer, decode=request.param)
+    yield engine
+    engine.close()
+
+
 async def test_unconstrained_rows_of_a_mixed_batch_equal_model_generate(
-    tiny_engine: LocalEngine, tokenizer: PreTrainedTokenizerBase
+    either_engine: LocalEngine, tokenizer: PreTrainedTokenizerBase
 ) -> None:
+    tiny_engine = either_engine
     batch = prompts(tokenizer, 12)
     names = sorted(SCHEMAS)
 
