@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from functools import cached_property
@@ -11,6 +12,7 @@ from typing import Any
 from jinja2 import TemplateError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from engine.constraints import ConstraintCompiler, GuidedRow
 from engine.errors import ContextTooLong, InvalidParameters
 from engine.interface import DecodeMode, Health
 from engine.logprobs import LogprobRecorder, TokenBytes
@@ -41,6 +43,7 @@ class LocalEngine:
         eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
         if tokenizer.eos_token_id is not None:
             eos_ids.add(tokenizer.eos_token_id)
+        self.eos_token_ids = eos_ids
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
         self.scheduler = Scheduler(model, eos_token_ids=eos_ids, pad_token_id=pad, max_context=max_context,
                                    max_batch_size=max_batch_size, max_queue=max_queue,
@@ -49,6 +52,26 @@ class LocalEngine:
         # What one request alone may use: the context budget, and no more than the batch's KV budget holds.
         self.max_context = self.scheduler.max_context
         self._health: tuple[float, Health] | None = None
+        self._constraints: ConstraintCompiler | None = None
+        self._constraints_lock = threading.Lock()
+
+    def constraints(self) -> ConstraintCompiler:
+        """The model's grammar compiler, built with the first constrained request (it wraps the vocabulary)."""
+        with self._constraints_lock:
+            if self._constraints is None:
+                self._constraints = ConstraintCompiler(self.tokenizer, self.model.config.vocab_size,
+                                                       self.eos_token_ids)
+            return self._constraints
+
+    async def _guided_rows(self, request: GenerationRequest, prompt_ids: list[int]) -> list[GuidedRow | None]:
+        """One grammar state per choice when the request is constrained, compiled off the engine's thread."""
+        constraint, params = request.constraint, request.sampling
+        if constraint is None:
+            return [None] * params.n
+        if params.ignore_eos:  # a finished grammar allows only the end of the sequence
+            raise InvalidParameters("ignore_eos cannot be combined with a constraint", param="ignore_eos")
+        compiler = self._constraints or await asyncio.to_thread(self.constraints)
+        return list(await compiler.rows(constraint, prompt_ids, params.n))
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.prompt_ids is not None:
@@ -90,6 +113,7 @@ class LocalEngine:
         if len(prompt_ids) >= self.max_context:
             raise ContextTooLong(len(prompt_ids), self.max_context)
         self.scheduler.check_fits(len(prompt_ids), request.sampling.n, request.sampling.max_tokens)
+        guided = await self._guided_rows(request, prompt_ids)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
@@ -102,7 +126,8 @@ class LocalEngine:
         params = request.sampling
         if params.logprobs is not None and "token_bytes" not in self.__dict__:
             await asyncio.to_thread(lambda: self.token_bytes)  # built once, off the event loop
-        sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit) for index in range(params.n)]
+        sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit, guided[index])
+                     for index in range(params.n)]
         self.scheduler.submit(sequences)
         open_choices = params.n
         try:
@@ -119,14 +144,14 @@ class LocalEngine:
                 self.abort(request.request_id)
 
     def _sequence(self, request_id: str, index: int, prompt_ids: list[int], params: SamplingParams,
-                  emit: Any) -> Sequence:
+                  emit: Any, guided: GuidedRow | None = None) -> Sequence:
         # With n > 1 each choice gets its own seed derived from the request's, so choices differ but reproduce.
         seed = None if params.seed is None else params.seed + index
         logprobs = LogprobRecorder(params.logprobs, self.token_bytes) if params.logprobs is not None else None
         return Sequence(request_id=request_id, index=index, prompt_ids=prompt_ids,
                         sampling=SamplingState.create(params, prompt_ids, seed, logprobs),
                         text=TextStream(self.tokenizer.backend_tokenizer, params.stop),
-                        max_tokens=params.max_tokens, emit=emit, ignore_eos=params.ignore_eos)
+                        max_tokens=params.max_tokens, emit=emit, ignore_eos=params.ignore_eos, guided=guided)
 
     @cached_property
     def token_bytes(self) -> TokenBytes:

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 
 from engine.batch_cache import BatchCache, check_batchable, has_sliding_window
 from engine.batch_memory import BatchMemory, RowPlan, steps_left
+from engine.constraints import ConstraintViolated, GuidedRow, mask_logits
 from engine.errors import EngineStopped, Overloaded, RequestTooLarge
 from engine.interface import DecodeMode, EngineStats
 from engine.memory import kv_bytes_per_token
@@ -53,6 +54,7 @@ class Sequence:
     max_tokens: int
     emit: Callable[[EngineEvent], None]
     ignore_eos: bool = False
+    guided: GuidedRow | None = None  # the grammar its output must match (engine/constraints.py)
     output_ids: list[int] = field(default_factory=list)
     unsent_from: int = 0  # output_ids[unsent_from:] have not been reported in a TokenEvent yet
     finished: bool = False
@@ -378,16 +380,22 @@ class Scheduler:
         return output.logits[:, -1, :]
 
     def _accept(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
+        broken = self._mask(sequences, logits)
         tokens = choose_tokens(logits, [s.sampling for s in sequences])
         now = time.monotonic()
         with self._lock:
-            for sequence, token in zip(sequences, tokens, strict=True):
+            for row, (sequence, token) in enumerate(zip(sequences, tokens, strict=True)):
                 if sequence.finished:
+                    continue
+                if row in broken:
+                    self._fail_request(sequence, ConstraintViolated("the grammar allows no next token"))
                     continue
                 if isinstance(token, Exception):
                     self._fail_request(sequence, token)
                     continue
-                try:  # per-request work (sampling state, detokenizing, stop strings): a failure is that request's
+                try:  # per-request work (grammar, sampling state, detokenizing, stop strings): that request's
+                    if sequence.guided is not None:
+                        sequence.guided.advance(token)
                     sequence.output_ids.append(token)
                     sequence.sampling.record(token)
                     self._emit_token(sequence, token)
@@ -396,6 +404,20 @@ class Scheduler:
             self._token_times.append((now, len(tokens)))
             while self._token_times and now - self._token_times[0][0] > THROUGHPUT_WINDOW_S:
                 self._token_times.popleft()
+
+    def _mask(self, sequences: list[Sequence], logits: torch.Tensor) -> set[int]:
+        """Mask, in place, the logits of the rows a grammar guides (none of the others' are touched, so greedy
+        rows without one keep the batched argmax and their exact output). Returns the rows whose grammar is in
+        error."""
+        guided = [(row, s.guided) for row, s in enumerate(sequences)
+                  if s.guided is not None and s.guided.masks and not s.finished]
+        if not guided:
+            return set()
+        try:
+            return set(mask_logits(logits, guided))  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 (the guided requests end; the others' logits are untouched)
+            log.exception("computing the grammar masks failed")
+            return {row for row, _ in guided}
 
     def _emit_token(self, sequence: Sequence, token: int) -> None:
         """Turn one accepted token into text and, when it ends the sequence, a finish event. Holds the lock."""

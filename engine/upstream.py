@@ -19,6 +19,7 @@ import httpx
 from engine.errors import InvalidParameters, UpstreamError, UpstreamRefused, UpstreamUnavailable
 from engine.interface import EngineStats, Health
 from engine.requests import (
+    Constraint,
     EngineEvent,
     ErrorEvent,
     FinishEvent,
@@ -120,6 +121,8 @@ class UpstreamModel:
             **({"seed": params.seed} if params.seed is not None else {}),
             **({"stop": list(params.stop)} if params.stop else {}),
         }
+        if request.constraint is not None:
+            body.update(constraint_fields(request.constraint))
         if request.messages is not None:
             path, body["messages"] = "/chat/completions", request.messages
         else:
@@ -174,6 +177,18 @@ class UpstreamModel:
     def stats(self) -> EngineStats:
         return EngineStats(queue_depth=0, running=len(self._open), batch_size=0, tokens_per_s=0.0,
                            kv_cache_bytes=0)
+
+
+def constraint_fields(constraint: Constraint) -> dict[str, Any]:
+    """A constraint as an OpenAI-compatible upstream takes it: ``response_format`` for JSON, vLLM's
+    ``structured_outputs`` for the rest (an upstream that knows neither refuses or ignores them: its answer)."""
+    if constraint.kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if constraint.kind == "json_schema":
+        return {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "response", "schema": json.loads(constraint.spec), "strict": True}}}
+    spec: Any = json.loads(constraint.spec) if constraint.kind == "choice" else constraint.spec
+    return {"structured_outputs": {constraint.kind: spec}}
 
 
 async def sse_json(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:

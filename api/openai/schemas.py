@@ -79,6 +79,13 @@ class SamplingFields(RequestBody):
     # Extensions vLLM and others accept too.
     top_k: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, ge=0.01, le=10, description="Below 0.01 it overflows the scores.")
+    # Output constraints as vLLM takes them (api/openai/structured_outputs.py): one of json, regex, choice,
+    # grammar, json_object; and the older top-level names.
+    structured_outputs: Any = None
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -112,6 +119,7 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
+    response_format: Any = None  # vLLM takes it on completions too
     logprobs: Any = None
     echo: Any = None
     suffix: Any = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.openai import structured_outputs
 from api.openai.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from api.services.chat.turn import (
     AudioPart,
@@ -14,7 +15,6 @@ from api.services.chat.turn import (
     ImagePart,
     Message,
     Part,
-    ResponseFormat,
     Sampling,
     TextPart,
     Tool,
@@ -48,9 +48,7 @@ def sampling(body: SamplingFields, max_tokens: int | None) -> Sampling:
 
 def chat_turn(body: ChatCompletionRequest) -> Turn:
     refuse(body, OUTSIDE_A_CHAT_TURN)
-    response_format, tools = body.response_format, body.tools or []
-    if response_format is not None and not isinstance(response_format, dict):
-        raise InvalidInput("response_format must be an object", param="response_format")
+    tools = body.tools or []
     if not isinstance(tools, list):
         raise InvalidInput("tools must be a list", param="tools")
     return Turn(
@@ -58,8 +56,7 @@ def chat_turn(body: ChatCompletionRequest) -> Turn:
                        for index, item in enumerate(body.messages)),
         tools=tuple(tool(item) for item in tools), tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
-        response_format=None if response_format is None else ResponseFormat(
-            response_format.get("type", "text"), response_format.get("json_schema")),
+        response_format=structured_outputs.response_format(body),
         sampling=sampling(body, body.max_completion_tokens or body.max_tokens),
         logprobs=body.logprobs is True, top_logprobs=chat_top_logprobs(body))
 
@@ -71,7 +68,8 @@ def completion_turn(body: CompletionRequest) -> Turn:
         raise InvalidInput("send one prompt per request", param="prompt", code="invalid_value")
     # A completion's logprobs is how many alternatives per token (0 too: the chosen token's own).
     top = count_of_logprobs(body.logprobs, "logprobs")
-    return Turn(prompt=prompts[0], sampling=sampling(body, body.max_tokens), logprobs=top is not None,
+    return Turn(prompt=prompts[0], sampling=sampling(body, body.max_tokens),
+                response_format=structured_outputs.response_format(body), logprobs=top is not None,
                 top_logprobs=top)
 
 

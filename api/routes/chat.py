@@ -14,7 +14,7 @@ from api import disconnects
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.lifespan import services_of
 from api.schemas.chat import NativeChatRequest
-from api.services.chat import conversation_turns, conversations, output, serving
+from api.services.chat import conversation_turns, conversations, output, response_formats, serving
 from api.services.chat import prompt_library as prompts
 from api.services.chat.streams import StreamHub, parse_last_event_id
 from api.services.chat.turn import Message, Sampling
@@ -49,7 +49,7 @@ async def _start(body: NativeChatRequest, request: Request, principal: CurrentPr
         project_id=body.project_id, system_prompt=system_prompt)
     generation, conversation = await conversation_turns.begin(
         services_of(request.app), session, principal, body.model, exchange, _sampling(body),
-        request_id=f"chat-{uuid.uuid4().hex}")
+        request_id=f"chat-{uuid.uuid4().hex}", response_format=response_formats.read(body.response_format))
     return generation, conversation.id
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pydantic import Field
 
@@ -26,3 +27,6 @@ class NativeChatRequest(RequestBody):
     repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="Below 0.01 it overflows the scores.")
     presence_penalty: float = Field(0, ge=-2, le=2)
     frequency_penalty: float = Field(0, ge=-2, le=2)
+    response_format: dict[str, Any] | None = Field(
+        None, description="As OpenAI's: {type: text | json_object} or {type: json_schema, json_schema: {name, "
+        "schema, strict}}; enforced by the engine's grammar either way.")

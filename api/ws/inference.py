@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api import tracing
 from api.services.accounts.principal import Principal
 from api.services.chat import conversation_turns, conversations, output
-from api.services.chat.turn import Message, Sampling
+from api.services.chat.turn import Message, ResponseFormat, Sampling
 from api.services.errors import NotFound, ServiceError
 from api.ws.hub import LiveSession
 from db.models import Conversation, User, WsSession
@@ -43,7 +43,7 @@ class RequestIds:
 @tracing.traced_ws_inference
 async def run_inference(services: AppServices, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
                         model: str | None, system: str | None, new_messages: list[dict[str, str]],
-                        request: Sampling) -> None:
+                        request: Sampling, response_format: ResponseFormat | None = None) -> None:
     """One turn of the session's conversation, planned, begun and stored as the native chat's are
     (``conversation_turns``), every event emitted into the session, the reply saved."""
     request_id = ids.wire
@@ -65,7 +65,8 @@ async def run_inference(services: AppServices, live: LiveSession, user_id: int, 
         try:
             exchange = await _plan(db, user_id, live, system, new_messages)
             generation, conversation = await conversation_turns.begin(
-                services, db, principal, model, exchange, request, request_id=ids.engine, on_stored=link)
+                services, db, principal, model, exchange, request, request_id=ids.engine, on_stored=link,
+                response_format=response_format)
         except ContextTooLong as exc:
             await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message,
                              "max_context": exc.max_context, "input_tokens": exc.input_tokens,

@@ -11,13 +11,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from api.services.chat import response_formats
 from api.services.chat import sampling as chat_sampling
 from api.services.chat.sampling import NATIVE_DEFAULTS
-from api.services.chat.turn import Sampling
+from api.services.chat.turn import ResponseFormat, Sampling
+from api.services.errors import InvalidInput
 
 SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "repetition_penalty",
                  "presence_penalty", "frequency_penalty"}
-CONFIG_KEYS = SAMPLING_KEYS | {"system", "model"}
+CONFIG_KEYS = SAMPLING_KEYS | {"system", "model", "response_format"}
 SEED_NAMES = {"max_new_tokens": "max_tokens"}  # the seed's config names for ours
 MAX_CLIENT_ID_CHARS = 64  # what usage_logs.request_id holds
 
@@ -37,6 +39,7 @@ class Inference:
     model: str | None
     sampling: Sampling  # what the message and the session set, checked; the chat core resolves the rest
     client_id: str | None
+    response_format: ResponseFormat | None = None
 
 
 def parse(text: str) -> tuple[str, dict[str, Any]]:
@@ -64,7 +67,8 @@ def inference(message: dict[str, Any], session_config: dict[str, Any]) -> Infere
     turn = _turn(message)
     config = {**session_config, **our_names(message.get("config"), "config")}
     return Inference(messages=turn["messages"], system=turn["system"] or config.get("system"),
-                     model=config.get("model"), sampling=sampling(config), client_id=_client_id(message.get("id")))
+                     model=config.get("model"), sampling=sampling(config), client_id=_client_id(message.get("id")),
+                     response_format=response_format(config))
 
 
 def config_changes(message: dict[str, Any], session_config: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +79,7 @@ def config_changes(message: dict[str, Any], session_config: dict[str, Any]) -> d
         raise ProtocolError("invalid_value", f"config takes {sorted(CONFIG_KEYS)} (or the seed's {sorted(SEED_NAMES)})")
     merged = {**session_config, **changes}
     sampling(merged)  # refuses bad values
+    response_format(merged)
     return merged
 
 
@@ -99,6 +104,15 @@ def sampling(config: dict[str, Any]) -> Sampling:
     except TypeError as exc:
         raise ProtocolError("invalid_value", f"bad config: {exc}") from exc
     return requested
+
+
+def response_format(config: dict[str, Any]) -> ResponseFormat | None:
+    """The config's ``response_format`` (OpenAI's object), refused at ``config`` time when it is malformed; the
+    engine compiles it when a generation starts."""
+    try:
+        return response_formats.read(config.get("response_format"))
+    except InvalidInput as exc:
+        raise ProtocolError("invalid_value", f"bad config: {exc.message}") from exc
 
 
 # --- model management: our field names, or the seed's --------------------------------------------------------------

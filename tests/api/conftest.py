@@ -100,22 +100,39 @@ def live_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         url = f"sqlite:///{database}"
     else:
         url = request.getfixturevalue("postgres_url")
-    env = {name: value for name, value in os.environ.items() if not name.startswith("LLMWS_")}
-    env |= {"LLMWS_DATA_DIR": str(folder / "var"), "LLMWS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1",
-            "LLMWS_MODEL_DIRS": str(chat_model_dir.parent), "LLMWS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "LLMWS_STREAM_RESUME_WINDOW": str(LIVE_RESUME_WINDOW_S), "LLMWS_USAGE_FLUSH_INTERVAL": "1",
-            "LLMWS_PROVIDER_HEALTH_INTERVAL": "1", "LLMWS_AUTH_CACHE_TTL": "1",
-            # Every test's client is 127.0.0.1: the per-address cap on password work (tested in test_auth.py)
-            # would otherwise refuse logins once a run (or a repeated one) passes 100 in a window.
-            "LLMWS_PASSWORD_CHECKS_PER_ADDRESS": "1000000",
-            # Replicas share the secret key (what the WebSocket buffers are sealed with).
-            "LLMWS_SECRET_KEY": "live-tests-secret-key-0123456789abcdef"}
     try:
-        with serving(folder, env, "live") as live:
+        with serving(folder, live_env(folder, url, chat_model_dir.parent), "live") as live:
             yield live
     finally:
         if request.param == "postgres":
             asyncio.run(truncate_all(request.getfixturevalue("postgres_url")))
+
+
+@pytest.fixture(scope="module")
+def demo_live_api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, demo_folder: Path
+                  ) -> Iterator[LiveApi]:
+    """`llmws serve` serving the demo model (its converted folder, as ``demo``) on SQLite, for a module's tests."""
+    folder = tmp_path_factory.mktemp("demo-live")
+    (folder / "models").mkdir()
+    (folder / "models" / "demo").symlink_to(demo_folder, target_is_directory=True)
+    shutil.copyfile(sqlite_template, folder / "llmws.db")
+    with serving(folder, live_env(folder, f"sqlite:///{folder / 'llmws.db'}", folder / "models"), "demo") as live:
+        yield live
+
+
+def live_env(folder: Path, database_url: str, model_dirs: Path) -> dict[str, str]:
+    """The environment of a live test server: its own data folder, database and model folders."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LLMWS_")}
+    return env | {
+        "LLMWS_DATA_DIR": str(folder / "var"), "LLMWS_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1",
+        "LLMWS_MODEL_DIRS": str(model_dirs), "LLMWS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "LLMWS_STREAM_RESUME_WINDOW": str(LIVE_RESUME_WINDOW_S), "LLMWS_USAGE_FLUSH_INTERVAL": "1",
+        "LLMWS_PROVIDER_HEALTH_INTERVAL": "1", "LLMWS_AUTH_CACHE_TTL": "1",
+        # Every test's client is 127.0.0.1: the per-address cap on password work (tested in test_auth.py)
+        # would otherwise refuse logins once a run (or a repeated one) passes 100 in a window.
+        "LLMWS_PASSWORD_CHECKS_PER_ADDRESS": "1000000",
+        # Replicas share the secret key (what the WebSocket buffers are sealed with).
+        "LLMWS_SECRET_KEY": "live-tests-secret-key-0123456789abcdef"}
 
 
 LIVE_RESUME_WINDOW_S = 2

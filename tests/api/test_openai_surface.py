@@ -179,7 +179,7 @@ def test_completions_forward_fields_the_local_engine_does_not_know(
                                                 {"type": "image_url", "image_url": {"url": IMAGE}}]}]},
      "messages[0].content[1]"),
     ({"tools": TOOLS}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"structured_outputs": {"structural_tag": {}}}, "structured_outputs.structural_tag"),
     ({"chat_template_kwargs": {"enable_thinking": False}}, "chat_template_kwargs"),
 ])
 @pytest.mark.parametrize("through_alias", [False, True])

@@ -15,7 +15,7 @@ from api.services.accounts.principal import Principal
 from api.services.chat import conversations, serving
 from api.services.chat.conversations import Exchange
 from api.services.chat.generation import begin_in_conversation
-from api.services.chat.turn import Sampling
+from api.services.chat.turn import ResponseFormat, Sampling
 from db.models import Conversation
 
 if TYPE_CHECKING:
@@ -25,12 +25,12 @@ OnStored = Callable[[Conversation], Awaitable[None]]
 
 
 async def begin(services: AppServices, session: AsyncSession, principal: Principal, model: str | None,
-                exchange: Exchange, request: Sampling, *, request_id: str, on_stored: OnStored | None = None
-                ) -> tuple[serving.Generation, Conversation]:
+                exchange: Exchange, request: Sampling, *, request_id: str, on_stored: OnStored | None = None,
+                response_format: ResponseFormat | None = None) -> tuple[serving.Generation, Conversation]:
     """Start the exchange's generation, then store its turn and commit; ``on_stored`` writes what else goes into
     the same commit (the WebSocket's session row, linked to a conversation just created)."""
     generation = await begin_in_conversation(services, session, principal, model, exchange.prompt, request,
-                                             request_id=request_id)
+                                             request_id=request_id, response_format=response_format)
     # From here on the generation holds an engine slot and the user's generation slots: whatever fails must
     # still close it.
     try:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.accounts.principal import Principal
-from api.services.chat import sampling, serving
+from api.services.chat import response_formats, sampling, serving
 from api.services.chat.prompt import Prompt, fitted, template_messages, with_system_prompt
 from api.services.chat.sampling import AliasDefaults
-from api.services.chat.turn import Message, Sampling, TextPart, Turn
+from api.services.chat.turn import Message, ResponseFormat, Sampling, TextPart, Turn
 from api.services.errors import InvalidInput
 from api.services.gateway.backends import Backend
 from api.services.usage.writer import Reservation
@@ -37,8 +37,6 @@ def refuse_unsupported(turn: Turn) -> None:
         raise _unsupported("tool_choice")
     if turn.parallel_tool_calls:
         raise _unsupported("parallel_tool_calls")
-    if turn.response_format is not None and turn.response_format.type != "text":
-        raise _unsupported("response_format")
     _refuse_unsupported_messages(turn.messages)
 
 
@@ -56,9 +54,11 @@ def _refuse_unsupported_messages(messages: Sequence[Message]) -> None:
 
 
 def engine_request(turn: Turn, params: SamplingParams, request_id: str) -> GenerationRequest:
+    constraint = response_formats.constraint(turn.response_format)
     if turn.prompt is not None:
-        return GenerationRequest(prompt=turn.prompt, sampling=params, request_id=request_id)
-    return GenerationRequest(messages=template_messages(turn.messages), sampling=params, request_id=request_id)
+        return GenerationRequest(prompt=turn.prompt, sampling=params, request_id=request_id, constraint=constraint)
+    return GenerationRequest(messages=template_messages(turn.messages), sampling=params, request_id=request_id,
+                             constraint=constraint)
 
 
 async def begin(services: AppServices, session: AsyncSession | None, principal: Principal, model: str | None,
@@ -79,11 +79,12 @@ async def begin(services: AppServices, session: AsyncSession | None, principal: 
 
 async def begin_in_conversation(services: AppServices, session: AsyncSession | None, principal: Principal,
                                 model: str | None, prompt: Prompt, request: Sampling, *, request_id: str,
-                                server: Sampling = sampling.NATIVE_DEFAULTS) -> serving.Generation:
+                                server: Sampling = sampling.NATIVE_DEFAULTS,
+                                response_format: ResponseFormat | None = None) -> serving.Generation:
     """A turn of a conversation the server keeps (native chat, the WebSocket): its earlier turns trimmed from the
     oldest end until the prompt fits the model's context."""
     async def start(fitting: Prompt) -> serving.Generation:
-        return await begin(services, session, principal, model, Turn(messages=fitting.messages, sampling=request),
-                           request_id=request_id, server=server)
+        turn = Turn(messages=fitting.messages, sampling=request, response_format=response_format)
+        return await begin(services, session, principal, model, turn, request_id=request_id, server=server)
 
     return await fitted(prompt, start, services.model_host.local)

@@ -82,8 +82,14 @@ class Tool:
 
 @dataclass(frozen=True)
 class ResponseFormat:
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: Mapping[str, Any] | None = None
+    """What the answer must match: OpenAI's types, and the ones vLLM's ``structured_outputs`` adds (a regular
+    expression or a Lark grammar in ``text``, exact ``choices``). ``param`` is the field a refusal names."""
+
+    type: Literal["text", "json_object", "json_schema", "regex", "choice", "grammar"]
+    json_schema: Mapping[str, Any] | None = None  # {"name", "schema", "strict"}
+    text: str | None = None
+    choices: tuple[str, ...] = ()
+    param: str = "response_format"
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,14 @@ def test_a_chat_body_becomes_a_turn_with_what_the_client_set() -> None:
         "model": "m", "messages": [{"role": "developer", "content": "Be brief."},
                                    {"role": "user", "content": [{"type": "text", "text": "Hi"}], "name": "ann"}],
         "temperature": 0, "max_completion_tokens": 9, "max_tokens": 50, "stop": "END", "tools": [TOOL],
-        "tool_choice": "auto", "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+        "tool_choice": "auto",
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
         "logprobs": True, "top_logprobs": 2})
     turn = chat_turn(body)
     assert turn.messages == (Message.of("system", "Be brief."), Message("user", (TextPart("Hi"),), name="ann"))
     assert turn.tools == (Tool("weather", "Today's weather", {"type": "object", "properties": {}}),)
     assert turn.tool_choice == "auto"
-    assert turn.response_format == ResponseFormat("json_schema", {"name": "x"})
+    assert turn.response_format == ResponseFormat("json_schema", {"name": "x", "schema": {"type": "object"}})
     assert turn.logprobs and turn.top_logprobs == 2
     assert turn.sampling.temperature == 0 and turn.sampling.max_tokens == 9 and turn.sampling.stop == ("END",)
     assert turn.sampling.top_p is None  # unset: the alias, the model or the server decides
@@ -85,7 +86,6 @@ HELLO = (Message.of("user", "hello"),)
     (Turn(HELLO, tools=(Tool("weather"),)), "tools"),
     (Turn(HELLO, tool_choice="required"), "tool_choice"),
     (Turn(HELLO, parallel_tool_calls=True), "parallel_tool_calls"),
-    (Turn(HELLO, response_format=ResponseFormat("json_object")), "response_format"),
     (Turn((*HELLO, Message("user", (TextPart("see"), ImagePart("https://example.org/a.png"))))),
      "messages[1].content[1]"),
     (Turn((*HELLO, Message("tool", (TextPart("sunny"),), tool_call_id="c"))), "messages[1].role"),

@@ -1,0 +1,63 @@
+"""The five JSON schemas the structured-output tests sample against (issue 17, acceptance 1): nested objects,
+arrays, enums, integers with bounds and optional fields. Strings and arrays are bounded, as OpenAI's strict mode
+would have them closed: a random-weight model under the grammar then always finishes within ``MAX_TOKENS``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_TOKENS = 160  # enough for the largest answer these schemas allow, in the demo tokenizer's tokens
+
+NAME = {"type": "string", "maxLength": 10}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "nested_objects": {
+        "type": "object",
+        "properties": {
+            "user": {"type": "object", "properties": {
+                "name": NAME,
+                "address": {"type": "object", "properties": {"city": NAME, "zip": NAME},
+                            "required": ["city", "zip"], "additionalProperties": False},
+            }, "required": ["name", "address"], "additionalProperties": False},
+        },
+        "required": ["user"], "additionalProperties": False,
+    },
+    "arrays": {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 3},
+            "scores": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 100}, "maxItems": 4},
+        },
+        "required": ["tags", "scores"], "additionalProperties": False,
+    },
+    "enums": {
+        "type": "object",
+        "properties": {
+            "colour": {"enum": ["red", "green", "blue"]},
+            "size": {"type": "string", "enum": ["S", "M", "L", "XL"]},
+            "ok": {"type": "boolean"},
+        },
+        "required": ["colour", "size", "ok"], "additionalProperties": False,
+    },
+    "bounded_integers": {
+        "type": "object",
+        "properties": {
+            "age": {"type": "integer", "minimum": 18, "maximum": 99},
+            "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+            "delta": {"type": "integer", "minimum": -5, "maximum": 5},
+        },
+        "required": ["age", "year", "delta"], "additionalProperties": False,
+    },
+    "optional_fields": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "nickname": NAME,
+            "vip": {"type": "boolean"},
+        },
+        "required": ["id"], "additionalProperties": False,
+    },
+}
+
+# What the library refuses: an unknown type.
+BROKEN_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"a": {"type": "integr"}}}
