@@ -25,6 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,11 +41,20 @@ from engine.requests import Constraint
 COMPILE_TIMEOUT_S = 2.0
 MAX_SPEC_CHARS = 100_000  # the API's own limit on one string field
 CACHE_ENTRIES = 256
+COMPILE_WORKERS = 2
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 COMPACT_JSON: llguidance.JsonCompileOptions = {"whitespace_flexible": False}
 ANY_OBJECT = '{"type": "object"}'
 
 Phase = Literal["opening", "thinking", "guided"]
+
+
+@dataclass
+class _Compile:
+    """One compile in flight, shared by every request that waits for the same constraint."""
+
+    future: Future[llguidance.LLMatcher | InvalidParameters] | None = None
+    started_at: float | None = None  # when a worker began it (the time limit counts from here)
 
 
 class ConstraintViolated(Exception):
@@ -82,7 +92,12 @@ class GuidedRow:
 
 
 class ConstraintCompiler:
-    """Constraints compiled against one model's tokenizer and vocabulary (its logits' width)."""
+    """Constraints compiled against one model's tokenizer and vocabulary (its logits' width).
+
+    Compiles run in a small pool of their own, one per (kind, spec) at a time: a hundred requests with the same new
+    schema wait for one compile, and never queue behind tokenizing in the default pool. The time limit counts from
+    when the compile starts, not the wait for a worker; a refusal is cached only when the compile itself took more
+    than the limit in CPU time, so a legitimate schema is never refused for ever because the machine was busy."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int, eos_token_ids: set[int]) -> None:
         self.vocab_size = vocab_size
@@ -90,35 +105,78 @@ class ConstraintCompiler:
                                                       eos_token=sorted(eos_token_ids))
         self.think = _think_tokens(tokenizer)
         self._cache: OrderedDict[tuple[str, str], llguidance.LLMatcher | InvalidParameters] = OrderedDict()
+        self._compiling: dict[tuple[str, str], _Compile] = {}
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=COMPILE_WORKERS, thread_name_prefix="llmws-grammar")
 
     async def rows(self, constraint: Constraint, prompt_ids: Sequence[int], count: int) -> list[GuidedRow]:
         """``count`` fresh rows for a request's choices; compiled in a worker thread, within the time limit."""
-        try:
-            compiled = await asyncio.wait_for(asyncio.to_thread(self.compile, constraint), COMPILE_TIMEOUT_S)
-        except TimeoutError:
-            raise InvalidParameters(f"the {constraint.kind} constraint did not compile within {COMPILE_TIMEOUT_S:g} "
-                                    "s: simplify it", param=constraint.param) from None
+        compiled = await self._compiled(constraint)
         phase = self._first_phase(prompt_ids)
         return [GuidedRow(compiled.deep_copy(), phase, self.think) for _ in range(count)]
 
-    def compile(self, constraint: Constraint) -> llguidance.LLMatcher:
-        """The pristine matcher for ``constraint`` (copy it before use), from the cache when it is there."""
+    async def _compiled(self, constraint: Constraint) -> llguidance.LLMatcher:
         key = (constraint.kind, constraint.spec)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
+            elif (job := self._compiling.get(key)) is None:
+                job = self._compiling[key] = _Compile()
+                job.future = self._pool.submit(self._run, key, constraint, job)
         if cached is None:
-            started = time.monotonic()
-            cached = self._compile(constraint)
-            if time.monotonic() - started > COMPILE_TIMEOUT_S:  # refused however often it is sent, not by luck
-                cached = InvalidParameters(f"the {constraint.kind} constraint took longer than "
-                                           f"{COMPILE_TIMEOUT_S:g} s to compile: simplify it", param=constraint.param)
+            cached = await self._wait(job, constraint)
+        if isinstance(cached, InvalidParameters):
+            raise InvalidParameters(cached.message, param=constraint.param)
+        return cached
+
+    async def _wait(self, job: _Compile, constraint: Constraint) -> llguidance.LLMatcher | InvalidParameters:
+        """The compile's result, or a refusal once it has been compiling for longer than the limit (it goes on in
+        its worker, and its result is cached for the requests after)."""
+        assert job.future is not None
+        done = asyncio.wrap_future(job.future)
+        while True:
+            started = job.started_at
+            left = COMPILE_TIMEOUT_S if started is None else started + COMPILE_TIMEOUT_S - time.monotonic()
+            try:
+                return await asyncio.wait_for(asyncio.shield(done), max(left, 0.0))
+            except TimeoutError:
+                if job.started_at is not None and time.monotonic() - job.started_at >= COMPILE_TIMEOUT_S:
+                    raise InvalidParameters(f"the {constraint.kind} constraint did not compile within "
+                                            f"{COMPILE_TIMEOUT_S:g} s: simplify it", param=constraint.param) from None
+
+    def _run(self, key: tuple[str, str], constraint: Constraint, job: _Compile
+             ) -> llguidance.LLMatcher | InvalidParameters:
+        job.started_at = time.monotonic()
+        cpu_started = time.thread_time()
+        try:
+            compiled = self._compile(constraint)
+            if time.thread_time() - cpu_started > COMPILE_TIMEOUT_S:  # refused however often it is sent
+                compiled = InvalidParameters(f"the {constraint.kind} constraint took longer than "
+                                             f"{COMPILE_TIMEOUT_S:g} s to compile: simplify it",
+                                             param=constraint.param)
             with self._lock:
-                self._cache[key] = cached
+                self._cache[key] = compiled
                 while len(self._cache) > CACHE_ENTRIES:
                     self._cache.popitem(last=False)
+            return compiled
+        finally:
+            with self._lock:
+                if self._compiling.get(key) is job:
+                    del self._compiling[key]
+
+    def close(self) -> None:
+        """Stop the compile workers (a compile still running is left to finish in its thread)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def compile(self, constraint: Constraint) -> llguidance.LLMatcher:
+        """The pristine matcher for ``constraint`` (copy it before use): from the cache when it is there, else
+        compiled in this thread and cached (benchmarks and tests; requests go through ``rows``)."""
+        key = (constraint.kind, constraint.spec)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is None:
+            cached = self._run(key, constraint, _Compile())
         if isinstance(cached, InvalidParameters):
             raise InvalidParameters(cached.message, param=constraint.param)
         return cached

@@ -189,6 +189,8 @@ class LocalEngine:
 
     def close(self) -> None:
         self.scheduler.stop()
+        if self._constraints is not None:
+            self._constraints.close()
 
 
 def plain_chat_prompt(messages: list[dict[str, str]]) -> str:
