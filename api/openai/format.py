@@ -33,7 +33,8 @@ from api.sse import sse_response
 if TYPE_CHECKING:
     from api.lifespan import AppServices
 
-FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
+FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop",
+                  "tool_calls": "tool_calls"}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -55,7 +56,7 @@ class Format(ABC):
     def turn(self, body: Any) -> Turn: ...
 
     @abstractmethod
-    def choice(self, text: str) -> dict[str, Any]:
+    def choice(self, text: str, tool_calls: list[output.CallResult] | None = None) -> dict[str, Any]:
         """A whole answer's choice body."""
 
     @abstractmethod
@@ -71,7 +72,10 @@ class ChatFormat(Format):
     def turn(self, body: ChatCompletionRequest) -> Turn:
         return chat_turn(body)
 
-    def choice(self, text: str) -> dict[str, Any]:
+    def choice(self, text: str, tool_calls: list[output.CallResult] | None = None) -> dict[str, Any]:
+        if tool_calls:  # as OpenAI answers a turn of only calls: content null
+            return {"message": {"role": "assistant", "content": text or None,
+                                "tool_calls": [call.openai() for call in tool_calls]}}
         return {"message": {"role": "assistant", "content": text}}
 
     def delta(self, content: str | None) -> dict[str, Any]:
@@ -85,7 +89,7 @@ class CompletionFormat(Format):
     def turn(self, body: CompletionRequest) -> Turn:
         return completion_turn(body)
 
-    def choice(self, text: str) -> dict[str, Any]:
+    def choice(self, text: str, tool_calls: list[output.CallResult] | None = None) -> dict[str, Any]:
         return {"text": text}
 
     def delta(self, content: str | None) -> dict[str, Any]:
@@ -112,10 +116,27 @@ def response(generation: Generation, choices: list[output.ChoiceResult], endpoin
     """The whole answer: a ``chat.completion`` (messages) or a ``text_completion`` (text)."""
     return {"id": generation.request.request_id, "object": endpoint.object, "created": int(time.time()),
             "model": generation.backend.model, "system_fingerprint": None,
-            "choices": [{"index": index, **endpoint.choice(item.text), "logprobs": None,
+            "choices": [{"index": index, **endpoint.choice(item.text, item.tool_calls), "logprobs": None,
                          "finish_reason": FINISH_REASONS.get(item.finish_reason or "stop", "stop")}
                         for index, item in enumerate(choices)],
             "usage": output.usage(generation.meter)}
+
+
+def split_opening(piece: output.ToolCallPiece) -> list[output.ToolCallPiece]:
+    """A call's first piece as OpenAI sends it: the name with arguments "", then what arguments came with it."""
+    if piece.id is None or not piece.arguments:
+        return [piece]
+    return [output.ToolCallPiece(piece.index, piece.call, "", piece.id, piece.name),
+            output.ToolCallPiece(piece.index, piece.call, piece.arguments)]
+
+
+def tool_call_delta(piece: output.ToolCallPiece) -> dict[str, Any]:
+    """A call's piece as OpenAI streams it: the first with index, id, type, name and arguments "", later ones
+    index and an arguments piece."""
+    if piece.id is not None:
+        return {"index": piece.call, "id": piece.id, "type": "function",
+                "function": {"name": piece.name, "arguments": piece.arguments}}
+    return {"index": piece.call, "function": {"arguments": piece.arguments}}
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
@@ -139,6 +160,9 @@ async def stream_chunks(generation: Generation, endpoint: Format, *, include_usa
         async for result in output.results(generation):
             if isinstance(result, output.TextDelta):
                 yield chunk(result.index, endpoint.delta(result.text), None)
+            elif isinstance(result, output.ToolCallPiece):
+                for piece in split_opening(result):
+                    yield chunk(result.index, {"delta": {"tool_calls": [tool_call_delta(piece)]}}, None)
             elif isinstance(result, output.Finished):
                 yield chunk(result.index, endpoint.delta(None), FINISH_REASONS.get(result.reason, "stop"))
             else:

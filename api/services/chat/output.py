@@ -1,6 +1,6 @@
 """The output stage: a backend's events become the turn's results (text deltas, a finish per choice, a failure),
-metered on the way; and the one usage and metrics payload every protocol reports. Tool calls and logprobs are
-parsed here too once a backend produces them."""
+metered on the way; and the one usage and metrics payload every protocol reports. Tool calls arrive parsed
+by the engine's own output stage (engine/tool_output.py) and pass as ``ToolCallPiece``s."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from api.services.chat.serving import Generation
 from api.services.usage.metering import Meter
 from engine.errors import GenerationFailed
-from engine.requests import ErrorEvent, FinishEvent, TokenEvent
+from engine.requests import ErrorEvent, FinishEvent, TokenEvent, ToolCallDelta
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,35 @@ class Failed:
     message: str
 
 
-ResultEvent = TextDelta | Finished | Failed
+@dataclass(frozen=True)
+class ToolCallPiece:
+    """A piece of tool call ``call`` of choice ``index``: the first carries its id and name; the pieces'
+    ``arguments`` concatenate to the call's JSON arguments."""
+
+    index: int
+    call: int
+    arguments: str
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class CallResult:
+    id: str
+    name: str
+    arguments: str = ""
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+def add_piece(calls: list[CallResult], piece: ToolCallPiece) -> None:
+    if piece.id is not None:
+        calls.append(CallResult(piece.id, piece.name or ""))
+    calls[piece.call].arguments += piece.arguments
+
+
+ResultEvent = TextDelta | ToolCallPiece | Finished | Failed
 
 
 async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
@@ -44,6 +72,8 @@ async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
         if isinstance(event, TokenEvent):
             if event.text:
                 yield TextDelta(event.index, event.text)
+        elif isinstance(event, ToolCallDelta):
+            yield ToolCallPiece(event.index, event.call_index, event.arguments, event.id, event.name)
         elif isinstance(event, FinishEvent):
             yield Finished(event.index, event.finish_reason)
         elif isinstance(event, ErrorEvent):
@@ -66,10 +96,13 @@ class Transcript:
     parts: list[str] = field(default_factory=list)
     finish_reason: str = "cancelled"  # until the backend says otherwise: a stream cut short was cancelled
     failure: Failed | None = None
+    tool_calls: list[CallResult] = field(default_factory=list)
 
     def record(self, result: ResultEvent) -> None:
         if isinstance(result, TextDelta):
             self.parts.append(result.text)
+        elif isinstance(result, ToolCallPiece):
+            add_piece(self.tool_calls, result)
         elif isinstance(result, Finished):
             self.finish_reason = result.reason
         else:
@@ -91,6 +124,7 @@ class Transcript:
 class ChoiceResult:
     parts: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    tool_calls: list[CallResult] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -108,6 +142,8 @@ async def collect(generation: Generation, watch: AbstractAsyncContextManager[Any
             async for result in results(generation):
                 if isinstance(result, TextDelta):
                     choices[result.index].parts.append(result.text)
+                elif isinstance(result, ToolCallPiece):
+                    add_piece(choices[result.index].tool_calls, result)
                 elif isinstance(result, Finished):
                     choices[result.index].finish_reason = result.reason
                 else:
