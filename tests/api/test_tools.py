@@ -130,7 +130,8 @@ def run_agent(client: openai.OpenAI, model: str) -> tuple[Any, Any]:
                                            parallel_tool_calls=False, temperature=0, max_tokens=80)
     call = first.choices[0].message.tool_calls[0]
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
-    messages.append({"role": "tool", "tool_call_id": call.id, "content": weather(**json.loads(call.function.arguments))})
+    result = weather(**json.loads(call.function.arguments))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     final = client.chat.completions.create(model=model, messages=messages, tools=TOOLS[:1], tool_choice="none",
                                            temperature=0, max_tokens=40)
     return first, final
