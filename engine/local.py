@@ -17,16 +17,29 @@ from engine.errors import ContextTooLong, InvalidParameters
 from engine.interface import DecodeMode, Health
 from engine.logprobs import LogprobRecorder, TokenBytes
 from engine.requests import (
+    Constraint,
     EngineEvent,
     ErrorEvent,
     FinishEvent,
     GenerationRequest,
     SamplingParams,
     StartEvent,
+    TokenEvent,
 )
 from engine.sampling import SamplingState
 from engine.scheduler import Scheduler, SchedulerStats, Sequence
 from engine.text_stream import TextStream
+from engine.tool_calls import (
+    FAMILIES,
+    Family,
+    call_grammar,
+    chosen_name,
+    fallback_messages,
+    family_of,
+    template_supports_tools,
+)
+from engine.tool_calls import template_messages as tool_template_messages
+from engine.tool_output import CallStage, offers_tools
 
 HEALTH_CACHE_S = 5.0
 HEALTH_TIMEOUT_S = 30.0
@@ -36,7 +49,7 @@ class LocalEngine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_context: int,
                  max_batch_size: int = 32, max_queue: int = 256, prefix_cache_bytes: int = 0,
                  decode: DecodeMode = "auto", kv_budget_bytes: int | None = None,
-                 prefill_chunk_tokens: int = 512) -> None:
+                 prefill_chunk_tokens: int = 512, tool_parser: Family | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         eos = model.generation_config.eos_token_id if model.generation_config else None
@@ -52,6 +65,13 @@ class LocalEngine:
         # What one request alone may use: the context budget, and no more than the batch's KV budget holds.
         self.max_context = self.scheduler.max_context
         self._health: tuple[float, Health] | None = None
+        # How tools reach the prompt and how calls are read back (engine/tool_calls.py): from the template,
+        # unless the model's settings name a parser.
+        template = getattr(tokenizer, "chat_template", None)
+        self.native_tools = isinstance(template, str) and template_supports_tools(template)
+        if tool_parser is not None and tool_parser not in FAMILIES:
+            raise ValueError(f"unknown tool parser {tool_parser!r}: one of {', '.join(FAMILIES)}")
+        self.tool_family: Family = tool_parser or family_of(template if isinstance(template, str) else None)
         self._constraints: ConstraintCompiler | None = None
         self._constraints_lock = threading.Lock()
 
@@ -65,7 +85,7 @@ class LocalEngine:
 
     async def _guided_rows(self, request: GenerationRequest, prompt_ids: list[int]) -> list[GuidedRow | None]:
         """One grammar state per choice when the request is constrained, compiled off the engine's thread."""
-        constraint, params = request.constraint, request.sampling
+        constraint, params = self._constraint(request), request.sampling
         if constraint is None:
             return [None] * params.n
         if params.ignore_eos:  # a finished grammar allows only the end of the sequence
@@ -73,22 +93,46 @@ class LocalEngine:
         compiler = self._constraints or await asyncio.to_thread(self.constraints)
         return list(await compiler.rows(constraint, prompt_ids, params.n))
 
+    def _constraint(self, request: GenerationRequest) -> Constraint | None:
+        """The request's own constraint, or, for tool_choice "required" or a named function, the grammar of the
+        family's call format over the offered tools' schemas."""
+        if not offers_tools(request):
+            return request.constraint
+        only = chosen_name(request.tool_choice, request.tools)
+        if only is None and request.tool_choice != "required":
+            return request.constraint
+        if request.constraint is not None:
+            raise InvalidParameters("a response format cannot be combined with a required tool call",
+                                    param="tool_choice")
+        grammar = call_grammar(self.tool_family, request.tools, only=only, parallel=request.parallel_tool_calls)
+        return Constraint(kind="grammar", spec=grammar, param="tools")
+
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.prompt_ids is not None:
             return list(request.prompt_ids)
         if request.prompt is not None:
             return self.tokenizer.encode(request.prompt)
         assert request.messages is not None
-        return self.encode_messages(request.messages)
+        tools = list(request.tools) if offers_tools(request) else []
+        return self.encode_messages(request.messages, tools)
 
-    def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
-        """The model's chat template applied, ready for the assistant's turn (a plain layout when it has none)."""
+    def encode_messages(self, messages: list[dict[str, Any]], tools: list[Mapping[str, Any]] | None = None
+                        ) -> list[int]:
+        """The model's chat template applied, ready for the assistant's turn (a plain layout when it has none);
+        with ``tools`` offered, by the template where it renders tools, else by the fallback prompt."""
         if not messages:
             raise InvalidParameters("messages must not be empty", param="messages")
+        uses_tools = bool(tools) or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages)
+        if uses_tools and not self.native_tools:
+            messages = fallback_messages(messages, tools or [])
+        elif uses_tools:
+            messages = tool_template_messages(messages)
         if self.tokenizer.chat_template is None:
             return self.tokenizer.encode(plain_chat_prompt(messages))
         try:
-            encoded: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            extra: dict[str, Any] = {"tools": list(tools)} if tools and self.native_tools else {}
+            encoded: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                              **extra)
         except TemplateError as exc:  # e.g. a template that insists on alternating roles
             raise InvalidParameters(f"the model's chat template refused these messages: {exc}",
                                     param="messages") from exc
@@ -130,11 +174,17 @@ class LocalEngine:
                      for index in range(params.n)]
         self.scheduler.submit(sequences)
         open_choices = params.n
+        calls = ([CallStage(self.tool_family, request) for _ in range(params.n)]
+                 if offers_tools(request) else None)
         try:
             yield StartEvent(request.request_id, len(prompt_ids), params.max_tokens)
             while open_choices:
                 event = await events.get()
-                yield event
+                if calls is not None and isinstance(event, (TokenEvent, FinishEvent)):
+                    for staged in calls[event.index].take(event):
+                        yield staged
+                else:
+                    yield event
                 if isinstance(event, FinishEvent):
                     open_choices -= 1
                 elif isinstance(event, ErrorEvent):

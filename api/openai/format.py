@@ -35,7 +35,8 @@ from engine.requests import TokenLogprob
 if TYPE_CHECKING:
     from api.lifespan import AppServices
 
-FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
+FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop",
+                  "tool_calls": "tool_calls"}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -57,7 +58,7 @@ class Format(ABC):
     def turn(self, body: Any) -> Turn: ...
 
     @abstractmethod
-    def choice(self, text: str) -> dict[str, Any]:
+    def choice(self, text: str, tool_calls: list[output.CallResult] | None = None) -> dict[str, Any]:
         """A whole answer's choice body."""
 
     @abstractmethod
@@ -77,7 +78,10 @@ class ChatFormat(Format):
     def turn(self, body: ChatCompletionRequest) -> Turn:
         return chat_turn(body)
 
-    def choice(self, text: str) -> dict[str, Any]:
+    def choice(self, text: str, tool_calls: list[output.CallResult] | None = None) -> dict[str, Any]:
+        if tool_calls:  # as OpenAI answers a turn of only calls: content null
+            return {"message": {"role": "assistant", "content": text or None,
+                                "tool_calls": [call.openai() for call in tool_calls]}}
         return {"message": {"role": "assistant", "content": text}}
 
     def delta(self, content: str | None) -> dict[str, Any]:
@@ -94,7 +98,7 @@ class CompletionFormat(Format):
     def turn(self, body: CompletionRequest) -> Turn:
         return completion_turn(body)
 
-    def choice(self, text: str) -> dict[str, Any]:
+    def choice(self, text: str, tool_calls: list[output.CallResult] | None = None) -> dict[str, Any]:
         return {"text": text}
 
     def delta(self, content: str | None) -> dict[str, Any]:
@@ -125,11 +129,28 @@ def response(generation: Generation, choices: list[output.ChoiceResult], endpoin
     asked = generation.request.sampling.logprobs is not None
     return {"id": generation.request.request_id, "object": endpoint.object, "created": int(time.time()),
             "model": generation.backend.model, "system_fingerprint": None,
-            "choices": [{"index": index, **endpoint.choice(item.text),
+            "choices": [{"index": index, **endpoint.choice(item.text, item.tool_calls),
                          "logprobs": endpoint.logprobs(item.logprobs, TextOffsets()) if asked else None,
                          "finish_reason": FINISH_REASONS.get(item.finish_reason or "stop", "stop")}
                         for index, item in enumerate(choices)],
             "usage": output.usage(generation.meter)}
+
+
+def split_opening(piece: output.ToolCallPiece) -> list[output.ToolCallPiece]:
+    """A call's first piece as OpenAI sends it: the name with arguments "", then what arguments came with it."""
+    if piece.id is None or not piece.arguments:
+        return [piece]
+    return [output.ToolCallPiece(piece.index, piece.call, "", piece.id, piece.name),
+            output.ToolCallPiece(piece.index, piece.call, piece.arguments)]
+
+
+def tool_call_delta(piece: output.ToolCallPiece) -> dict[str, Any]:
+    """A call's piece as OpenAI streams it: the first with index, id, type, name and arguments "", later ones
+    index and an arguments piece."""
+    if piece.id is not None:
+        return {"index": piece.call, "id": piece.id, "type": "function",
+                "function": {"name": piece.name, "arguments": piece.arguments}}
+    return {"index": piece.call, "function": {"arguments": piece.arguments}}
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
@@ -159,6 +180,9 @@ async def stream_chunks(generation: Generation, endpoint: Format, *, include_usa
             if isinstance(result, output.TextDelta):
                 logprobs = endpoint.logprobs(list(result.logprobs), offsets[result.index]) if asked else None
                 yield chunk(result.index, endpoint.delta(result.text), None, logprobs)
+            elif isinstance(result, output.ToolCallPiece):
+                for piece in split_opening(result):
+                    yield chunk(result.index, {"delta": {"tool_calls": [tool_call_delta(piece)]}}, None)
             elif isinstance(result, output.Finished):
                 yield chunk(result.index, endpoint.delta(None), FINISH_REASONS.get(result.reason, "stop"))
             else:

@@ -31,22 +31,17 @@ def _unsupported(name: str, what: str | None = None) -> InvalidInput:
 
 def refuse_unsupported(turn: Turn) -> None:
     """What the engine cannot do yet is a 400 naming it, never silently ignored."""
-    if turn.tools:
-        raise _unsupported("tools")
-    if turn.tool_choice is not None:
-        raise _unsupported("tool_choice")
-    if turn.parallel_tool_calls:
-        raise _unsupported("parallel_tool_calls")
+    if turn.tools and turn.prompt is not None:
+        raise _unsupported("tools", "tools on a plain completion")
     _refuse_unsupported_messages(turn.messages)
 
 
 def _refuse_unsupported_messages(messages: Sequence[Message]) -> None:
     for i, message in enumerate(messages):
-        if message.role == "tool" or message.tool_call_id is not None:
-            raise _unsupported(f"messages[{i}].role", "a tool result (role 'tool')")
-        if message.tool_calls:
-            raise _unsupported(f"messages[{i}].tool_calls", "a tool call")
-        if not message.parts:
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidInput("a tool result needs tool_call_id", param=f"messages[{i}].tool_call_id",
+                               code="missing_field")
+        if not message.parts and not message.tool_calls:
             raise InvalidInput("a message needs content", param=f"messages[{i}].content", code="missing_field")
         for j, part in enumerate(message.parts):
             if not isinstance(part, TextPart):
@@ -57,8 +52,12 @@ def engine_request(turn: Turn, params: SamplingParams, request_id: str) -> Gener
     constraint = response_formats.constraint(turn.response_format)
     if turn.prompt is not None:
         return GenerationRequest(prompt=turn.prompt, sampling=params, request_id=request_id, constraint=constraint)
+    tools = tuple({"type": "function", "function": {
+        "name": tool.name, **({"description": tool.description} if tool.description else {}),
+        "parameters": dict(tool.parameters or {"type": "object", "properties": {}})}} for tool in turn.tools)
     return GenerationRequest(messages=template_messages(turn.messages), sampling=params, request_id=request_id,
-                             constraint=constraint)
+                             constraint=constraint, tools=tools, tool_choice=turn.tool_choice,
+                             parallel_tool_calls=turn.parallel_tool_calls is not False)
 
 
 async def begin(services: AppServices, session: AsyncSession | None, principal: Principal, model: str | None,

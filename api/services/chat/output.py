@@ -1,6 +1,7 @@
 """The output stage: a backend's events become the turn's results (text deltas, a finish per choice, a failure),
 metered on the way; and the one usage and metrics payload every protocol reports. A text delta carries its
-tokens' logprobs when the request asked for them. Tool calls are parsed here too once a backend produces them."""
+tokens' logprobs when the request asked for them. Tool calls arrive parsed by the engine's own output stage
+(engine/tool_output.py) and pass as ``ToolCallPiece``s."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from api.services.chat.serving import Generation
 from api.services.usage.metering import Meter
 from engine.errors import GenerationFailed
-from engine.requests import ErrorEvent, FinishEvent, TokenEvent, TokenLogprob
+from engine.requests import ErrorEvent, FinishEvent, TokenEvent, TokenLogprob, ToolCallDelta
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,35 @@ class Failed:
     message: str
 
 
-ResultEvent = TextDelta | Finished | Failed
+@dataclass(frozen=True)
+class ToolCallPiece:
+    """A piece of tool call ``call`` of choice ``index``: the first carries its id and name; the pieces'
+    ``arguments`` concatenate to the call's JSON arguments."""
+
+    index: int
+    call: int
+    arguments: str
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class CallResult:
+    id: str
+    name: str
+    arguments: str = ""
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+def add_piece(calls: list[CallResult], piece: ToolCallPiece) -> None:
+    if piece.id is not None:
+        calls.append(CallResult(piece.id, piece.name or ""))
+    calls[piece.call].arguments += piece.arguments
+
+
+ResultEvent = TextDelta | ToolCallPiece | Finished | Failed
 
 
 async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
@@ -45,6 +74,8 @@ async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
         if isinstance(event, TokenEvent):
             if event.text:
                 yield TextDelta(event.index, event.text, event.logprobs)
+        elif isinstance(event, ToolCallDelta):
+            yield ToolCallPiece(event.index, event.call_index, event.arguments, event.id, event.name)
         elif isinstance(event, FinishEvent):
             yield Finished(event.index, event.finish_reason)
         elif isinstance(event, ErrorEvent):
@@ -67,10 +98,13 @@ class Transcript:
     parts: list[str] = field(default_factory=list)
     finish_reason: str = "cancelled"  # until the backend says otherwise: a stream cut short was cancelled
     failure: Failed | None = None
+    tool_calls: list[CallResult] = field(default_factory=list)
 
     def record(self, result: ResultEvent) -> None:
         if isinstance(result, TextDelta):
             self.parts.append(result.text)
+        elif isinstance(result, ToolCallPiece):
+            add_piece(self.tool_calls, result)
         elif isinstance(result, Finished):
             self.finish_reason = result.reason
         else:
@@ -93,6 +127,7 @@ class ChoiceResult:
     parts: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    tool_calls: list[CallResult] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -111,6 +146,8 @@ async def collect(generation: Generation, watch: AbstractAsyncContextManager[Any
                 if isinstance(result, TextDelta):
                     choices[result.index].parts.append(result.text)
                     choices[result.index].logprobs.extend(result.logprobs)
+                elif isinstance(result, ToolCallPiece):
+                    add_piece(choices[result.index].tool_calls, result)
                 elif isinstance(result, Finished):
                     choices[result.index].finish_reason = result.reason
                 else:

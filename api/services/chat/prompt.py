@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from api.services.chat.turn import Message
 from engine.errors import ContextTooLong
@@ -54,9 +54,21 @@ def with_system_prompt(messages: tuple[Message, ...], system: str) -> tuple[Mess
     return (Message.of("system", system), *messages)
 
 
-def template_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
-    """Messages as a text model's chat template takes them."""
-    return [{"role": message.role, "content": message.text} for message in messages]
+def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Messages as a text model's chat template takes them, with an assistant's tool calls and a tool result's
+    call id in OpenAI's shape (the engine renders them: engine/tool_calls.py)."""
+    return [template_message(message) for message in messages]
+
+
+def template_message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.tool_calls:
+        out["tool_calls"] = [{"id": call.id, "type": "function",
+                              "function": {"name": call.name, "arguments": call.arguments}}
+                             for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
 
 
 async def fitted(prompt: Prompt, start: Callable[[Prompt], Awaitable[T]], counter: TokenCounter | None) -> T:
