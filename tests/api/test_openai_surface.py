@@ -171,14 +171,9 @@ def test_completions_forward_fields_the_local_engine_does_not_know(
 
 
 @pytest.mark.parametrize(("fields", "param"), [
-    ({"messages": [QUESTION, {"role": "tool", "tool_call_id": "c", "content": "21"}]}, "messages[1].role"),
-    ({"messages": [QUESTION, {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
-                                                                                   "function": {"name": "f"}}]}]},
-     "messages[1].tool_calls"),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": "see"},
                                                 {"type": "image_url", "image_url": {"url": IMAGE}}]}]},
      "messages[0].content[1]"),
-    ({"tools": TOOLS}, "tools"),
     ({"structured_outputs": {"structural_tag": {}}}, "structured_outputs.structural_tag"),
     ({"chat_template_kwargs": {"enable_thinking": False}}, "chat_template_kwargs"),
 ])
