@@ -56,9 +56,9 @@ async def test_a_long_history_is_trimmed_oldest_first_to_the_most_that_fits(
     encode = local.encode_messages
     templated: list[int] = []  # how many messages each templating of a prompt held
 
-    def counted(messages: list[dict[str, str]]) -> list[int]:
+    def counted(messages: list[dict[str, str]], tools: list[dict[str, object]] | None = None) -> list[int]:
         templated.append(len(messages))
-        return encode(messages)
+        return encode(messages, tools)
 
     monkeypatch.setattr(local, "encode_messages", counted)
     new_turn = [{"role": "user", "content": "And the sea?"}]
