@@ -16,19 +16,13 @@ import pytest
 
 from tests.support.gateway import add_alias, add_provider
 from tests.support.live import Account, LiveApi
+from tests.support.schemas import TOOL_SCHEMAS, WEATHER_ARGUMENTS
+from tests.support.schemas import TOOLS as SHARED_TOOLS
 
 TINY = "tiny-chat"
 AT_ONCE = 16  # a user's generations at once (the server's default limit)
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
-                                            "unit": {"enum": ["c", "f"]}},
-           "required": ["city", "unit"], "additionalProperties": False}
-SUM = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
-                                        "b": {"type": "integer", "minimum": 0, "maximum": 99}},
-       "required": ["a", "b"], "additionalProperties": False}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
-                                           "parameters": WEATHER}},
-         {"type": "function", "function": {"name": "add", "description": "Add two numbers", "parameters": SUM}}]
-SCHEMAS = {"get_weather": WEATHER, "add": SUM}
+TOOLS = list(SHARED_TOOLS)
+SCHEMAS = TOOL_SCHEMAS
 ASK = [{"role": "user", "content": "What is the weather in Paris? And what is 2 + 3?"}]
 NAMED = {"type": "function", "function": {"name": "add"}}
 
@@ -148,7 +142,7 @@ def alias(live_api: LiveApi, account: Account) -> str:
 def test_agent_loop_with_the_openai_client(client: openai.OpenAI, alias: str, through: str) -> None:
     first, final = run_agent(client, TINY if through == "local" else alias)
     assert first.choices[0].finish_reason == "tool_calls"
-    jsonschema.validate(json.loads(first.choices[0].message.tool_calls[0].function.arguments), WEATHER)
+    jsonschema.validate(json.loads(first.choices[0].message.tool_calls[0].function.arguments), WEATHER_ARGUMENTS)
     assert final.choices[0].finish_reason in ("stop", "length")
     assert final.choices[0].message.content and not final.choices[0].message.tool_calls
 

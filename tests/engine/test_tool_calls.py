@@ -24,17 +24,9 @@ from engine.tool_calls import (
     template_supports_tools,
 )
 from tests.engine.conftest import finish_of, run, text_of
+from tests.support.schemas import TOOL_SCHEMAS, TOOLS
 
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
-                                            "unit": {"enum": ["c", "f"]}},
-           "required": ["city", "unit"], "additionalProperties": False}
-SUM = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
-                                        "b": {"type": "integer", "minimum": 0, "maximum": 99}},
-       "required": ["a", "b"], "additionalProperties": False}
-TOOLS = ({"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                           "parameters": WEATHER}},
-         {"type": "function", "function": {"name": "add", "parameters": SUM}})
-SCHEMAS = {"get_weather": WEATHER, "add": SUM}
+SCHEMAS = TOOL_SCHEMAS
 
 # (family, model text, content, [(name, arguments)])
 CASES = [

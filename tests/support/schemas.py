@@ -61,3 +61,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 # What the library refuses: an unknown type.
 BROKEN_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"a": {"type": "integr"}}}
+
+
+# The two tools the tool-call tests offer (tests/engine/test_tool_calls.py, tests/api/test_tools.py): their
+# arguments are bounded the same way, so every call a grammar forces ends within a few dozen tokens.
+WEATHER_ARGUMENTS: dict[str, Any] = {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}},
+    "required": ["city", "unit"], "additionalProperties": False}
+SUM_ARGUMENTS: dict[str, Any] = {
+    "type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                     "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+    "required": ["a", "b"], "additionalProperties": False}
+TOOLS: tuple[dict[str, Any], ...] = (
+    {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                      "parameters": WEATHER_ARGUMENTS}},
+    {"type": "function", "function": {"name": "add", "description": "Add two numbers",
+                                      "parameters": SUM_ARGUMENTS}})
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {"get_weather": WEATHER_ARGUMENTS, "add": SUM_ARGUMENTS}
