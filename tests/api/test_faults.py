@@ -58,6 +58,18 @@ def assert_serves_next(live_api: LiveApi, account: Account, upstream: FakeUpstre
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == ANSWER
 
 
+def open_two_streams(stack: contextlib.ExitStack, base_url: str, account: Account, body: dict[str, Any]
+                     ) -> tuple[httpx.Response, httpx.Response]:
+    """An OpenAI chat stream and a native chat stream with the same sampling ``body``, held open by ``stack``."""
+    openai_stream = stack.enter_context(httpx.stream(
+        "POST", f"{base_url}/v1/chat/completions", headers=account.headers, timeout=60,
+        json={"model": MODEL, "messages": HI, "stream": True, **body}))
+    native = stack.enter_context(httpx.stream(
+        "POST", f"{base_url}/v1/chat/stream", headers=account.headers, timeout=60,
+        json={"message": "Tell a story.", **body}))
+    return openai_stream, native
+
+
 def send_and_drop(live_api: LiveApi, path: str, headers: dict[str, str], body: dict[str, Any],
                   *, wait_s: float = 0.0) -> None:
     """Send a whole HTTP request on a socket of its own, wait ``wait_s`` (reading nothing), then close it."""
@@ -207,12 +219,7 @@ def test_sigterm_lets_streams_end_stores_them_and_another_process_resumes_them(l
     wait_ready(replica)
     body = {"max_tokens": 200, "temperature": 0}
     with contextlib.ExitStack() as open_streams:
-        openai_stream = open_streams.enter_context(httpx.stream(
-            "POST", f"{replica.base_url}/v1/chat/completions", headers=account.headers, timeout=60,
-            json={"model": MODEL, "messages": HI, "stream": True, **body}))
-        native = open_streams.enter_context(httpx.stream(
-            "POST", f"{replica.base_url}/v1/chat/stream", headers=account.headers, timeout=60,
-            json={"message": "Tell a story.", **body}))
+        openai_stream, native = open_two_streams(open_streams, replica.base_url, account, body)
         assert openai_stream.status_code == 200, openai_stream.read()
         openai_lines = openai_stream.iter_lines()
         openai_seen = [next(openai_lines) for _ in range(3)]
@@ -272,12 +279,7 @@ def test_generations_outliving_the_grace_period_end_with_an_error_frame_not_a_cu
     wait_ready(replica)
     body = {"max_tokens": 3000, "temperature": 0}
     with contextlib.ExitStack() as open_streams:
-        openai_stream = open_streams.enter_context(httpx.stream(
-            "POST", f"{replica.base_url}/v1/chat/completions", headers=account.headers, timeout=60,
-            json={"model": MODEL, "messages": HI, "stream": True, **body}))
-        native = open_streams.enter_context(httpx.stream(
-            "POST", f"{replica.base_url}/v1/chat/stream", headers=account.headers, timeout=60,
-            json={"message": "Tell a long story.", **body}))
+        openai_stream, native = open_two_streams(open_streams, replica.base_url, account, body)
         assert openai_stream.status_code == 200 and native.status_code == 200
         openai_lines = openai_stream.iter_lines()
         native_events = events_of(native)
