@@ -11,6 +11,7 @@ goes first, then by priority; the rest are the failover order.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,15 +103,25 @@ class Gateway:
         self.aliases: dict[str, Alias] = {}
         self.in_flight: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
+        # Reloads overlap (the health round's, an admin change's): each takes a ticket when it starts, and one whose
+        # reading is older than the catalogue already applied is dropped, so a slow reload never undoes a newer one.
+        self._reload_tickets = itertools.count(1)
+        self._applied_ticket = 0
 
     # --- the catalog ------------------------------------------------------------------------------------------
 
     async def reload(self) -> None:
+        """The catalogue as the database holds it now; when this returns, every change committed before the call is
+        in it (this reload's reading, or a later reload's that has already applied)."""
+        ticket = next(self._reload_tickets)
         async with self.sessions() as session:
             providers = (await session.scalars(select(Provider))).all()
             entries = (await session.scalars(select(ModelEntry).where(ModelEntry.is_active))).all()
             deployments = (await session.scalars(select(ModelDeployment).where(ModelDeployment.is_active)
                                                  .order_by(ModelDeployment.priority, ModelDeployment.id))).all()
+        if ticket < self._applied_ticket:
+            return  # a reload that started after this one has applied its (newer) reading already
+        self._applied_ticket = ticket
         states: dict[int, ProviderState] = {}
         for row in providers:
             config = UpstreamConfig(row.name, row.base_url, self.api_key_of(row), row.timeout_s)
