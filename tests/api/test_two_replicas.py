@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -208,12 +209,13 @@ def closed_for(ws: ClientConnection, within_s: float) -> dict[str, Any]:
 
 def test_open_sockets_lose_rights_within_the_cache_ttl_on_both_replicas(live_api: LiveApi, other: Server) -> None:
     replicas = (live_api.base_url, other.base_url)
+    root_name = f"wsroot-{uuid.uuid4().hex[:8]}"  # a name of its own each run: the module's database persists
     root = httpx.post(f"{live_api.base_url}/admin/users", headers=live_api.admin,
-                      json={"username": "wsroot", "password": PASSWORD, "role": "admin"}).json()
+                      json={"username": root_name, "password": PASSWORD, "role": "admin"}).json()
     keyed = live_api.new_account("wsrevoked")
     owner = login(live_api.base_url, keyed)
     with contextlib.ExitStack() as sockets:
-        root_account = Account(root["id"], "wsroot", "", 0)
+        root_account = Account(root["id"], root_name, "", 0)
         admins = [ws_hello(sockets, base_url, login(base_url, root_account)["Authorization"][7:])
                   for base_url in replicas]
         keys = [ws_hello(sockets, base_url, keyed.key) for base_url in replicas]
