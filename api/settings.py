@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from api.services.accounts.account_rules import password_problem, username_problem
 from db.private_files import private_folder
 from engine.interface import DecodeMode
+from engine.tool_calls import Family
 
 ENV_PREFIX = "LLMWS_"
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a name, not a secret)
@@ -107,6 +108,10 @@ class Settings(BaseSettings):
     prefill_chunk_tokens: int = Field(
         512, ge=16, description="Most prompt tokens prefilled per engine step, so running requests keep decoding "
         "while a long prompt is read.")
+    tool_parsers: dict[str, Family] = Field(
+        default_factory=dict, description="A local model's tool-call parser by model name, as JSON (e.g. "
+        "`{\"my-qwen\": \"hermes\"}`), where the one chosen from its chat template is wrong: `hermes`, `llama3`, "
+        "`mistral` or `json`.")
     secret_key: SecretStr | None = Field(
         None, description=f"Server secret; generated into `<data_dir>/{SECRET_KEY_FILE}` when unset."
     )

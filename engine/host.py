@@ -10,8 +10,8 @@ import asyncio
 import gc
 import logging
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from engine.loader import LoadedModel, Runtime, converted_copies, load
 from engine.local import LocalEngine
 from engine.memory import context_budget, prefill_activation_bytes
 from engine.registry import ModelInfo, scan, select
+from engine.tool_calls import Family
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class HostConfig:
     decode: DecodeMode = "auto"
     kv_budget_bytes: int | None = None  # None: from free memory (engine/memory.py)
     prefill_chunk_tokens: int = 512
+    # A model's tool-call parser by model name, where the one its chat template suggests is wrong.
+    tool_parsers: Mapping[str, Family] = field(default_factory=dict)
 
 
 class ModelHost:
@@ -109,7 +112,8 @@ class ModelHost:
                                      max_batch_size=config.max_batch_size, max_queue=config.max_queue,
                                      prefix_cache_bytes=config.prefix_cache_bytes, decode=config.decode,
                                      kv_budget_bytes=budget.kv_budget_bytes,
-                                     prefill_chunk_tokens=config.prefill_chunk_tokens)
+                                     prefill_chunk_tokens=config.prefill_chunk_tokens,
+                                     tool_parser=config.tool_parsers.get(info.name))
             self.loaded = loaded
             log.info("serving %s: %s; max context %d tokens, KV budget %d bytes for the batch (%d a token)",
                      info.name, loaded.runtime.reason, self.local.max_context, budget.kv_budget_bytes,

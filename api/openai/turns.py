@@ -9,6 +9,7 @@ from typing import Any
 
 from api.openai import structured_outputs
 from api.openai.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
+from api.services.chat import tool_offers
 from api.services.chat.turn import (
     AudioPart,
     FilePart,
@@ -17,7 +18,6 @@ from api.services.chat.turn import (
     Part,
     Sampling,
     TextPart,
-    Tool,
     ToolCall,
     Turn,
 )
@@ -48,14 +48,11 @@ def sampling(body: SamplingFields, max_tokens: int | None) -> Sampling:
 
 def chat_turn(body: ChatCompletionRequest) -> Turn:
     refuse(body, OUTSIDE_A_CHAT_TURN)
-    tools = body.tools or []
-    if not isinstance(tools, list):
-        raise InvalidInput("tools must be a list", param="tools")
+    offer = tool_offers.read(body.tools, body.tool_choice, body.parallel_tool_calls)
     return Turn(
         messages=tuple(message(item.model_dump(mode="json", exclude_none=True), index)
                        for index, item in enumerate(body.messages)),
-        tools=tuple(tool(item) for item in tools), tool_choice=body.tool_choice,
-        parallel_tool_calls=body.parallel_tool_calls,
+        tools=offer.tools, tool_choice=offer.tool_choice, parallel_tool_calls=offer.parallel_tool_calls,
         response_format=structured_outputs.response_format(body),
         sampling=sampling(body, body.max_completion_tokens or body.max_tokens),
         logprobs=body.logprobs is True, top_logprobs=chat_top_logprobs(body))
@@ -124,8 +121,3 @@ def part(entry: dict[str, Any], param: str) -> Part:
         return FilePart(file.get("file_id"), file.get("file_data"), file.get("filename"))
     raise InvalidInput(f"content parts of type {kind!r} are not supported by this server yet", param=param,
                        code="unsupported_parameter")
-
-
-def tool(item: Any) -> Tool:
-    function = (item.get("function") if isinstance(item, dict) else None) or {}
-    return Tool(function.get("name", ""), function.get("description"), function.get("parameters"))

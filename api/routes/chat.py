@@ -14,10 +14,10 @@ from api import disconnects
 from api.deps import CurrentPrincipal, SessionDep, current_principal
 from api.lifespan import services_of
 from api.schemas.chat import NativeChatRequest
-from api.services.chat import conversation_turns, conversations, output, response_formats, serving
+from api.services.chat import conversation_turns, conversations, output, response_formats, serving, tool_offers
 from api.services.chat import prompt_library as prompts
 from api.services.chat.streams import StreamHub, parse_last_event_id
-from api.services.chat.turn import Message, Sampling
+from api.services.chat.turn import Message, Sampling, TextPart, Turn
 from api.services.errors import NotFound
 from api.sse import sse_response
 
@@ -42,20 +42,29 @@ async def _start(body: NativeChatRequest, request: Request, principal: CurrentPr
     message, system_prompt = body.message, body.system_prompt
     if body.preset_id is not None:
         preset = await prompts.get_prompt(session, principal, body.preset_id)
-        message = prompts.apply_template(preset.user_template, message)
+        if message is not None:
+            message = prompts.apply_template(preset.user_template, message)
         system_prompt = system_prompt or preset.content
+    new = [Message(role="tool", parts=(TextPart(result.content),), tool_call_id=result.tool_call_id)
+           for result in body.tool_results]
+    if message is not None:
+        new.append(Message.of("user", message))
     exchange = await conversations.plan_exchange(
-        session, principal.user.id, [Message.of("user", message)], conversation_id=body.conversation_id,
+        session, principal.user.id, new, conversation_id=body.conversation_id,
         project_id=body.project_id, system_prompt=system_prompt)
+    offer = tool_offers.read(body.tools, body.tool_choice, body.parallel_tool_calls)
+    options = Turn(tools=offer.tools, tool_choice=offer.tool_choice, parallel_tool_calls=offer.parallel_tool_calls,
+                   response_format=response_formats.read(body.response_format))
     generation, conversation = await conversation_turns.begin(
         services_of(request.app), session, principal, body.model, exchange, _sampling(body),
-        request_id=f"chat-{uuid.uuid4().hex}", response_format=response_formats.read(body.response_format))
+        request_id=f"chat-{uuid.uuid4().hex}", options=options)
     return generation, conversation.id
 
 
-async def _save_reply(request: Request, conversation_id: uuid.UUID, text: str, generation: serving.Generation
-                      ) -> None:
-    await conversation_turns.save_reply(services_of(request.app).sessionmaker, conversation_id, text, generation)
+async def _save_reply(request: Request, conversation_id: uuid.UUID, text: str, generation: serving.Generation,
+                      tool_calls: list[output.CallResult]) -> None:
+    await conversation_turns.save_reply(services_of(request.app).sessionmaker, conversation_id, text, generation,
+                                        tool_calls)
 
 
 @router.post("")
@@ -64,10 +73,11 @@ async def chat(body: NativeChatRequest, request: Request, principal: CurrentPrin
     started = time.perf_counter()
     generation, conversation_id = await _start(body, request, principal, session)
     choice = (await output.collect(generation, disconnects.abort_on_disconnect(request, generation.abort)))[0]
-    await _save_reply(request, conversation_id, choice.text, generation)
+    await _save_reply(request, conversation_id, choice.text, generation, choice.tool_calls)
     return {
         "id": generation.request.request_id, "conversation_id": str(conversation_id),
-        "model": generation.backend.model, "message": {"role": "assistant", "content": choice.text},
+        "model": generation.backend.model,
+        "message": {"role": "assistant", "content": choice.text, **output.calls_of(choice.tool_calls)},
         "finish_reason": choice.finish_reason, "usage": output.usage(generation.meter),
         "metrics": {**output.metrics(generation.meter),
                     "latency_ms": round((time.perf_counter() - started) * 1000, 1)},
@@ -85,8 +95,8 @@ async def chat_stream(body: NativeChatRequest, request: Request, principal: Curr
         return sse_response(await hub.follow(stream_id, principal.user.id, seq))
     generation, conversation_id = await _start(body, request, principal, session)
 
-    async def on_finish(text: str, finished: serving.Generation) -> None:
-        await _save_reply(request, conversation_id, text, finished)
+    async def on_finish(transcript: output.Transcript, finished: serving.Generation) -> None:
+        await _save_reply(request, conversation_id, transcript.text, finished, transcript.tool_calls)
 
     try:
         run = await hub.launch(generation, user_id=principal.user.id, conversation_id=conversation_id,

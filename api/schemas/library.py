@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -80,6 +81,10 @@ class MessageOut(ResponseBody):
     model: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="An assistant turn's tool calls, as OpenAI shapes them: [{id, type, function: {name, "
+        "arguments}}].")
+    tool_call_id: str | None = Field(None, description="A tool result's (role tool): the call it answers.")
     created_at: datetime
 
 

@@ -281,7 +281,7 @@ class Channel:
 
         async def job(live: LiveSession) -> None:
             await run_inference(self.services, live, user_id, key_id, ids, asked.model, asked.system, asked.messages,
-                                asked.sampling, asked.response_format)
+                                asked.sampling, asked.options)
 
         try:
             self.hub.submit(self.live, job)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api import tracing
 from api.services.accounts.principal import Principal
 from api.services.chat import conversation_turns, conversations, output
-from api.services.chat.turn import Message, ResponseFormat, Sampling
+from api.services.chat.turn import Message, Sampling, TextPart, Turn
 from api.services.errors import NotFound, ServiceError
 from api.ws.hub import LiveSession
 from db.models import Conversation, User, WsSession
@@ -43,7 +43,7 @@ class RequestIds:
 @tracing.traced_ws_inference
 async def run_inference(services: AppServices, live: LiveSession, user_id: int, key_id: int | None, ids: RequestIds,
                         model: str | None, system: str | None, new_messages: list[dict[str, str]],
-                        request: Sampling, response_format: ResponseFormat | None = None) -> None:
+                        request: Sampling, options: Turn = Turn()) -> None:
     """One turn of the session's conversation, planned, begun and stored as the native chat's are
     (``conversation_turns``), every event emitted into the session, the reply saved."""
     request_id = ids.wire
@@ -66,7 +66,7 @@ async def run_inference(services: AppServices, live: LiveSession, user_id: int, 
             exchange = await _plan(db, user_id, live, system, new_messages)
             generation, conversation = await conversation_turns.begin(
                 services, db, principal, model, exchange, request, request_id=ids.engine, on_stored=link,
-                response_format=response_format)
+                options=options)
         except ContextTooLong as exc:
             await live.emit({"type": "error", "request_id": request_id, "code": exc.code, "message": exc.message,
                              "max_context": exc.max_context, "input_tokens": exc.input_tokens,
@@ -86,6 +86,8 @@ async def run_inference(services: AppServices, live: LiveSession, user_id: int, 
             if isinstance(result, output.TextDelta):
                 await live.emit({"type": "token", "request_id": request_id, "text": result.text,
                                  "data": result.text})
+            elif isinstance(result, output.ToolCallPiece):
+                await live.emit({"type": "tool_call", "request_id": request_id, **output.tool_call_event(result)})
             elif isinstance(result, output.Failed):
                 await live.emit({"type": "error", "request_id": request_id, "code": result.code,
                                  "message": result.message})
@@ -98,15 +100,17 @@ async def run_inference(services: AppServices, live: LiveSession, user_id: int, 
                      # The seed's shape: no total here (its top-level total_tokens counts generated tokens).
                      "usage": {"prompt_tokens": usage["prompt_tokens"],
                                "completion_tokens": usage["completion_tokens"]},
-                     "metrics": output.metrics(meter)})
-    await conversation_turns.save_reply(services.sessionmaker, conversation.id, transcript.text, generation)
+                     "metrics": output.metrics(meter), **output.calls_of(transcript.tool_calls)})
+    await conversation_turns.save_reply(services.sessionmaker, conversation.id, transcript.text, generation,
+                                        transcript.tool_calls)
 
 
 async def _plan(db: AsyncSession, user_id: int, live: LiveSession, system: str | None,
                 new_messages: list[dict[str, str]]) -> conversations.Exchange:
     """The turn in the session's conversation, with the system prompt's precedence of the native chat (the
     message's or the session config's, else the conversation's, else its project's)."""
-    new = [Message.of(item["role"], item["content"]) for item in new_messages]  # type: ignore[arg-type]
+    new = [Message(item["role"], (TextPart(item["content"]),), tool_call_id=item.get("tool_call_id"))  # type: ignore[arg-type]
+           for item in new_messages]
     try:
         return await conversations.plan_exchange(db, user_id, new, conversation_id=live.conversation_id,
                                                  project_id=None, system_prompt=system)

@@ -11,15 +11,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from api.services.chat import response_formats
+from api.services.chat import response_formats, tool_offers
 from api.services.chat import sampling as chat_sampling
 from api.services.chat.sampling import NATIVE_DEFAULTS
-from api.services.chat.turn import ResponseFormat, Sampling
+from api.services.chat.turn import Sampling, Turn
 from api.services.errors import InvalidInput
 
 SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "repetition_penalty",
                  "presence_penalty", "frequency_penalty"}
-CONFIG_KEYS = SAMPLING_KEYS | {"system", "model", "response_format"}
+TOOL_KEYS = {"tools", "tool_choice", "parallel_tool_calls"}
+CONFIG_KEYS = SAMPLING_KEYS | TOOL_KEYS | {"system", "model", "response_format"}
 SEED_NAMES = {"max_new_tokens": "max_tokens"}  # the seed's config names for ours
 MAX_CLIENT_ID_CHARS = 64  # what usage_logs.request_id holds
 
@@ -34,12 +35,12 @@ class ProtocolError(Exception):
 class Inference:
     """One ``inference`` message over its session's config: the new turn, and what it is generated with."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, str]]  # {role, content}, and a tool result's tool_call_id
     system: str | None
     model: str | None
     sampling: Sampling  # what the message and the session set, checked; the chat core resolves the rest
     client_id: str | None
-    response_format: ResponseFormat | None = None
+    options: Turn = Turn()  # the tools offered and the response format (no messages: those are the session's)
 
 
 def parse(text: str) -> tuple[str, dict[str, Any]]:
@@ -65,10 +66,11 @@ def parse(text: str) -> tuple[str, dict[str, Any]]:
 def inference(message: dict[str, Any], session_config: dict[str, Any]) -> Inference:
     """The message's turn, and its config over the session's (the sampling checked, over the server's defaults)."""
     turn = _turn(message)
-    config = {**session_config, **our_names(message.get("config"), "config")}
+    config = {**session_config, **our_names(message.get("config"), "config"),
+              **{key: message[key] for key in TOOL_KEYS if key in message}}
     return Inference(messages=turn["messages"], system=turn["system"] or config.get("system"),
                      model=config.get("model"), sampling=sampling(config), client_id=_client_id(message.get("id")),
-                     response_format=response_format(config))
+                     options=options(config))
 
 
 def config_changes(message: dict[str, Any], session_config: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def config_changes(message: dict[str, Any], session_config: dict[str, Any]) -> d
         raise ProtocolError("invalid_value", f"config takes {sorted(CONFIG_KEYS)} (or the seed's {sorted(SEED_NAMES)})")
     merged = {**session_config, **changes}
     sampling(merged)  # refuses bad values
-    response_format(merged)
+    options(merged)
     return merged
 
 
@@ -106,11 +108,13 @@ def sampling(config: dict[str, Any]) -> Sampling:
     return requested
 
 
-def response_format(config: dict[str, Any]) -> ResponseFormat | None:
-    """The config's ``response_format`` (OpenAI's object), refused at ``config`` time when it is malformed; the
-    engine compiles it when a generation starts."""
+def options(config: dict[str, Any]) -> Turn:
+    """The config's ``response_format`` and tools (OpenAI's objects), refused at ``config`` time when malformed;
+    the engine compiles the grammar and checks a named ``tool_choice`` when a generation starts."""
     try:
-        return response_formats.read(config.get("response_format"))
+        offer = tool_offers.read(config.get("tools"), config.get("tool_choice"), config.get("parallel_tool_calls"))
+        return Turn(tools=offer.tools, tool_choice=offer.tool_choice, parallel_tool_calls=offer.parallel_tool_calls,
+                    response_format=response_formats.read(config.get("response_format")))
     except InvalidInput as exc:
         raise ProtocolError("invalid_value", f"bad config: {exc.message}") from exc
 
@@ -167,12 +171,17 @@ def _turn(message: dict[str, Any]) -> dict[str, Any]:
     if "messages" in message:
         items = message["messages"]
         if (not isinstance(items, list) or not items or not all(
-                isinstance(m, dict) and m.get("role") in {"user", "assistant", "system"}
+                isinstance(m, dict) and m.get("role") in {"user", "assistant", "system", "tool"}
                 and isinstance(m.get("content"), str) for m in items)):
             raise ProtocolError("invalid_value", "messages must be a non-empty list of {role, content}")
+        if any(m["role"] == "tool" and not (isinstance(m.get("tool_call_id"), str) and m["tool_call_id"])
+               for m in items):
+            raise ProtocolError("missing_field", "a tool result (role tool) needs the tool_call_id it answers")
         system = next((m["content"] for m in items if m["role"] == "system"), None)
-        return {"system": system, "messages": [{"role": m["role"], "content": m["content"]}
-                                               for m in items if m["role"] != "system"]}
+        return {"system": system, "messages": [
+            {"role": m["role"], "content": m["content"], **({"tool_call_id": m["tool_call_id"]}
+                                                             if m["role"] == "tool" else {})}
+            for m in items if m["role"] != "system"]}
     prompt = message.get("prompt", message.get("message"))
     if isinstance(prompt, dict):
         user = prompt.get("user")

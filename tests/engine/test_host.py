@@ -7,6 +7,7 @@ from pathlib import Path
 from engine.host import HostConfig, ModelHost
 from engine.loader import COMPLETE_MARKER, choose_runtime, converted_path
 from engine.registry import ModelInfo
+from engine.tool_calls import Family
 
 
 def converted_copy(folder: Path, made_from: Path | None) -> Path:
@@ -38,3 +39,19 @@ async def test_deleting_a_gguf_model_deletes_its_converted_copies_and_no_others(
     assert await host.delete(doomed) == models / "doomed"
     assert not (models / "doomed").exists() and not current.exists() and not stale.exists()
     assert other.is_dir() and elsewhere.is_file()
+
+
+async def test_a_models_tool_parser_can_be_set_by_its_name(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The demo tokenizer's template has no tool support: its family is `hermes`, unless the host is told."""
+    def host(tool_parsers: dict[str, Family]) -> ModelHost:
+        return ModelHost(HostConfig(model_dirs=[tiny_model_dir.parent], default_model="tiny-llama",
+                                    cache_dir=tmp_path / "cache", runtime=choose_runtime(force_cpu=True),
+                                    tool_parsers=tool_parsers))
+
+    for tool_parsers, family in (({}, "hermes"), ({"tiny-llama": "llama3"}, "llama3"), ({"other": "json"}, "hermes")):
+        served = host(tool_parsers)
+        await served.start()
+        try:
+            assert served.local is not None and served.local.tool_family == family, tool_parsers
+        finally:
+            await served.close()

@@ -40,6 +40,12 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
     temperature = pn.widgets.FloatSlider(name="Temperature", start=0, end=2, step=0.05, value=state.temperature,
                                          width=180)
     max_tokens = pn.widgets.IntInput(name="Max tokens", start=1, value=state.max_tokens, width=110)
+    tools = pn.widgets.TextAreaInput(name="Tools (OpenAI's JSON list)", value=state.tools_json, height=120,
+                                     placeholder='[{"type": "function", "function": {"name": "get_weather", '
+                                                 '"parameters": {"type": "object", "properties": {...}}}}]',
+                                     css_classes=["llmws-tools"], sizing_mode="stretch_width")
+    tool_choice = pn.widgets.Select(name="Tool choice", options=["auto", "required", "none"],
+                                    value=state.tool_choice, width=120, css_classes=["llmws-tool-choice"])
 
     def follow(widget: pn.widgets.Widget, name: str) -> None:
         def changed(event: object) -> None:
@@ -50,7 +56,8 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
         widget.param.watch(changed, "value")
 
     for widget, name in ((model, "model"), (prompt, "preset_id"), (project, "project_id"),
-                         (temperature, "temperature"), (max_tokens, "max_tokens")):
+                         (temperature, "temperature"), (max_tokens, "max_tokens"), (tools, "tools_json"),
+                         (tool_choice, "tool_choice")):
         follow(widget, name)
 
     stop = pn.widgets.Button(name="Stop generating", button_type="danger", disabled=True, width=140)
@@ -92,7 +99,7 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
             if reply.finished or time.monotonic() - shown_at >= REDRAW_EVERY_S:
                 shown_at = time.monotonic()
                 message.user = reply.model or "Assistant"
-                body.object = reply.text
+                body.object = reply.markdown
                 refresh()
                 yield message
         if not reply.started:  # refused before the server stored anything: take the turn back out of the log
@@ -157,6 +164,9 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
     refresh()
 
     settings = pn.Row(model, prompt, project, temperature, max_tokens, sizing_mode="stretch_width")
+    # Tools are for trying a model's tool calls here: the reply shows each call (name and arguments).
+    tool_settings = pn.Card(pn.Row(tools, tool_choice, sizing_mode="stretch_width"), title="Tools",
+                            collapsed=True, sizing_mode="stretch_width", css_classes=["llmws-tool-settings"])
     actions = pn.Row(stop, regenerate, edit_last, new_chat, conversation, align="center")
     warnings = [pn.pane.Alert(problem, alert_type="warning") for problem in problems]
-    return pn.Column(*warnings, settings, actions, chat, sizing_mode="stretch_width")
+    return pn.Column(*warnings, settings, tool_settings, actions, chat, sizing_mode="stretch_width")

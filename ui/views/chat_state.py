@@ -8,14 +8,16 @@ SSE stream (resumed by the client when a connection drops), and ``stop`` cancels
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import param
 
 from ui.client import ApiClient, ApiError
+from ui.views.tool_calls import with_calls
 
 Json = dict[str, Any]
 NO_PROMPT = "(no system prompt)"
@@ -35,6 +37,20 @@ class Reply:
     finish_reason: str | None = None
     error: str | None = None
     started: bool = False  # the server took the turn (and stored it)
+    tool_calls: list[Json] = field(default_factory=list)  # OpenAI's shape, arguments growing as they stream
+
+    def add_call_piece(self, piece: Json) -> None:
+        """A ``tool_call`` event: the first of a call names it, every one carries a piece of its arguments."""
+        if "id" in piece:
+            self.tool_calls.append({"id": piece["id"], "type": "function",
+                                    "function": {"name": piece.get("name") or "", "arguments": ""}})
+        if self.tool_calls:
+            self.tool_calls[piece.get("index", -1)]["function"]["arguments"] += piece.get("arguments", "")
+
+    @property
+    def markdown(self) -> str:
+        """What the reply shows: its text, then the tools it called (name and arguments)."""
+        return with_calls(self.text, self.tool_calls)
 
     @property
     def finished(self) -> bool:
@@ -53,6 +69,8 @@ class Reply:
             parts.append("stopped")
         elif self.finish_reason == "length":
             parts.append("hit max tokens")
+        elif self.finish_reason == "tool_calls":
+            parts.append("called a tool")
         return " · ".join(parts)
 
 
@@ -71,12 +89,18 @@ def model_label(model: Json) -> str:
     return f"{label} · {context:,} ctx" if isinstance(context, int) else label
 
 
+class ToolsInvalid(ValueError):
+    """The tools field is not a JSON list."""
+
+
 class ChatState(param.Parameterized):
     model = param.String(default=None, allow_None=True, doc="The model of the next turn; None: the server's.")
     preset_id = param.Integer(default=None, allow_None=True, doc="A prompt library entry used as system prompt.")
     project_id = param.String(default=None, allow_None=True, doc="The project a new conversation starts in.")
     temperature = param.Number(default=0.7, bounds=(0, 2))
     max_tokens = param.Integer(default=512, bounds=(1, None))
+    tools_json = param.String(default="", doc="Tools offered to the model: OpenAI's list, as JSON; empty: none.")
+    tool_choice = param.Selector(default="auto", objects=["auto", "required", "none"])
     conversation_id = param.String(default=None, allow_None=True, doc="Set by the first turn's start event.")
     stream_id = param.String(default=None, allow_None=True, doc="The generation in flight.")
     generating = param.Boolean(default=False)
@@ -133,18 +157,40 @@ class ChatState(param.Parameterized):
     def request_body(self, message: str) -> Json:
         body: Json = {"message": message, "model": self.model, "preset_id": self.preset_id,
                       "temperature": self.temperature, "max_tokens": self.max_tokens}
+        tools = self.tools()
+        if tools:
+            body["tools"], body["tool_choice"] = tools, self.tool_choice
         if self.conversation_id is not None:
             body["conversation_id"] = self.conversation_id
         elif self.project_id is not None:
             body["project_id"] = self.project_id
         return {name: value for name, value in body.items() if value is not None}
 
+    def tools(self) -> list[Json]:
+        """The tools field read: a JSON list (the API checks each tool); ``ToolsInvalid`` when it is not one."""
+        if not self.tools_json.strip():
+            return []
+        try:
+            tools = json.loads(self.tools_json)
+        except ValueError as exc:
+            raise ToolsInvalid(f"Tools must be JSON: {exc}") from None
+        if not isinstance(tools, list):
+            raise ToolsInvalid("Tools must be a JSON list, as OpenAI's tools are")
+        return tools
+
     async def generate(self, message: str) -> AsyncIterator[Reply]:
         """The reply to ``message``, yielded after every event; the last one is finished (done or error)."""
         reply = Reply()
         self.generating, self.stream_id, self._stop_requested = True, None, False
         try:
-            async for event in self.client.chat_stream(self.request_body(message)):
+            body = self.request_body(message)
+        except ToolsInvalid as exc:
+            reply.error = str(exc)
+            self.generating = False
+            yield reply
+            return
+        try:
+            async for event in self.client.chat_stream(body):
                 data = event.json()
                 if event.event == "start":
                     self.conversation_id = data.get("conversation_id") or self.conversation_id
@@ -154,6 +200,8 @@ class ChatState(param.Parameterized):
                         await self.stop()
                 elif event.event == "token":
                     reply.text += data.get("text", "")
+                elif event.event == "tool_call":
+                    reply.add_call_piece(data)
                 elif event.event == "metrics":
                     reply.ttft_ms, reply.tokens_per_s = data.get("ttft_ms"), data.get("tokens_per_s")
                     reply.completion_tokens = data.get("completion_tokens")

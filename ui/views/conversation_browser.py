@@ -14,9 +14,10 @@ import panel as pn
 
 from ui.client import ApiError
 from ui.views.library_state import NO_PROJECT, ConversationList, ProjectList
+from ui.views.tool_calls import with_calls
 
 COLUMNS = ["id", "title", "project", "updated"]
-ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
+ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
 
 def attempt(action: Callable[[], Any], done: str | None = None) -> bool:
@@ -82,7 +83,10 @@ def _messages(detail: dict[str, Any]) -> list[pn.viewable.Viewable]:
             who += f" · {message['model']}"
         panes.append(pn.pane.HTML(f"<b>{html.escape(who)}</b>", margin=(10, 10, 0, 10)))
         # Raw HTML in a message stays text: a model's reply is not trusted to write into the page.
-        panes.append(pn.pane.Markdown(message["content"], renderer_options={"html": False}, disable_anchors=True,
+        if message.get("tool_call_id"):
+            who += f" · result of {message['tool_call_id']}"
+        shown = with_calls(message["content"], message.get("tool_calls") or [])
+        panes.append(pn.pane.Markdown(shown, renderer_options={"html": False}, disable_anchors=True,
                                       css_classes=["llmws-message", f"llmws-message-{message['role']}"],
                                       sizing_mode="stretch_width"))
     if not panes:

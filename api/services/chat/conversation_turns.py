@@ -6,7 +6,7 @@ behind, not even a new conversation), and only then the new turn stored; the rep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,7 +15,8 @@ from api.services.accounts.principal import Principal
 from api.services.chat import conversations, serving
 from api.services.chat.conversations import Exchange
 from api.services.chat.generation import begin_in_conversation
-from api.services.chat.turn import ResponseFormat, Sampling
+from api.services.chat.output import CallResult
+from api.services.chat.turn import Sampling, Turn
 from db.models import Conversation
 
 if TYPE_CHECKING:
@@ -26,11 +27,12 @@ OnStored = Callable[[Conversation], Awaitable[None]]
 
 async def begin(services: AppServices, session: AsyncSession, principal: Principal, model: str | None,
                 exchange: Exchange, request: Sampling, *, request_id: str, on_stored: OnStored | None = None,
-                response_format: ResponseFormat | None = None) -> tuple[serving.Generation, Conversation]:
-    """Start the exchange's generation, then store its turn and commit; ``on_stored`` writes what else goes into
-    the same commit (the WebSocket's session row, linked to a conversation just created)."""
+                options: Turn = Turn()) -> tuple[serving.Generation, Conversation]:
+    """Start the exchange's generation (with ``options``: tools, tool choice, response format), then store its turn
+    and commit; ``on_stored`` writes what else goes into the same commit (the WebSocket's session row, linked to a
+    conversation just created)."""
     generation = await begin_in_conversation(services, session, principal, model, exchange.prompt, request,
-                                             request_id=request_id, response_format=response_format)
+                                             request_id=request_id, options=options)
     # From here on the generation holds an engine slot and the user's generation slots: whatever fails must
     # still close it.
     try:
@@ -46,7 +48,8 @@ async def begin(services: AppServices, session: AsyncSession, principal: Princip
 
 
 async def save_reply(sessionmaker: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, text: str,
-                     generation: serving.Generation) -> None:
+                     generation: serving.Generation, tool_calls: Sequence[CallResult] = ()) -> None:
     meter = generation.meter
     await conversations.save_reply(sessionmaker, conversation_id, text, model=generation.backend.model,
-                                   prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens)
+                                   prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens,
+                                   tool_calls=[call.openai() for call in tool_calls])

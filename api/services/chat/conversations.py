@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.services.chat import prompt as chat_prompt
 from api.services.chat.prompt import Prompt
 from api.services.chat.turn import Message as TurnMessage
-from api.services.errors import Conflict, NotFound
+from api.services.chat.turn import TextPart, ToolCall
+from api.services.errors import Conflict, InvalidInput, NotFound
 from db.models import Conversation, Message, Project
 from db.types import utcnow
 
@@ -113,8 +114,24 @@ async def messages_of(session: AsyncSession, conversation_id: uuid.UUID) -> list
 
 
 async def history_of(session: AsyncSession, conversation_id: uuid.UUID) -> list[TurnMessage]:
-    """The conversation's turns as the chat core takes them."""
-    return [TurnMessage.of(m.role, m.content) for m in await messages_of(session, conversation_id)]  # type: ignore[arg-type]
+    """The conversation's turns as the chat core takes them, tool calls and results included."""
+    return [turn_message(m) for m in await messages_of(session, conversation_id)]
+
+
+def turn_message(row: Message) -> TurnMessage:
+    calls = tuple(ToolCall(call["id"], call["function"]["name"], call["function"]["arguments"])
+                  for call in row.tool_calls or ())
+    parts = (TextPart(row.content),) if row.content or not calls else ()
+    return TurnMessage(row.role, parts, tool_calls=calls, tool_call_id=row.tool_call_id)  # type: ignore[arg-type]
+
+
+def unanswered_calls(history: Sequence[TurnMessage]) -> list[str]:
+    """The ids of the last assistant turn's tool calls that no tool result after it answers yet."""
+    last = next((index for index in range(len(history) - 1, -1, -1) if history[index].role == "assistant"), None)
+    if last is None:
+        return []
+    answered = {message.tool_call_id for message in history[last + 1:] if message.role == "tool"}
+    return [call.id for call in history[last].tool_calls if call.id not in answered]
 
 
 @dataclass(frozen=True)
@@ -142,8 +159,20 @@ async def plan_exchange(session: AsyncSession, owner_id: int, new: Sequence[Turn
     system = chat_prompt.system_prompt(system_prompt, conversation.system_prompt if conversation else None,
                                        project.system_prompt if project else None)
     history = await history_of(session, conversation.id) if conversation is not None else []
+    _check_results(history, new)
     prompt = Prompt.assemble(system, history, new)
     return Exchange(conversation, project_id, system_prompt, prompt)
+
+
+def _check_results(history: Sequence[TurnMessage], new: Sequence[TurnMessage]) -> None:
+    """A tool result in the new turn answers a call of the conversation's last reply, one result per call."""
+    waiting = unanswered_calls(history)
+    for index, message in enumerate(m for m in new if m.role == "tool"):
+        if message.tool_call_id not in waiting:
+            raise InvalidInput(f"tool_call_id {message.tool_call_id!r} answers no call of the conversation's last "
+                               "reply that is still unanswered", param=f"tool_results[{index}].tool_call_id",
+                               code="unknown_tool_call")
+        waiting.remove(message.tool_call_id)
 
 
 async def store_exchange(session: AsyncSession, owner_id: int, exchange: Exchange, model: str) -> Conversation:
@@ -153,7 +182,8 @@ async def store_exchange(session: AsyncSession, owner_id: int, exchange: Exchang
     conversation = exchange.conversation or await create_conversation(
         session, owner_id, title=title_from(new[-1].text), project_id=exchange.project_id, model=model,
         system_prompt=exchange.system_prompt)
-    session.add_all(Message(conversation_id=conversation.id, role=message.role, content=message.text)
+    session.add_all(Message(conversation_id=conversation.id, role=message.role, content=message.text,
+                            tool_call_id=message.tool_call_id)
                     for message in new)
     conversation.updated_at = utcnow()
     await session.flush()
@@ -161,10 +191,13 @@ async def store_exchange(session: AsyncSession, owner_id: int, exchange: Exchang
 
 
 async def save_reply(sessionmaker: async_sessionmaker[AsyncSession], conversation_id: uuid.UUID, text: str, *,
-                     model: str, prompt_tokens: int, completion_tokens: int) -> None:
+                     model: str, prompt_tokens: int, completion_tokens: int,
+                     tool_calls: list[dict[str, Any]] | None = None) -> None:
+    """The assistant's reply: its text and, when it called tools, its calls (OpenAI's shape)."""
     async with sessionmaker() as session:
         session.add(Message(conversation_id=conversation_id, role="assistant", content=text, model=model,
-                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+                            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                            tool_calls=tool_calls or None))
         conversation = await session.get(Conversation, conversation_id)
         if conversation is not None:
             conversation.updated_at = utcnow()
@@ -183,7 +216,9 @@ def export_json(conversation: Conversation, messages: list[Message]) -> str:
         "project_id": str(conversation.project_id) if conversation.project_id else None,
         "system_prompt": conversation.system_prompt, "created_at": conversation.created_at.isoformat(),
         "messages": [{"role": m.role, "content": m.content, "model": m.model, "created_at": m.created_at.isoformat(),
-                      "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens}
+                      "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
+                      **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
+                      **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})}
                      for m in messages],
     }, ensure_ascii=False, indent=2)
 
@@ -194,7 +229,12 @@ def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
         lines += ["", "## System", "", conversation.system_prompt]
     for message in messages:
         who = message.role.capitalize() + (f" ({message.model})" if message.model else "")
+        if message.tool_call_id:
+            who += f" (result of {message.tool_call_id})"
         lines += ["", f"## {who}", "", message.content]
+        for call in message.tool_calls or ():
+            lines += ["", f"Tool call `{call['function']['name']}` ({call['id']}):", "", "```json",
+                      call["function"]["arguments"], "```"]
     return "\n".join(lines) + "\n"
 
 

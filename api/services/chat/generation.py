@@ -14,7 +14,7 @@ from api.services.accounts.principal import Principal
 from api.services.chat import response_formats, sampling, serving
 from api.services.chat.prompt import Prompt, fitted, template_messages, with_system_prompt
 from api.services.chat.sampling import AliasDefaults
-from api.services.chat.turn import Message, ResponseFormat, Sampling, TextPart, Turn
+from api.services.chat.turn import Message, Sampling, TextPart, Turn
 from api.services.errors import InvalidInput
 from api.services.gateway.backends import Backend
 from api.services.usage.writer import Reservation
@@ -79,11 +79,12 @@ async def begin(services: AppServices, session: AsyncSession | None, principal: 
 async def begin_in_conversation(services: AppServices, session: AsyncSession | None, principal: Principal,
                                 model: str | None, prompt: Prompt, request: Sampling, *, request_id: str,
                                 server: Sampling = sampling.NATIVE_DEFAULTS,
-                                response_format: ResponseFormat | None = None) -> serving.Generation:
+                                options: Turn = Turn()) -> serving.Generation:
     """A turn of a conversation the server keeps (native chat, the WebSocket): its earlier turns trimmed from the
-    oldest end until the prompt fits the model's context."""
+    oldest end until the prompt fits the model's context. ``options`` holds what the turn asks besides its messages
+    and sampling (tools, tool choice, response format)."""
     async def start(fitting: Prompt) -> serving.Generation:
-        turn = Turn(messages=fitting.messages, sampling=request, response_format=response_format)
+        turn = replace(options, messages=fitting.messages, sampling=request)
         return await begin(services, session, principal, model, turn, request_id=request_id, server=server)
 
     return await fitted(prompt, start, services.model_host.local)

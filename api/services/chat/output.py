@@ -66,6 +66,18 @@ def add_piece(calls: list[CallResult], piece: ToolCallPiece) -> None:
 ResultEvent = TextDelta | ToolCallPiece | Finished | Failed
 
 
+def tool_call_event(piece: ToolCallPiece) -> dict[str, Any]:
+    """A tool call piece as the native stream and the WebSocket send it: ``index`` is the call's place in the reply;
+    its first piece carries ``id`` and ``name``, every piece a part of ``arguments`` (they concatenate)."""
+    return {"index": piece.call, **({"id": piece.id, "name": piece.name} if piece.id is not None else {}),
+            "arguments": piece.arguments}
+
+
+def calls_of(calls: list[CallResult]) -> dict[str, Any]:
+    """``{"tool_calls": [...]}`` in OpenAI's shape when the reply made calls; nothing when it made none."""
+    return {"tool_calls": [call.openai() for call in calls]} if calls else {}
+
+
 async def results(generation: Generation) -> AsyncIterator[ResultEvent]:
     """The generation's results as they come; the stream ends after a failure. Closing the generation is the
     caller's (it holds the slots and records the usage, whatever happens to this iterator)."""

@@ -37,7 +37,7 @@ FOLLOWER_HEARTBEAT_S = 1.0
 PURGE_EVERY_S = 60.0
 RUNNING_STREAM_TTL = timedelta(days=1)  # a stream whose replica died mid-generation is purged after this
 
-OnFinish = Callable[[str, Generation], Awaitable[None]]
+OnFinish = Callable[[output.Transcript, Generation], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ class StreamHub:
                 transcript.record(result)
                 if isinstance(result, output.TextDelta):
                     run.append("token", {"text": result.text})
+                elif isinstance(result, output.ToolCallPiece):
+                    run.append("tool_call", output.tool_call_event(result))
                 elif isinstance(result, output.Failed):
                     run.append("error", {"message": result.message, "code": result.code})
         except asyncio.CancelledError:
@@ -144,10 +146,11 @@ class StreamHub:
             await generation.close()
         if transcript.status != "error":
             run.append("metrics", {**output.metrics(meter), "completion_tokens": meter.completion_tokens})
-            run.append("done", {"finish_reason": transcript.finish_reason, "usage": output.usage(meter)})
+            run.append("done", {"finish_reason": transcript.finish_reason, "usage": output.usage(meter),
+                                **output.calls_of(transcript.tool_calls)})
         run.finish(transcript.status)
         try:
-            await on_finish(transcript.text, generation)
+            await on_finish(transcript, generation)
         except Exception:  # noqa: BLE001 (the stream itself is complete; the reply just is not saved)
             log.exception("saving the reply of stream %s failed", run.id)
 

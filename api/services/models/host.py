@@ -19,7 +19,7 @@ def build_model_host(settings: Settings) -> ModelHost:
         max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
         prefix_cache_bytes=settings.prefix_cache_mb * 1024 * 1024, decode=settings.decode,
         kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024 if settings.kv_budget_mb else None,
-        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+        prefill_chunk_tokens=settings.prefill_chunk_tokens, tool_parsers=dict(settings.tool_parsers),
     ))
 
 
