@@ -119,11 +119,15 @@ def test_native_chat_continues_a_conversation(live_api: LiveApi) -> None:
     account = live_api.new_account("talker")
     project = httpx.post(f"{live_api.base_url}/v1/projects", headers=account.headers,
                          json={"name": "Poems", "system_prompt": "You write poems."}).json()
-    first = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers,
-                       json={"message": "A poem about bees", "project_id": project["id"], "max_tokens": 8}).json()
-    second = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers,
-                        json={"message": "Another one", "conversation_id": first["conversation_id"],
-                              "max_tokens": 8}).json()
+    answered = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers, timeout=60,
+                          json={"message": "A poem about bees", "project_id": project["id"], "max_tokens": 8})
+    assert answered.status_code == 200, answered.text
+    first = answered.json()
+    answered = httpx.post(f"{live_api.base_url}/v1/chat", headers=account.headers, timeout=60,
+                          json={"message": "Another one", "conversation_id": first["conversation_id"],
+                                "max_tokens": 8})
+    assert answered.status_code == 200, answered.text
+    second = answered.json()
     assert second["conversation_id"] == first["conversation_id"]
     # The second turn saw the system prompt and the first exchange: its prompt is longer by all of that.
     assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"] + 5
