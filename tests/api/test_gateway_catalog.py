@@ -1,5 +1,6 @@
 """The gateway's catalogue in process: an admin's change is served as soon as the admin call returns, even while a
-slower reload (the health round's, started before the change) is still reading."""
+slower reload (the health round's, started before the change) is still reading; and a health round over many
+providers is one write."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import event, select
 
+from db.models import Provider
 from tests.support.access import bearer
+from tests.support.net import free_port
 
 
 async def test_a_slow_reload_started_before_an_admin_change_does_not_undo_it(
@@ -41,3 +45,30 @@ async def test_a_slow_reload_started_before_an_admin_change_does_not_undo_it(
     assert gateway.alias("fresh-alias", None) is not None, "the stale reload put back the catalogue without the alias"
     listed = await client.get("/v1/models", headers=bearer(admin_token))
     assert "fresh-alias" in [model["id"] for model in listed.json()["data"]]
+
+
+async def test_a_health_round_saves_every_providers_health_in_one_transaction(
+        app: FastAPI, client: httpx.AsyncClient, admin_token: str) -> None:
+    """A round (every LLMWS_PROVIDER_HEALTH_INTERVAL) over many providers is one write, not one per provider queued
+    behind the usage writer and every request's (SQLite has one writer): 25 providers nobody listens for."""
+    port = free_port()
+    for index in range(25):
+        created = await client.post("/admin/providers", headers=bearer(admin_token), json={
+            "name": f"down-{index}", "base_url": f"http://127.0.0.1:{port}/v1", "timeout_s": 2})
+        assert created.status_code == 201, created.text
+    gateway = app.state.services.gateway
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    sync_engine = app.state.services.db_engine.sync_engine
+    event.listen(sync_engine, "commit", count)
+    try:
+        await gateway.check_all()
+    finally:
+        event.remove(sync_engine, "commit", count)
+    assert len(commits) == 1
+    async with app.state.services.sessionmaker() as session:
+        saved = (await session.scalars(select(Provider.health_status))).all()
+    assert saved == ["unhealthy"] * 25

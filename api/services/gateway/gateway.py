@@ -226,26 +226,40 @@ class Gateway:
             await asyncio.sleep(self.health_interval_s)
 
     async def check_all(self) -> None:
-        await asyncio.gather(*(self.check(state) for state in self.providers.values() if state.is_active))
+        """Probe every active provider at once, then save what they said in one transaction: a round of many
+        providers (every few seconds) must not queue a write per provider behind everybody else's."""
+        probed = await asyncio.gather(*(self._probe(state) for state in self.providers.values() if state.is_active))
+        await self._save_health(probed)
 
     async def check(self, state: ProviderState) -> ProviderState:
+        await self._save_health([await self._probe(state)])
+        return state
+
+    async def _probe(self, state: ProviderState) -> ProviderState:
         try:
             models = await state.upstream.list_models()
             state.healthy, state.detail, state.models = True, f"{len(models)} models", models
         except UpstreamUnavailable as exc:
             state.healthy, state.detail = False, exc.message
         state.checked_at = datetime.now(UTC)
+        return state
+
+    async def _save_health(self, states: list[ProviderState]) -> None:
+        if not states:
+            return
         try:
             async with self.sessions.begin() as session:
-                row = await session.get(Provider, state.id)
-                if row is not None:
-                    row.health_status = "healthy" if state.healthy else "unhealthy"
-                    row.health_detail = (state.detail or "")[:500]
-                    row.health_checked_at = state.checked_at
-                    row.upstream_models = state.models
-        except Exception:  # noqa: BLE001
-            log.warning("could not save the health of provider %s", state.name, exc_info=True)
-        return state
+                rows = {row.id: row for row in await session.scalars(
+                    select(Provider).where(Provider.id.in_([state.id for state in states])))}
+                for state in states:
+                    row = rows.get(state.id)
+                    if row is not None:  # else deleted meanwhile
+                        row.health_status = "healthy" if state.healthy else "unhealthy"
+                        row.health_detail = (state.detail or "")[:500]
+                        row.health_checked_at = state.checked_at
+                        row.upstream_models = state.models
+        except Exception:  # noqa: BLE001 (the next round tries again; the states in memory are current)
+            log.warning("could not save the health of %d provider(s)", len(states), exc_info=True)
 
     def mark_unhealthy(self, deployment: Deployment, detail: str) -> None:
         """A request found the upstream down: stop sending it traffic until the next check says otherwise."""
