@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,19 @@ from tests.support.net import free_port
 ANSWER = "".join(WORDS)
 MODEL = "tiny-chat"
 HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(autouse=True)
+def upstreams_forgotten(live_api: LiveApi) -> Iterator[None]:
+    """Each test's aliases and providers go with it: repeated (`make steady`), the module's server would otherwise
+    health-check hundreds of dead or stalled upstreams every second, and later tests would measure that."""
+    yield
+    for model in httpx.get(f"{live_api.base_url}/admin/models", headers=live_api.admin).json()["data"]:
+        if model["name"].startswith("alias-"):
+            httpx.delete(f"{live_api.base_url}/admin/models/{model['id']}", headers=live_api.admin)
+    for provider in httpx.get(f"{live_api.base_url}/admin/providers", headers=live_api.admin).json()["data"]:
+        if provider["name"].startswith("prov-"):
+            httpx.delete(f"{live_api.base_url}/admin/providers/{provider['id']}", headers=live_api.admin)
 
 
 def alias_on(live_api: LiveApi, base_url: str, upstream_model: str, *, timeout_s: float = 5) -> str:
