@@ -84,7 +84,8 @@ async def fitted(prompt: Prompt, start: Callable[[Prompt], Awaitable[T]], counte
                 raise
             if costs is None:
                 costs = await history_costs(counter, prompt, exc.input_tokens)
-            drop = oldest_to_drop(costs, exc.input_tokens - (exc.max_context - 1))
+            drop = oldest_to_drop(costs, exc.input_tokens - (exc.max_context - 1),
+                                  [message.role for message in prompt.history])
             prompt, costs = prompt.without_oldest(drop), costs[drop:]
 
 
@@ -94,17 +95,24 @@ async def history_costs(counter: TokenCounter | None, prompt: Prompt, prompt_tok
     once keeps trimming linear in the history's length; re-tokenizing the prompt per dropped exchange was not."""
     if counter is None:  # the model went away meanwhile: nothing to count with, so the history goes
         return [0.0] * len(prompt.history)
-    counts = await asyncio.to_thread(counter.count_tokens, [message.text for message in prompt.history])
+    counts = await asyncio.to_thread(counter.count_tokens, [counted_text(message) for message in prompt.history])
     new_turn = len(await asyncio.to_thread(counter.encode_messages, template_messages(prompt.head + prompt.new)))
     markers = max(0, prompt_tokens - new_turn - sum(counts)) / len(prompt.history)
     return [count + markers for count in counts]
 
 
-def oldest_to_drop(costs: list[float], excess: float) -> int:
-    """How many of the oldest messages to drop, whole exchanges (two) at a time, for at least ``excess`` tokens
-    to go (at least one exchange: the prompt did not fit)."""
-    dropped, freed = 0, 0.0
-    while dropped < len(costs) and (dropped == 0 or freed < excess):
-        freed += sum(costs[dropped:dropped + 2])
-        dropped += 2
-    return min(dropped, len(costs))
+def counted_text(message: Message) -> str:
+    """What of a message its template renders as text: its text, and its tool calls' names and arguments."""
+    return message.text + "".join(call.name + call.arguments for call in message.tool_calls)
+
+
+def oldest_to_drop(costs: list[float], excess: float, roles: list[str]) -> int:
+    """How many of the oldest messages to drop, whole exchanges at a time (an exchange runs from a user turn to
+    the next: the reply, and any tool calls and results in between, go together, so no tool result is left
+    without its call), for at least ``excess`` tokens to go (at least one exchange: the prompt did not fit)."""
+    freed = 0.0
+    for cut in range(1, len(costs) + 1):
+        freed += costs[cut - 1]
+        if freed >= excess and (cut == len(costs) or roles[cut] == "user"):
+            return cut
+    return len(costs)

@@ -7,13 +7,14 @@ import pytest
 
 from api.services.chat.prompt import (
     Prompt,
+    counted_text,
     fitted,
     oldest_to_drop,
     system_prompt,
     template_messages,
     with_system_prompt,
 )
-from api.services.chat.turn import ImagePart, Message, TextPart
+from api.services.chat.turn import ImagePart, Message, TextPart, ToolCall
 from engine.errors import ContextTooLong
 
 MARKERS = 3  # the fake template's tokens around each message
@@ -67,9 +68,21 @@ def test_a_message_is_a_list_of_parts_and_text_models_see_its_text() -> None:
 
 
 def test_whole_exchanges_go_until_enough_tokens_are_freed() -> None:
-    assert oldest_to_drop([5, 5, 5, 5, 5, 5], 1) == 2  # at least one exchange
-    assert oldest_to_drop([5, 5, 5, 5, 5, 5], 11) == 4
-    assert oldest_to_drop([5, 5, 5], 100) == 3  # never past the history
+    pairs = ["user", "assistant"] * 3
+    assert oldest_to_drop([5, 5, 5, 5, 5, 5], 1, pairs) == 2  # at least one exchange
+    assert oldest_to_drop([5, 5, 5, 5, 5, 5], 11, pairs) == 4
+    assert oldest_to_drop([5, 5, 5], 100, pairs[:3]) == 3  # never past the history
+
+
+def test_an_exchange_with_tool_calls_goes_whole_so_no_result_loses_its_call() -> None:
+    roles = ["user", "assistant", "tool", "tool", "assistant", "user", "assistant"]
+    assert oldest_to_drop([5] * 7, 1, roles) == 5  # the call, both results and the answer go with their question
+    assert oldest_to_drop([5] * 7, 26, roles) == 7
+
+
+def test_tool_calls_count_toward_a_messages_cost() -> None:
+    call = Message("assistant", (), tool_calls=(ToolCall("call_1", "add", '{"a": 1, "b": 2}'),))
+    assert counted_text(call) == 'add{"a": 1, "b": 2}' and counted_text(Message.of("user", "hi")) == "hi"
 
 
 async def test_trimming_keeps_the_newest_history_that_fits_counting_each_message_once() -> None:
