@@ -32,9 +32,11 @@ def test_a_call_the_model_makes_is_shown_by_name_and_arguments(client: ApiClient
     state = ChatState(client)
     state.load()
     state.tools_json, state.tool_choice, state.temperature, state.max_tokens = TOOLS_JSON, "required", 1.0, 120
+    # One call: allowed several, the random model may make calls until max_tokens (finish_reason "length").
+    state.parallel_tool_calls = False
     reply = run(finished(state, "What is the weather in Paris?"))
     assert reply.error is None and reply.finish_reason == "tool_calls", reply
-    [call] = reply.tool_calls[:1]
+    [call] = reply.tool_calls
     name, arguments = call["function"]["name"], json.loads(call["function"]["arguments"])
     jsonschema.validate(arguments, TOOL_SCHEMAS[name])
     assert f"**Tool call** `{name}`" in reply.markdown
@@ -61,14 +63,15 @@ def test_the_page_offers_tools_and_shows_the_call(stack: UiStack, page: Page) ->
     tools.fill(TOOLS_JSON)
     tools.press("Tab")  # the text area's value reaches the server when it loses the focus
     page.locator(".llmws-tool-choice select").select_option("required")
-    # Short: the random model, allowed parallel calls, would make calls until max_tokens.
+    # One call: the random model, allowed parallel calls, may make calls until max_tokens.
+    page.locator(".llmws-parallel-calls input").uncheck()
     max_tokens = page.get_by_label("Max tokens")
-    max_tokens.fill("60")
+    max_tokens.fill("120")
     max_tokens.press("Tab")
     send(page, "What is the weather in Paris?")
     reply = page.locator(".llmws-reply-text").last
     expect(page.locator(".llmws-metrics-line")).to_be_visible(timeout=120_000)
     screenshot(page, "chat-tool-call")
     shown = reply_text(reply)
-    assert "Tool call" in shown and any(name in shown for name in TOOL_SCHEMAS), shown
+    assert shown.count("Tool call") == 1 and any(name in shown for name in TOOL_SCHEMAS), shown
     assert "<tool_call>" not in shown and "{" in shown

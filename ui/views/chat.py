@@ -46,6 +46,8 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
                                      css_classes=["llmws-tools"], sizing_mode="stretch_width")
     tool_choice = pn.widgets.Select(name="Tool choice", options=["auto", "required", "none"],
                                     value=state.tool_choice, width=120, css_classes=["llmws-tool-choice"])
+    parallel_calls = pn.widgets.Checkbox(name="Parallel calls", value=state.parallel_tool_calls,
+                                         css_classes=["llmws-parallel-calls"])
 
     def follow(widget: pn.widgets.Widget, name: str) -> None:
         def changed(event: object) -> None:
@@ -57,7 +59,7 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
 
     for widget, name in ((model, "model"), (prompt, "preset_id"), (project, "project_id"),
                          (temperature, "temperature"), (max_tokens, "max_tokens"), (tools, "tools_json"),
-                         (tool_choice, "tool_choice")):
+                         (tool_choice, "tool_choice"), (parallel_calls, "parallel_tool_calls")):
         follow(widget, name)
 
     stop = pn.widgets.Button(name="Stop generating", button_type="danger", disabled=True, width=140)
@@ -165,8 +167,9 @@ def chat_view(session: UiSession) -> pn.viewable.Viewable:
 
     settings = pn.Row(model, prompt, project, temperature, max_tokens, sizing_mode="stretch_width")
     # Tools are for trying a model's tool calls here: the reply shows each call (name and arguments).
-    tool_settings = pn.Card(pn.Row(tools, tool_choice, sizing_mode="stretch_width"), title="Tools",
-                            collapsed=True, sizing_mode="stretch_width", css_classes=["llmws-tool-settings"])
+    tool_options = pn.Row(tools, pn.Column(tool_choice, parallel_calls), sizing_mode="stretch_width")
+    tool_settings = pn.Card(tool_options, title="Tools", collapsed=True, sizing_mode="stretch_width",
+                            css_classes=["llmws-tool-settings"])
     actions = pn.Row(stop, regenerate, edit_last, new_chat, conversation, align="center")
     warnings = [pn.pane.Alert(problem, alert_type="warning") for problem in problems]
     return pn.Column(*warnings, settings, tool_settings, actions, chat, sizing_mode="stretch_width")

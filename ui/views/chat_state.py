@@ -101,6 +101,7 @@ class ChatState(param.Parameterized):
     max_tokens = param.Integer(default=512, bounds=(1, None))
     tools_json = param.String(default="", doc="Tools offered to the model: OpenAI's list, as JSON; empty: none.")
     tool_choice = param.Selector(default="auto", objects=["auto", "required", "none"])
+    parallel_tool_calls = param.Boolean(default=True, doc="Whether one reply may make several calls.")
     conversation_id = param.String(default=None, allow_None=True, doc="Set by the first turn's start event.")
     stream_id = param.String(default=None, allow_None=True, doc="The generation in flight.")
     generating = param.Boolean(default=False)
@@ -160,6 +161,7 @@ class ChatState(param.Parameterized):
         tools = self.tools()
         if tools:
             body["tools"], body["tool_choice"] = tools, self.tool_choice
+            body["parallel_tool_calls"] = self.parallel_tool_calls
         if self.conversation_id is not None:
             body["conversation_id"] = self.conversation_id
         elif self.project_id is not None:
