@@ -32,6 +32,7 @@ from typing import Literal
 import llguidance
 import llguidance.hf
 import llguidance.torch
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -45,6 +46,7 @@ COMPILE_WORKERS = 2
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 COMPACT_JSON: llguidance.JsonCompileOptions = {"whitespace_flexible": False}
 ANY_OBJECT = '{"type": "object"}'
+NEG_INF_BITS = -0x00800000  # float32 -inf's bits, 0xFF800000, as a signed int32
 
 Phase = Literal["opening", "thinking", "guided"]
 
@@ -220,19 +222,25 @@ def mask_logits(logits: torch.Tensor, rows: list[tuple[int, GuidedRow]]) -> list
     global _executor
     if _executor is None:  # one pool of mask threads for the process (only the engine thread gets here)
         _executor = llguidance.LLExecutor()
-    width = logits.shape[-1]
-    bitmask = llguidance.torch.allocate_token_bitmask(len(rows), width)
+    bitmask = llguidance.torch.allocate_token_bitmask(len(rows), logits.shape[-1])
     llguidance.torch.fill_next_token_bitmask_par(_executor, [(row.matcher, i) for i, (_, row) in enumerate(rows)],
                                                  bitmask)
     for i, (_, row) in enumerate(rows):
         if row.phase == "opening" and row.think is not None:  # the model may start its reasoning block instead
             opened = row.think[0]
             bitmask[i, opened // 32] |= _bit(opened % 32)
-    bits = torch.arange(32, dtype=torch.int32, device=logits.device)
-    allowed = ((bitmask.to(logits.device)[:, :, None] >> bits) & 1).view(len(rows), -1)[:, :width].bool()
     index = torch.tensor([row for row, _ in rows], device=logits.device)
-    logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+    logits.index_add_(0, index, _penalties(bitmask, logits.shape[-1]).to(logits.device, logits.dtype))
     return [row for row, state in rows if state.matcher.is_error()]
+
+
+def _penalties(bitmask: torch.Tensor, width: int) -> torch.Tensor:
+    """The bitmask (bit ``i`` of word ``w``: token ``32 w + i`` allowed) as float32 rows of 0 (allowed) and -inf
+    (forbidden), ``width`` tokens wide, to add to the logits: bit by bit, ``masked_fill`` over a bool mask took
+    4 ms a step for 16 rows of a 49k vocabulary on a CPU core, this 0.25 ms. A bit becomes a byte (numpy's
+    ``unpackbits``), the byte 1 or 0 becomes 0x00000000 (0.0) or 0xFF800000 (-inf) by integer arithmetic."""
+    allowed = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, count=width, bitorder="little")
+    return torch.from_numpy(allowed).to(torch.int32).sub_(1).bitwise_and_(NEG_INF_BITS).view(torch.float32)
 
 
 def _grammar(constraint: Constraint) -> str:

@@ -161,6 +161,34 @@ def test_a_token_the_grammar_refuses_ends_the_row_with_an_error(tokenizer: PreTr
         row.advance(tokenizer.encode("no")[0])
 
 
+def test_masking_forbids_exactly_what_each_grammar_refuses_and_leaves_other_rows_alone(
+        tokenizer: PreTrainedTokenizerBase) -> None:
+    """Rows 1 and 3 of five are guided, at different places in their grammars: each keeps its own logit, bit for
+    bit, on exactly the tokens its matcher allows (read from the matcher's own bitmask, one Python bit at a time)
+    and -inf elsewhere; rows 0, 2 and 4 are untouched."""
+    compiler = ConstraintCompiler(tokenizer, len(tokenizer), {tokenizer.eos_token_id})
+    rows = asyncio.run(compiler.rows(schema("enums"), [1], 1)) + asyncio.run(compiler.rows(
+        Constraint("regex", "[0-9]{1,3} apples"), [1], 1))
+    for token in tokenizer.encode("12")[:1]:
+        rows[1].advance(token)
+    logits = torch.randn(5, len(tokenizer), generator=torch.Generator().manual_seed(7))
+    before = logits.clone()
+    expected = [_allowed(row.matcher.compute_bitmask(), len(tokenizer)) for row in rows]
+    assert mask_logits(logits, [(1, rows[0]), (3, rows[1])]) == []
+    for row in (0, 2, 4):
+        assert torch.equal(logits[row], before[row])
+    for row, allowed in zip((1, 3), expected, strict=True):
+        assert 0 < len(allowed) < len(tokenizer)
+        finite = torch.isfinite(logits[row])
+        assert set(finite.nonzero().flatten().tolist()) == allowed
+        assert torch.equal(logits[row][finite], before[row][finite])
+        assert bool((logits[row][~finite] == float("-inf")).all())
+
+
+def _allowed(bitmask: bytes, width: int) -> set[int]:
+    return {token for token in range(width) if bitmask[token // 8] >> (token % 8) & 1}
+
+
 def test_the_grammar_starts_after_the_reasoning_block(tokenizer: PreTrainedTokenizerBase) -> None:
     """A vocabulary with <think> and </think> and a template that uses them: the first token may open the block,
     which stays unmasked until it closes; a prompt that opened the block itself starts unmasked."""
