@@ -5,6 +5,7 @@ engine cannot do yet of what a turn describes is refused by the core (``api/serv
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from api.openai import structured_outputs
@@ -48,12 +49,11 @@ def sampling(body: SamplingFields, max_tokens: int | None) -> Sampling:
 
 def chat_turn(body: ChatCompletionRequest) -> Turn:
     refuse(body, OUTSIDE_A_CHAT_TURN)
-    offer = tool_offers.read(body.tools, body.tool_choice, body.parallel_tool_calls)
-    return Turn(
-        messages=tuple(message(item.model_dump(mode="json", exclude_none=True), index)
-                       for index, item in enumerate(body.messages)),
-        tools=offer.tools, tool_choice=offer.tool_choice, parallel_tool_calls=offer.parallel_tool_calls,
-        response_format=structured_outputs.response_format(body),
+    options = tool_offers.options(body.tools, body.tool_choice, body.parallel_tool_calls,
+                                  structured_outputs.response_format(body))
+    return replace(
+        options, messages=tuple(message(item.model_dump(mode="json", exclude_none=True), index)
+                                for index, item in enumerate(body.messages)),
         sampling=sampling(body, body.max_completion_tokens or body.max_tokens),
         logprobs=body.logprobs is True, top_logprobs=chat_top_logprobs(body))
 

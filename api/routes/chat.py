@@ -17,7 +17,7 @@ from api.schemas.chat import NativeChatRequest
 from api.services.chat import conversation_turns, conversations, output, response_formats, serving, tool_offers
 from api.services.chat import prompt_library as prompts
 from api.services.chat.streams import StreamHub, parse_last_event_id
-from api.services.chat.turn import Message, Sampling, TextPart, Turn
+from api.services.chat.turn import Message, Sampling, TextPart
 from api.services.errors import NotFound
 from api.sse import sse_response
 
@@ -52,9 +52,8 @@ async def _start(body: NativeChatRequest, request: Request, principal: CurrentPr
     exchange = await conversations.plan_exchange(
         session, principal.user.id, new, conversation_id=body.conversation_id,
         project_id=body.project_id, system_prompt=system_prompt)
-    offer = tool_offers.read(body.tools, body.tool_choice, body.parallel_tool_calls)
-    options = Turn(tools=offer.tools, tool_choice=offer.tool_choice, parallel_tool_calls=offer.parallel_tool_calls,
-                   response_format=response_formats.read(body.response_format))
+    options = tool_offers.options(body.tools, body.tool_choice, body.parallel_tool_calls,
+                                  response_formats.read(body.response_format))
     generation, conversation = await conversation_turns.begin(
         services_of(request.app), session, principal, body.model, exchange, _sampling(body),
         request_id=f"chat-{uuid.uuid4().hex}", options=options)

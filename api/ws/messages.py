@@ -112,9 +112,8 @@ def options(config: dict[str, Any]) -> Turn:
     """The config's ``response_format`` and tools (OpenAI's objects), refused at ``config`` time when malformed;
     the engine compiles the grammar and checks a named ``tool_choice`` when a generation starts."""
     try:
-        offer = tool_offers.read(config.get("tools"), config.get("tool_choice"), config.get("parallel_tool_calls"))
-        return Turn(tools=offer.tools, tool_choice=offer.tool_choice, parallel_tool_calls=offer.parallel_tool_calls,
-                    response_format=response_formats.read(config.get("response_format")))
+        return tool_offers.options(config.get("tools"), config.get("tool_choice"), config.get("parallel_tool_calls"),
+                                   response_formats.read(config.get("response_format")))
     except InvalidInput as exc:
         raise ProtocolError("invalid_value", f"bad config: {exc.message}") from exc
 

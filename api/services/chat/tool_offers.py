@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from api.services.chat.turn import Tool
+from api.services.chat.turn import ResponseFormat, Tool, Turn
 from api.services.errors import InvalidInput
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # OpenAI's rule for a function name
@@ -33,6 +33,15 @@ def read(tools: Any, tool_choice: Any = None, parallel_tool_calls: Any = None) -
         raise InvalidInput("parallel_tool_calls must be true or false", param="parallel_tool_calls")
     return ToolOffer(tuple(_tool(item, f"tools[{index}]") for index, item in enumerate(tools)),
                      _choice(tool_choice), parallel_tool_calls)
+
+
+def options(tools: Any, tool_choice: Any = None, parallel_tool_calls: Any = None,
+            response_format: ResponseFormat | None = None) -> Turn:
+    """A turn's options: the tools offered, read as ``read`` does, and the response format; the caller adds the
+    messages (or replaces them in, ``dataclasses.replace``) and the sampling."""
+    offer = read(tools, tool_choice, parallel_tool_calls)
+    return Turn(tools=offer.tools, tool_choice=offer.tool_choice, parallel_tool_calls=offer.parallel_tool_calls,
+                response_format=response_format)
 
 
 def _tool(item: Any, param: str) -> Tool:
