@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ class Run:
     tokens: int
     seconds: float
     ttft: list[float]
-    itl: list[float]
+    itl: list[float] = field(default_factory=list)  # inter-token gaps, where the run measured them
 
     @property
     def tokens_per_s(self) -> float:

@@ -14,20 +14,22 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import llguidance
 import llguidance.torch
 from transformers import PreTrainedTokenizerBase
 
-from engine.constraints import COMPACT_JSON, ConstraintCompiler
-from engine.demo_model import demo_model_path
-from engine.loader import choose_runtime, load
-from engine.local import LocalEngine
-from engine.registry import scan
-from engine.requests import Constraint, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.engine_throughput import Run, percentile  # noqa: E402
+from engine.constraints import COMPACT_JSON, ConstraintCompiler  # noqa: E402
+from engine.demo_model import demo_model_path  # noqa: E402
+from engine.loader import choose_runtime, load  # noqa: E402
+from engine.local import LocalEngine  # noqa: E402
+from engine.registry import scan  # noqa: E402
+from engine.requests import Constraint, FinishEvent, GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ["the sea", "mountains", "a city at night", "bread", "rain", "a library", "trains", "winter", "bees",
@@ -41,19 +43,6 @@ SCHEMA = {"type": "object", "properties": {
                 "required": ["summary", "mood"], "additionalProperties": False},
 }, "required": ["title", "rating", "tags", "details"], "additionalProperties": False}
 ANSWER = '{"title":"The sea at dawn","rating":4,"tags":["water","light"],"details":{"summary":"Waves.","mood":"calm"}}'
-
-
-@dataclass
-class Run:
-    way: str
-    concurrency: int
-    tokens: int
-    seconds: float
-    ttft: list[float]
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds
 
 
 async def serve(engine: LocalEngine, prompts: list[list[int]], concurrency: int, tokens: int, rounds: int,
@@ -89,11 +78,6 @@ async def serve(engine: LocalEngine, prompts: list[list[int]], concurrency: int,
     await asyncio.gather(*(client(index) for index in range(concurrency)))
     until = min(done_at)
     return Run(way, concurrency, sum(at <= until for at in arrivals), until - started, ttft)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def timed(call: object) -> tuple[float, object]:
