@@ -17,7 +17,6 @@ from engine.errors import ContextTooLong, InvalidParameters
 from engine.interface import DecodeMode, Health
 from engine.logprobs import LogprobRecorder, TokenBytes
 from engine.requests import (
-    Constraint,
     EngineEvent,
     ErrorEvent,
     FinishEvent,
@@ -29,17 +28,9 @@ from engine.requests import (
 from engine.sampling import SamplingState
 from engine.scheduler import Scheduler, SchedulerStats, Sequence
 from engine.text_stream import TextStream
-from engine.tool_calls import (
-    FAMILIES,
-    Family,
-    call_grammar,
-    chosen_name,
-    fallback_messages,
-    family_of,
-    template_supports_tools,
-)
-from engine.tool_calls import template_messages as tool_template_messages
-from engine.tool_output import CallStage, offers_tools
+from engine.tool_calls import Family
+from engine.tool_format import ToolFormat, offers_tools
+from engine.tool_output import CallStage
 
 HEALTH_CACHE_S = 5.0
 HEALTH_TIMEOUT_S = 30.0
@@ -65,13 +56,10 @@ class LocalEngine:
         # What one request alone may use: the context budget, and no more than the batch's KV budget holds.
         self.max_context = self.scheduler.max_context
         self._health: tuple[float, Health] | None = None
-        # How tools reach the prompt and how calls are read back (engine/tool_calls.py): from the template,
-        # unless the model's settings name a parser.
+        # How tools reach the prompt and how calls are read back: from the template, unless the model's settings
+        # name a parser.
         template = getattr(tokenizer, "chat_template", None)
-        self.native_tools = isinstance(template, str) and template_supports_tools(template)
-        if tool_parser is not None and tool_parser not in FAMILIES:
-            raise ValueError(f"unknown tool parser {tool_parser!r}: one of {', '.join(FAMILIES)}")
-        self.tool_family: Family = tool_parser or family_of(template if isinstance(template, str) else None)
+        self.tool_format = ToolFormat.of(template if isinstance(template, str) else None, tool_parser)
         self._constraints: ConstraintCompiler | None = None
         self._constraints_lock = threading.Lock()
 
@@ -85,27 +73,13 @@ class LocalEngine:
 
     async def _guided_rows(self, request: GenerationRequest, prompt_ids: list[int]) -> list[GuidedRow | None]:
         """One grammar state per choice when the request is constrained, compiled off the engine's thread."""
-        constraint, params = self._constraint(request), request.sampling
+        constraint, params = self.tool_format.constraint(request), request.sampling
         if constraint is None:
             return [None] * params.n
         if params.ignore_eos:  # a finished grammar allows only the end of the sequence
             raise InvalidParameters("ignore_eos cannot be combined with a constraint", param="ignore_eos")
         compiler = self._constraints or await asyncio.to_thread(self.constraints)
         return list(await compiler.rows(constraint, prompt_ids, params.n))
-
-    def _constraint(self, request: GenerationRequest) -> Constraint | None:
-        """The request's own constraint, or, for tool_choice "required" or a named function, the grammar of the
-        family's call format over the offered tools' schemas."""
-        if not offers_tools(request):
-            return request.constraint
-        only = chosen_name(request.tool_choice, request.tools)
-        if only is None and request.tool_choice != "required":
-            return request.constraint
-        if request.constraint is not None:
-            raise InvalidParameters("a response format cannot be combined with a required tool call",
-                                    param="tool_choice")
-        grammar = call_grammar(self.tool_family, request.tools, only=only, parallel=request.parallel_tool_calls)
-        return Constraint(kind="grammar", spec=grammar, param="tools")
 
     def encode(self, request: GenerationRequest) -> list[int]:
         if request.prompt_ids is not None:
@@ -122,15 +96,10 @@ class LocalEngine:
         with ``tools`` offered, by the template where it renders tools, else by the fallback prompt."""
         if not messages:
             raise InvalidParameters("messages must not be empty", param="messages")
-        uses_tools = bool(tools) or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages)
-        if uses_tools and not self.native_tools:
-            messages = fallback_messages(messages, tools or [])
-        elif uses_tools:
-            messages = tool_template_messages(messages)
+        messages, extra = self.tool_format.prompt(messages, tools or [])
         if self.tokenizer.chat_template is None:
             return self.tokenizer.encode(plain_chat_prompt(messages))
         try:
-            extra: dict[str, Any] = {"tools": list(tools)} if tools and self.native_tools else {}
             encoded: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                               **extra)
         except TemplateError as exc:  # e.g. a template that insists on alternating roles
@@ -174,7 +143,7 @@ class LocalEngine:
                      for index in range(params.n)]
         self.scheduler.submit(sequences)
         open_choices = params.n
-        calls = ([CallStage(self.tool_family, request) for _ in range(params.n)]
+        calls = ([CallStage(self.tool_format.family, request) for _ in range(params.n)]
                  if offers_tools(request) else None)
         try:
             yield StartEvent(request.request_id, len(prompt_ids), params.max_tokens)

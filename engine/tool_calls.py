@@ -1,13 +1,7 @@
-"""Tool calls on the local engine: how tools reach the prompt, how the model's calls are read back out of its text
-while it streams, and the grammar that makes ``tool_choice`` "required" or a named function always well-formed.
+"""Tool calls on the local engine, read back out of the model's text while it streams (how tools reach the prompt
+and the grammar ``tool_choice`` holds a model to are engine/tool_format.py).
 
-Prompt. Where the model's chat template renders tools (its source mentions ``tools``), it gets them
-(``apply_chat_template(messages, tools=...)``) along with assistant ``tool_calls`` and ``tool`` results. Otherwise
-the fallback: a system message describes the tools and asks for Hermes calls
-(``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``); an assistant's earlier calls are rendered in that
-format and a tool's result becomes a user turn ``<tool_response>...</tool_response>``.
-
-Parsing. One family per model, from its template (``family_of``), overridable per model:
+One family per model, from its template (``tool_format.family_of``), overridable per model:
   hermes   ``<tool_call>{"name": "f", "arguments": {...}}</tool_call>`` anywhere in the text (Hermes, Qwen, the
            fallback prompt)
   llama3   the whole answer is ``{"name": "f", "parameters": {...}}`` (optionally after ``<|python_tag|>``), calls
@@ -27,11 +21,9 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from engine.errors import InvalidParameters
+from typing import Literal
 
 Family = Literal["hermes", "llama3", "mistral", "json"]
 FAMILIES: tuple[Family, ...] = ("hermes", "llama3", "mistral", "json")
@@ -45,129 +37,6 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 
 def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
-
-
-# --- prompt ----------------------------------------------------------------------------------------------------
-
-def template_supports_tools(template: str | None) -> bool:
-    """Whether a chat template renders tools itself: its Jinja source uses a ``tools`` variable."""
-    return bool(template) and "tools" in template  # type: ignore[operator]
-
-
-def family_of(template: str | None) -> Family:
-    """The call format a model writes, read off its chat template; a template without tool support gets the
-    fallback prompt, which asks for Hermes calls."""
-    source = template or ""
-    if HERMES_OPEN in source:
-        return "hermes"
-    if MISTRAL_MARKER in source:
-        return "mistral"
-    if PYTHON_TAG in source or "ipython" in source:
-        return "llama3"
-    return "json" if template_supports_tools(template) else "hermes"
-
-
-def _function(tool: Mapping[str, Any]) -> Mapping[str, Any]:
-    return tool.get("function") or {}
-
-
-def fallback_system_prompt(tools: Sequence[Mapping[str, Any]]) -> str:
-    """The tools described for a model whose template cannot render them (Hermes' own wording, shortened)."""
-    described = "\n".join(json.dumps({"type": "function", "function": dict(_function(tool))}, ensure_ascii=False)
-                          for tool in tools)
-    return ("You may call one or more functions to assist with the user query. The functions you can call are "
-            f"listed within <tools></tools>:\n<tools>\n{described}\n</tools>\n"
-            "To call a function, answer with a JSON object with its name and arguments within "
-            "<tool_call></tool_call> tags:\n"
-            '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
-
-
-def fallback_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
-                      ) -> list[dict[str, str]]:
-    """Messages as a template without tool support takes them: tools in the system message, earlier calls
-    written out as Hermes markup, tool results as user turns."""
-    out: list[dict[str, str]] = []
-    for message in messages:
-        role, content = message.get("role", "user"), message.get("content") or ""
-        if role == "assistant" and message.get("tool_calls"):
-            calls = [f'{HERMES_OPEN}\n{{"name": {json.dumps(call["function"]["name"])}, "arguments": '
-                     f'{call["function"].get("arguments") or "{}"}}}\n{HERMES_CLOSE}'
-                     for call in message["tool_calls"]]
-            out.append({"role": "assistant", "content": "\n".join([content, *calls]).strip()})
-        elif role == "tool":
-            out.append({"role": "user", "content": f"<tool_response>\n{content}\n</tool_response>"})
-        else:
-            out.append({"role": role, "content": content})
-    if tools:
-        system = fallback_system_prompt(tools)
-        if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{system}"}
-        else:
-            out.insert(0, {"role": "system", "content": system})
-    return out
-
-
-def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Messages for a template that renders tools: a call's arguments as the object most templates expect
-    (``tojson`` on a string would quote it twice)."""
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.get("tool_calls"):
-            calls = []
-            for call in message["tool_calls"]:
-                function = dict(call.get("function") or {})
-                try:
-                    function["arguments"] = json.loads(function.get("arguments") or "{}")
-                except ValueError:
-                    pass  # not JSON: leave the model's text as it was
-                calls.append({**call, "function": function})
-            message = {**message, "tool_calls": calls}
-        out.append(dict(message))
-    return out
-
-
-# --- tool_choice -----------------------------------------------------------------------------------------------
-
-def chosen_name(tool_choice: str | Mapping[str, Any] | None, tools: Sequence[Mapping[str, Any]]) -> str | None:
-    """The function a named ``tool_choice`` asks for (checked to be offered), else None."""
-    if not isinstance(tool_choice, Mapping):
-        if tool_choice not in (None, "none", "auto", "required"):
-            raise InvalidParameters("tool_choice must be 'none', 'auto', 'required' or a function",
-                                    param="tool_choice")
-        if tool_choice in ("required",) and not tools:
-            raise InvalidParameters("tool_choice 'required' needs tools", param="tool_choice")
-        return None
-    name = (tool_choice.get("function") or {}).get("name")
-    if name not in {_function(tool).get("name") for tool in tools}:
-        raise InvalidParameters(f"tool_choice names a function that is not in tools: {name!r}", param="tool_choice")
-    return str(name)
-
-
-def call_grammar(family: Family, tools: Sequence[Mapping[str, Any]], *, only: str | None,
-                 parallel: bool) -> str:
-    """A Lark grammar (llguidance's dialect, ``%json`` for each tool's parameters) for one call, or one or more
-    when ``parallel``, in the family's format, of ``only`` or of any offered tool: what "required" and a named
-    ``tool_choice`` are held to. Compact JSON, name before arguments, so the stream can name a call at once."""
-    offered = [_function(tool) for tool in tools if only is None or _function(tool).get("name") == only]
-    rules, alternatives = [], []
-    for i, function in enumerate(offered):
-        schema = dict(function.get("parameters") or {"type": "object"})
-        schema["x-guidance"] = {"whitespace_flexible": False}
-        head = json.dumps('{"name": ' + json.dumps(function["name"]) + ', "' +
-                          ("parameters" if family == "llama3" else "arguments") + '": ')
-        rules.append(f"args{i}: %json {json.dumps(schema)}")
-        alternatives.append(f"{head} args{i} \"}}\"")
-    rules.insert(0, "fn: " + " | ".join(alternatives))
-    if family == "hermes":
-        call, separator, before, after = f'"{HERMES_OPEN}\\n" fn "\\n{HERMES_CLOSE}"', '"\\n"', "", ""
-    elif family == "mistral":
-        call, separator, before, after = "fn", '", "', f'"{MISTRAL_MARKER}[" ', ' "]"'
-    elif family == "llama3":
-        call, separator, before, after = "fn", '"; "', "", ""
-    else:
-        call, separator, before, after = "fn", '", "', '"[" ', ' "]"'
-    calls = f"call ({separator} call)*" if parallel else "call"
-    return "\n".join([f"start: {before}{calls}{after}", f"call: {call}", *rules])
 
 
 # --- parsing ---------------------------------------------------------------------------------------------------

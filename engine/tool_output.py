@@ -20,12 +20,6 @@ from engine.requests import (
 from engine.tool_calls import Family, ToolCallParser
 
 
-def offers_tools(request: GenerationRequest) -> bool:
-    """Whether the model sees the tools and its calls are parsed: ``tool_choice`` "none" offers none (as
-    OpenAI answers it, no calls)."""
-    return bool(request.tools) and request.tool_choice != "none" and request.messages is not None
-
-
 class CallStage:
     def __init__(self, family: Family, request: GenerationRequest) -> None:
         self.parser = ToolCallParser(family, parallel=request.parallel_tool_calls)

@@ -52,6 +52,6 @@ async def test_a_models_tool_parser_can_be_set_by_its_name(tiny_model_dir: Path,
         served = host(tool_parsers)
         await served.start()
         try:
-            assert served.local is not None and served.local.tool_family == family, tool_parsers
+            assert served.local is not None and served.local.tool_format.family == family, tool_parsers
         finally:
             await served.close()

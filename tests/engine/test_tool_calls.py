@@ -1,6 +1,6 @@
-"""Tool calls (engine/tool_calls.py, engine/tool_output.py): each family's parser on fixed texts, the stream split
-at every position equal to the one-shot parse, the fallback prompt, and the grammar-held calls on the real engine
-(a tiny random-weight model, where only the grammar can make a call well-formed)."""
+"""Tool calls (engine/tool_format.py, engine/tool_calls.py, engine/tool_output.py): each family's parser on fixed
+texts, the stream split at every position equal to the one-shot parse, the fallback prompt, and the grammar-held
+calls on the real engine (a tiny random-weight model, where only the grammar can make a call well-formed)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,8 @@ from transformers import PreTrainedTokenizerBase
 from engine.errors import InvalidParameters
 from engine.local import LocalEngine
 from engine.requests import EngineEvent, SamplingParams, TokenEvent, ToolCallDelta
-from engine.tool_calls import (
-    ToolCallParser,
-    call_grammar,
-    fallback_messages,
-    family_of,
-    new_call_id,
-    template_supports_tools,
-)
+from engine.tool_calls import ToolCallParser, new_call_id
+from engine.tool_format import ToolFormat, call_grammar, fallback_messages, family_of, template_supports_tools
 from tests.engine.conftest import finish_of, run, text_of
 from tests.support.schemas import TOOL_SCHEMAS, TOOLS
 
@@ -131,7 +125,7 @@ def test_the_fallback_prompt_describes_tools_and_renders_calls_and_results() -> 
 
 def test_the_demo_template_gets_the_fallback_prompt(tiny_engine: LocalEngine,
                                                     tokenizer: PreTrainedTokenizerBase) -> None:
-    assert not tiny_engine.native_tools and tiny_engine.tool_family == "hermes"
+    assert tiny_engine.tool_format == ToolFormat(family="hermes", native=False)
     ids = tiny_engine.encode_messages([{"role": "user", "content": "Weather?"}], list(TOOLS))
     prompt = tokenizer.decode(ids)
     assert "<tools>" in prompt and '"name": "add"' in prompt and prompt.rstrip().endswith("assistant")

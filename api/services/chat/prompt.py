@@ -56,7 +56,7 @@ def with_system_prompt(messages: tuple[Message, ...], system: str) -> tuple[Mess
 
 def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Messages as a text model's chat template takes them, with an assistant's tool calls and a tool result's
-    call id in OpenAI's shape (the engine renders them: engine/tool_calls.py)."""
+    call id in OpenAI's shape (the engine renders them: engine/tool_format.py)."""
     return [template_message(message) for message in messages]
 
 

@@ -1,7 +1,7 @@
 """The tools a request offers, read once for every protocol that takes OpenAI's shapes (the OpenAI endpoints,
 native chat, the WebSocket): ``tools`` as ``[{type: "function", function: {name, description, parameters}}]``,
 ``tool_choice`` and ``parallel_tool_calls``. A malformed offer is a 400 naming the field; whether a named choice
-is among the tools, and how the model is held to it, is the engine's (engine/tool_calls.py)."""
+is among the tools, and how the model is held to it, is the engine's (engine/tool_format.py)."""
 
 from __future__ import annotations
 
