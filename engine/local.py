@@ -58,8 +58,7 @@ class LocalEngine:
         self._health: tuple[float, Health] | None = None
         # How tools reach the prompt and how calls are read back: from the template, unless the model's settings
         # name a parser.
-        template = getattr(tokenizer, "chat_template", None)
-        self.tool_format = ToolFormat.of(template if isinstance(template, str) else None, tool_parser)
+        self.tool_format = ToolFormat.of(tokenizer, tool_parser)
         self._constraints: ConstraintCompiler | None = None
         self._constraints_lock = threading.Lock()
 
@@ -139,7 +138,8 @@ class LocalEngine:
         params = request.sampling
         if params.logprobs is not None and "token_bytes" not in self.__dict__:
             await asyncio.to_thread(lambda: self.token_bytes)  # built once, off the event loop
-        sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit, guided[index])
+        kept = self.tool_format.kept_tokens if offers_tools(request) else frozenset()
+        sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit, guided[index], kept)
                      for index in range(params.n)]
         self.scheduler.submit(sequences)
         open_choices = params.n
@@ -163,13 +163,13 @@ class LocalEngine:
                 self.abort(request.request_id)
 
     def _sequence(self, request_id: str, index: int, prompt_ids: list[int], params: SamplingParams,
-                  emit: Any, guided: GuidedRow | None = None) -> Sequence:
+                  emit: Any, guided: GuidedRow | None = None, kept: frozenset[int] = frozenset()) -> Sequence:
         # With n > 1 each choice gets its own seed derived from the request's, so choices differ but reproduce.
         seed = None if params.seed is None else params.seed + index
         logprobs = LogprobRecorder(params.logprobs, self.token_bytes) if params.logprobs is not None else None
         return Sequence(request_id=request_id, index=index, prompt_ids=prompt_ids,
                         sampling=SamplingState.create(params, prompt_ids, seed, logprobs),
-                        text=TextStream(self.tokenizer.backend_tokenizer, params.stop),
+                        text=TextStream(self.tokenizer.backend_tokenizer, params.stop, kept),
                         max_tokens=params.max_tokens, emit=emit, ignore_eos=params.ignore_eos, guided=guided)
 
     @cached_property

@@ -21,8 +21,12 @@ class TextPiece:
 
 @dataclass
 class TextStream:
+    """Special tokens are left out of the text, except those in ``kept`` (their own text, such as a tool-call
+    marker that a model has as a special token, for the tool-call parser to find)."""
+
     tokenizer: Tokenizer
     stop: tuple[str, ...] = ()
+    kept: frozenset[int] = frozenset()
     _decoder: DecodeStream = field(init=False)
     _pending: str = field(default="", init=False)
 
@@ -34,6 +38,8 @@ class TextStream:
         piece = self._decoder.step(self.tokenizer, token_id)
         if piece:
             self._pending += piece
+        if token_id in self.kept:
+            self._pending += self.tokenizer.id_to_token(token_id) or ""
         if not self.stop:
             text, self._pending = self._pending, ""
             return TextPiece(text, stopped=False)

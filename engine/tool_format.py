@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from transformers import PreTrainedTokenizerBase
 
 from engine.errors import InvalidParameters
 from engine.requests import Constraint, GenerationRequest
@@ -29,20 +31,36 @@ def offers_tools(request: GenerationRequest) -> bool:
     return bool(request.tools) and request.tool_choice != "none" and request.messages is not None
 
 
+MARKERS = (HERMES_OPEN, HERMES_CLOSE, MISTRAL_MARKER, PYTHON_TAG)
+
+
 @dataclass(frozen=True)
 class ToolFormat:
     """One model's way with tools: the call format it writes (``family``: its parser, and the grammar of a
-    required call) and whether its chat template renders tools itself (``native``; else the fallback prompt)."""
+    required call) and whether its chat template renders tools itself (``native``; else the fallback prompt).
+
+    A call marker can be one token of the vocabulary, added to it (Qwen's ``<tool_call>``, Mistral's
+    ``[TOOL_CALLS]``, Llama 3's ``<|python_tag|>``): the grammar then names that token (``marker_tokens``), since
+    llguidance does not match an added token against the marker's text; and where it is a special token, which
+    decoding leaves out of the text, its text is kept (``kept_tokens``) so the parser sees the call begin."""
 
     family: Family
     native: bool
+    marker_tokens: Mapping[str, int] = field(default_factory=dict)
+    kept_tokens: frozenset[int] = frozenset()
 
     @classmethod
-    def of(cls, template: str | None, parser: Family | None = None) -> ToolFormat:
-        """Read off the chat template, unless the model's settings name a ``parser``."""
+    def of(cls, tokenizer: PreTrainedTokenizerBase, parser: Family | None = None) -> ToolFormat:
+        """Read off the tokenizer's chat template and vocabulary, unless the model's settings name a ``parser``."""
         if parser is not None and parser not in FAMILIES:
             raise ValueError(f"unknown tool parser {parser!r}: one of {', '.join(FAMILIES)}")
-        return cls(parser or family_of(template), template_supports_tools(template))
+        template = getattr(tokenizer, "chat_template", None)
+        template = template if isinstance(template, str) else None
+        markers = {token.content: (token_id, token.special)
+                   for token_id, token in tokenizer.added_tokens_decoder.items() if token.content in MARKERS}
+        return cls(parser or family_of(template), template_supports_tools(template),
+                   {content: token_id for content, (token_id, _) in markers.items()},
+                   frozenset(token_id for token_id, special in markers.values() if special))
 
     def prompt(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -66,7 +84,8 @@ class ToolFormat:
         if request.constraint is not None:
             raise InvalidParameters("a response format cannot be combined with a required tool call",
                                     param="tool_choice")
-        grammar = call_grammar(self.family, request.tools, only=only, parallel=request.parallel_tool_calls)
+        grammar = call_grammar(self.family, request.tools, only=only, parallel=request.parallel_tool_calls,
+                               marker_tokens=self.marker_tokens)
         return Constraint(kind="grammar", spec=grammar, param="tools")
 
 
@@ -166,11 +185,15 @@ def chosen_name(tool_choice: str | Mapping[str, Any] | None, tools: Sequence[Map
     return str(name)
 
 
-def call_grammar(family: Family, tools: Sequence[Mapping[str, Any]], *, only: str | None,
-                 parallel: bool) -> str:
+def call_grammar(family: Family, tools: Sequence[Mapping[str, Any]], *, only: str | None, parallel: bool,
+                 marker_tokens: Mapping[str, int] | None = None) -> str:
     """A Lark grammar (llguidance's dialect, ``%json`` for each tool's parameters) for one call, or one or more
     when ``parallel``, in the family's format, of ``only`` or of any offered tool: what "required" and a named
-    ``tool_choice`` are held to. Compact JSON, name before arguments, so the stream can name a call at once."""
+    ``tool_choice`` are held to. Compact JSON, name before arguments, so the stream can name a call at once. A
+    marker in ``marker_tokens`` is that one token (llguidance's ``<[id]>``), any other is its text."""
+    def marker(text: str) -> str:
+        return f"<[{marker_tokens[text]}]>" if marker_tokens and text in marker_tokens else json.dumps(text)
+
     offered = [_function(tool) for tool in tools if only is None or _function(tool).get("name") == only]
     rules, alternatives = [], []
     for i, function in enumerate(offered):
@@ -182,9 +205,9 @@ def call_grammar(family: Family, tools: Sequence[Mapping[str, Any]], *, only: st
         alternatives.append(f"{head} args{i} \"}}\"")
     rules.insert(0, "fn: " + " | ".join(alternatives))
     if family == "hermes":
-        call, separator, before, after = f'"{HERMES_OPEN}\\n" fn "\\n{HERMES_CLOSE}"', '"\\n"', "", ""
+        call, separator, before, after = f'{marker(HERMES_OPEN)} "\\n" fn "\\n" {marker(HERMES_CLOSE)}', '"\\n"', "", ""
     elif family == "mistral":
-        call, separator, before, after = "fn", '", "', f'"{MISTRAL_MARKER}[" ', ' "]"'
+        call, separator, before, after = "fn", '", "', f'{marker(MISTRAL_MARKER)} "[" ', ' "]"'
     elif family == "llama3":
         call, separator, before, after = "fn", '"; "', "", ""
     else:

@@ -17,7 +17,8 @@ from engine.local import LocalEngine
 from engine.requests import EngineEvent, SamplingParams, TokenEvent, ToolCallDelta
 from engine.tool_calls import ToolCallParser, new_call_id
 from engine.tool_format import ToolFormat, call_grammar, fallback_messages, family_of, template_supports_tools
-from tests.engine.conftest import finish_of, run, text_of
+from tests.engine.conftest import finish_of, run, text_of, tiny_engine_on
+from tests.model_fixtures import tiny_llama
 from tests.support.schemas import TOOL_SCHEMAS, TOOLS
 
 SCHEMAS = TOOL_SCHEMAS
@@ -173,6 +174,31 @@ async def test_parallel_tool_calls_false_gives_one_call(tiny_engine: LocalEngine
                                      for seed in range(8)))
     for events in results:
         assert len(calls_of(events)) == 1
+
+
+@pytest.mark.parametrize("special", [False, True], ids=["added-token", "special-token"])
+async def test_a_marker_that_is_one_token_of_the_vocabulary_still_makes_a_call(
+        tokenizer: PreTrainedTokenizerBase, special: bool) -> None:
+    """Qwen's vocabulary has ``<tool_call>`` as one added token, and some fine-tunes have it (as Mistral has
+    ``[TOOL_CALLS]``) as a special token, which decoding leaves out of the text: the grammar takes the single
+    token for the marker, and the call is read back either way, no markup in the content."""
+    vocabulary = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    vocabulary.add_tokens(["<tool_call>", "</tool_call>"], special_tokens=special)
+    opened = vocabulary.convert_tokens_to_ids("<tool_call>")
+    engine = tiny_engine_on(tiny_llama(vocabulary, seed=99, context=512), vocabulary)
+    try:
+        results = await asyncio.gather(*(run(engine, messages=MESSAGES, tools=TOOLS, tool_choice="required",
+                                             parallel_tool_calls=False,
+                                             sampling=SamplingParams(temperature=1, seed=seed, max_tokens=120))
+                                         for seed in range(6)))
+    finally:
+        engine.close()
+    for seed, events in enumerate(results):
+        finish = finish_of(events)
+        assert finish.finish_reason == "tool_calls" and opened in finish.output_ids, (seed, text_of(events))
+        [call] = calls_of(events)
+        jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
+        assert text_of(events) == ""
 
 
 async def test_tool_choice_none_and_bad_names(tiny_engine: LocalEngine) -> None:
