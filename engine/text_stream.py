@@ -22,7 +22,8 @@ class TextPiece:
 @dataclass
 class TextStream:
     """Special tokens are left out of the text, except those in ``kept`` (their own text, such as a tool-call
-    marker that a model has as a special token, for the tool-call parser to find)."""
+    marker that a model has as a special token, for the tool-call parser to find). A kept token's text goes out
+    at once, ahead of a character whose first bytes the decoder still holds (a marker inside a character)."""
 
     tokenizer: Tokenizer
     stop: tuple[str, ...] = ()

@@ -279,18 +279,20 @@ def _parse_json_answer(text: str, final: bool, family: Family) -> Parsed:
     """Llama 3 and the generic fallback: an answer that opens with a JSON object (or a list of them) is calls;
     anything else is content. Opening whitespace is held back until the answer shows which it is."""
     start = _skip_space(text, 0)
+    shown = text  # the content, should the answer not be calls: without the tag, which is markup
     if text.startswith(PYTHON_TAG, start):
+        shown = text[:start] + text[start + len(PYTHON_TAG):]
         start = _skip_space(text, start + len(PYTHON_TAG))
     elif not final and PYTHON_TAG.startswith(text[start:]) and start < len(text):
         return Parsed("")
     if start >= len(text):
-        return Parsed("" if not final else text)
+        return Parsed("" if not final else shown)
     opener = text[start]
     if opener not in "{[":
-        return Parsed(text)
+        return Parsed(shown)
     calls, _ = _parse_sequence(text, start + (1 if opener == "[" else 0), ";,")
     if not calls and (final or _looks_unlike_a_call(text[start:])):
-        return Parsed(text)  # JSON that is not a call: the answer itself
+        return Parsed(shown)  # JSON that is not a call: the answer itself
     return Parsed("", calls)
 
 

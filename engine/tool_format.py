@@ -31,7 +31,8 @@ def offers_tools(request: GenerationRequest) -> bool:
     return bool(request.tools) and request.tool_choice != "none" and request.messages is not None
 
 
-MARKERS = (HERMES_OPEN, HERMES_CLOSE, MISTRAL_MARKER, PYTHON_TAG)
+MARKERS: dict[Family, tuple[str, ...]] = {"hermes": (HERMES_OPEN, HERMES_CLOSE), "mistral": (MISTRAL_MARKER,),
+                                          "llama3": (PYTHON_TAG,), "json": ()}
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,10 @@ class ToolFormat:
     required call) and whether its chat template renders tools itself (``native``; else the fallback prompt).
 
     A call marker can be one token of the vocabulary, added to it (Qwen's ``<tool_call>``, Mistral's
-    ``[TOOL_CALLS]``, Llama 3's ``<|python_tag|>``): the grammar then names that token (``marker_tokens``), since
-    llguidance does not match an added token against the marker's text; and where it is a special token, which
-    decoding leaves out of the text, its text is kept (``kept_tokens``) so the parser sees the call begin."""
+    ``[TOOL_CALLS]``, Llama 3's ``<|python_tag|>``). The grammar then names that token (``marker_tokens``), since
+    llguidance does not match an added token against the marker's text (Llama 3's grammar has no marker: the tag
+    is optional). Where the family's marker is a special token, which decoding leaves out of the text, its text is
+    kept (``kept_tokens``) so the parser sees the call begin; the parser never shows it as content."""
 
     family: Family
     native: bool
@@ -56,9 +58,10 @@ class ToolFormat:
             raise ValueError(f"unknown tool parser {parser!r}: one of {', '.join(FAMILIES)}")
         template = getattr(tokenizer, "chat_template", None)
         template = template if isinstance(template, str) else None
-        markers = {token.content: (token_id, token.special)
-                   for token_id, token in tokenizer.added_tokens_decoder.items() if token.content in MARKERS}
-        return cls(parser or family_of(template), template_supports_tools(template),
+        family = parser or family_of(template)
+        markers = {token.content: (token_id, token.special) for token_id, token in
+                   tokenizer.added_tokens_decoder.items() if token.content in MARKERS[family]}
+        return cls(family, template_supports_tools(template),
                    {content: token_id for content, (token_id, _) in markers.items()},
                    frozenset(token_id for token_id, special in markers.values() if special))
 

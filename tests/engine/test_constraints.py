@@ -161,17 +161,20 @@ def test_a_token_the_grammar_refuses_ends_the_row_with_an_error(tokenizer: PreTr
         row.advance(tokenizer.encode("no")[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_masking_forbids_exactly_what_each_grammar_refuses_and_leaves_other_rows_alone(
-        tokenizer: PreTrainedTokenizerBase) -> None:
+        tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype) -> None:
     """Rows 1 and 3 of five are guided, at different places in their grammars: each keeps its own logit, bit for
     bit, on exactly the tokens its matcher allows (read from the matcher's own bitmask, one Python bit at a time)
-    and -inf elsewhere; rows 0, 2 and 4 are untouched."""
+    and -inf elsewhere; rows 0, 2 and 4 are untouched. The logits are the last position of a forward's output, a
+    strided view, as the scheduler passes them."""
     compiler = ConstraintCompiler(tokenizer, len(tokenizer), {tokenizer.eos_token_id})
     rows = asyncio.run(compiler.rows(schema("enums"), [1], 1)) + asyncio.run(compiler.rows(
         Constraint("regex", "[0-9]{1,3} apples"), [1], 1))
     for token in tokenizer.encode("12")[:1]:
         rows[1].advance(token)
-    logits = torch.randn(5, len(tokenizer), generator=torch.Generator().manual_seed(7))
+    output = torch.randn(5, 2, len(tokenizer), generator=torch.Generator().manual_seed(7)).to(dtype)
+    logits = output[:, -1, :]
     before = logits.clone()
     expected = [_allowed(row.matcher.compute_bitmask(), len(tokenizer)) for row in rows]
     assert mask_logits(logits, [(1, rows[0]), (3, rows[1])]) == []

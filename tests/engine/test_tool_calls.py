@@ -38,6 +38,7 @@ CASES = [
     ("llama3", '{"name": "add", "parameters": {"a": 1, "b": 2}}; {"name": "add", "parameters": {"a": 5, "b": 6}}',
      "", [("add", '{"a": 1, "b": 2}'), ("add", '{"a": 5, "b": 6}')]),
     ("llama3", "The answer is 4.", "The answer is 4.", []),
+    ("llama3", "<|python_tag|>brave_search.call(query=\"Oslo\")", "brave_search.call(query=\"Oslo\")", []),
     ("llama3", '{"answer": 4}', '{"answer": 4}', []),
     ("mistral", '[TOOL_CALLS][{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "get_weather", '
                 '"arguments": {"city": "Rome", "unit": "c"}}]', "",
