@@ -121,6 +121,8 @@ def test_a_runner_with_restart_comes_back_after_a_crash(live_api: LiveApi) -> No
         first = wait_running(0)
         os.kill(first["pid"], signal.SIGKILL)  # a crash, not a stop
         second = wait_running(1)
+        # "running" means the gateway routes to it: its provider is registered by then
+        assert first["provider_id"] is not None
         assert second["pid"] != first["pid"] and second["provider_id"] == first["provider_id"]
         provider = httpx.get(f"{live_api.base_url}/admin/providers/{second['provider_id']}",
                              headers=live_api.admin).json()

@@ -202,9 +202,10 @@ class RunnerManager:
                     headers = {"Authorization": f"Bearer {key}"} if key else {}
                     answer = await client.get(f"{base}/v1/models", headers=headers)
                     if answer.status_code == 200:
-                        runner.status = "running"
                         await self._log(runner, "[llmws] /v1/models answers: registering as a provider")
                         await self._set_provider(runner, key)
+                        if runner.status == "starting":  # not stopped meanwhile
+                            runner.status = "running"  # only now: the gateway routes to it
                         return
                 except httpx.HTTPError:
                     pass
