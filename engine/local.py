@@ -138,13 +138,13 @@ class LocalEngine:
         params = request.sampling
         if params.logprobs is not None and "token_bytes" not in self.__dict__:
             await asyncio.to_thread(lambda: self.token_bytes)  # built once, off the event loop
-        kept = self.tool_format.kept_tokens if offers_tools(request) else frozenset()
+        offered = offers_tools(request)
+        kept = self.tool_format.kept_tokens if offered else frozenset()
         sequences = [self._sequence(request.request_id, index, prompt_ids, params, emit, guided[index], kept)
                      for index in range(params.n)]
         self.scheduler.submit(sequences)
         open_choices = params.n
-        calls = ([CallStage(self.tool_format.family, request) for _ in range(params.n)]
-                 if offers_tools(request) else None)
+        calls = [CallStage(self.tool_format.family, request) for _ in range(params.n)] if offered else None
         try:
             yield StartEvent(request.request_id, len(prompt_ids), params.max_tokens)
             while open_choices:

@@ -59,19 +59,18 @@ class ToolFormat:
         template = getattr(tokenizer, "chat_template", None)
         template = template if isinstance(template, str) else None
         family = parser or family_of(template)
-        markers = {token.content: (token_id, token.special) for token_id, token in
-                   tokenizer.added_tokens_decoder.items() if token.content in MARKERS[family]}
-        return cls(family, template_supports_tools(template),
-                   {content: token_id for content, (token_id, _) in markers.items()},
-                   frozenset(token_id for token_id, special in markers.values() if special))
+        markers = [(token_id, token) for token_id, token in tokenizer.added_tokens_decoder.items()
+                   if token.content in MARKERS[family]]
+        return cls(family, template_supports_tools(template), {token.content: token_id for token_id, token in markers},
+                   frozenset(token_id for token_id, token in markers if token.special))
 
-    def prompt(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
+    def prompt(self, messages: list[dict[str, Any]], tools: Sequence[Mapping[str, Any]]
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The messages as the chat template takes them, and the template's extra arguments (``tools`` where it
         renders them): unchanged when neither the request nor the history has anything to do with tools."""
         uses_tools = bool(tools) or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages)
         if not uses_tools:
-            return [dict(m) for m in messages], {}
+            return messages, {}
         if not self.native:
             return fallback_messages(messages, tools), {}
         return template_messages(messages), ({"tools": list(tools)} if tools else {})
