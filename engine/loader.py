@@ -6,10 +6,13 @@ fp16 below; `flash_attention_2` when `flash_attn` imports there, else `sdpa`), o
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -87,24 +90,43 @@ def converted_copies(removed: Path, cache_dir: Path) -> list[Path]:
     return sorted(copy for copy in copies if copy.is_dir())
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Held by one process at a time (replicas, `make run` beside a test run share the cache): the kernel drops
+    the lock when its holder dies, so a crashed conversion never blocks the next."""
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def converted_folder(gguf_path: Path, cache_dir: Path) -> Path:
-    """A safetensors copy of a GGUF (dequantized), made once: loading it takes a fraction of a second."""
+    """A safetensors copy of a GGUF (dequantized), made once: loading it takes a fraction of a second. Processes
+    that want the same copy at once wait for the first to make it (two converting into one staging folder each
+    deleted the other's files)."""
     target = converted_path(gguf_path, cache_dir)
     if (target / COMPLETE_MARKER).exists():
         return target
-    log.info("converting %s to safetensors in %s (once)", gguf_path.name, target)
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    if getattr(model, "hf_quantizer", None) is not None:
-        # The dequantized weights are plain tensors; without this the GGUF quantizer refuses to serialise.
-        model.hf_quantizer.remove_quantization_config(model)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / COMPLETE_MARKER).write_text(str(gguf_path.resolve()))  # which GGUF: deleted with it
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.with_name(target.name + ".lock")):
+        if (target / COMPLETE_MARKER).exists():  # made by another process while this one waited
+            return target
+        log.info("converting %s to safetensors in %s (once)", gguf_path.name, target)
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)  # left by a process that died converting
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+        if getattr(model, "hf_quantizer", None) is not None:
+            # The dequantized weights are plain tensors; without this the GGUF quantizer refuses to serialise.
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / COMPLETE_MARKER).write_text(str(gguf_path.resolve()))  # which GGUF: deleted with it
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
     return target
 
 
