@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.services.accounts.account_rules import password_problem, username_problem
 from db.private_files import private_folder
-from engine.interface import DecodeMode
+from engine.interface import CpuWeights, DecodeMode
 from engine.tool_calls import Family
 
 ENV_PREFIX = "LLMWS_"
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     )
     default_model: str | None = Field(None, description="Model loaded when several are found.")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
+    cpu_weights: CpuWeights = Field(
+        "auto", description="The local model's weight format on the CPU: `float32`, `bfloat16`, or weight-only "
+        "`int8` / `int4` (float32 activations); `auto` is float32 until the engine's measurement picks the fastest "
+        "format that passes the quality bar (docs/engine.md, \"Weight formats on the CPU\").")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most sequences decoded together.")
     max_queue: int = Field(256, ge=1, description="Most requests waiting for a batch slot before 503s.")
     # Per replica, in memory: one user must not fill the engine's queue (`max_queue`) for everyone else.

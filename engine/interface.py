@@ -11,6 +11,9 @@ from engine.requests import EngineEvent, GenerationRequest
 # How the local engine runs a decode step (engine/static_decode.py): a setting, so it lives where settings can
 # import it without torch.
 DecodeMode = Literal["auto", "transformers", "static", "graphs"]
+# The local model's weights on the CPU (engine/weights.py); ``auto`` picks one for the CPU it runs on.
+WeightFormat = Literal["float32", "bfloat16", "int8", "int4"]
+CpuWeights = Literal["auto", "float32", "bfloat16", "int8", "int4"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 def build_model_host(settings: Settings) -> ModelHost:
     return ModelHost(HostConfig(
         model_dirs=_scanned_folders(settings), default_model=settings.default_model,
-        cache_dir=settings.model_cache_dir, runtime=choose_runtime(cpu_threads=settings.torch_threads),
+        cache_dir=settings.model_cache_dir,
+        runtime=choose_runtime(cpu_threads=settings.torch_threads, cpu_weights=settings.cpu_weights),
         max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
         prefix_cache_bytes=settings.prefix_cache_mb * 1024 * 1024, decode=settings.decode,
         kv_budget_bytes=settings.kv_budget_mb * 1024 * 1024 if settings.kv_budget_mb else None,
