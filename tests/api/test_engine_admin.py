@@ -60,6 +60,7 @@ async def test_resources_report_the_model_and_its_choices(client: httpx.AsyncCli
     model = body["model"]
     assert model["name"] == "tiny-a" and model["device"] == "cpu" and model["dtype"] == "float32"
     assert model["attention"] == "sdpa" and 0 < model["max_context"] <= 512
+    assert model["weights"] == "float32" and model["weight_bytes"] > 0  # LLMWS_CPU_WEIGHTS=auto on this CPU
     assert body["engine"]["running"] == 0 and body["cpu"]["memory_total_bytes"] > 0
     assert body["gpus"] == []
     listed = (await client.get("/admin/engine/models", headers=bearer(admin_token))).json()["data"]
