@@ -38,11 +38,7 @@ class Runtime:
     attention: str
     threads: int | None
     reason: str
-    weights: str = ""  # the weights' format: float32, bfloat16 or int8 / int4 on the CPU; the dtype on a GPU
-
-    @property
-    def weight_format(self) -> str:
-        return self.weights or self.dtype
+    weights: str  # the weights' format: float32, bfloat16 or int8 / int4 on the CPU; the dtype on a GPU
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -81,7 +77,7 @@ class LoadedModel:
         return {"name": self.info.name, "format": self.info.format, "architecture": self.info.architecture,
                 "parameters": self.info.parameters, "context_length": self.info.context_length,
                 "stored_dtype": self.info.dtype, "size_bytes": self.info.size_bytes, **asdict(self.runtime),
-                "weights": self.runtime.weight_format, "weight_bytes": weight_bytes(self.model),
+                "weight_bytes": weight_bytes(self.model),
                 "source": str(self.source)}
 
 
@@ -148,17 +144,17 @@ def converted_folder(gguf_path: Path, cache_dir: Path, dtype: str = "float32") -
 def stored_dtype(runtime: Runtime) -> str:
     """The dtype a GGUF is converted to for this runtime: bfloat16 for bfloat16 weights (half the disk and the
     load), else float32, which int8 and int4 quantize from (the GGUF's own 4-bit grid survives float32 exactly)."""
-    return "bfloat16" if runtime.weight_format == "bfloat16" else "float32"
+    return "bfloat16" if runtime.weights == "bfloat16" else "float32"
 
 
 def load(info: ModelInfo, *, cache_dir: Path, runtime: Runtime) -> LoadedModel:
     source = converted_folder(info.path, cache_dir, stored_dtype(runtime)) if info.format == "gguf" else info.path
     log.info("loading %s from %s on %s", info.name, source, runtime.reason)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    quantized = runtime.device == "cpu" and runtime.weight_format in ("int8", "int4")
+    quantized = runtime.device == "cpu" and runtime.weights in ("int8", "int4")
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32 if quantized else runtime.torch_dtype,
                                                  attn_implementation=runtime.attention)
     if quantized:
-        apply_cpu_weights(model, cast(WeightFormat, runtime.weight_format))
+        apply_cpu_weights(model, cast(WeightFormat, runtime.weights))
     model.to(runtime.device).eval()
     return LoadedModel(info=info, model=model, tokenizer=tokenizer, runtime=runtime, source=source)

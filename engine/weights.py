@@ -39,7 +39,24 @@ def compute_dtype(weights: WeightFormat) -> torch.dtype:
     return torch.bfloat16 if weights == "bfloat16" else torch.float32
 
 
-class Int8Linear(nn.Module):
+class PackedLinear(nn.Module):
+    """A linear layer whose weight is kept packed for one of torch's weight-only CPU kernels (``product``)."""
+
+    in_features: int
+    out_features: int
+    bias: nn.Parameter | None
+
+    def product(self, flat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.product(x.reshape(-1, self.in_features))
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+class Int8Linear(PackedLinear):
     """A linear layer whose weight is int8 with one scale per output row (symmetric, absmax / 127)."""
 
     def __init__(self, linear: nn.Linear, dtype: torch.dtype) -> None:
@@ -52,15 +69,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scales.to(dtype))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(dtype), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+    def product(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales)
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(PackedLinear):
     """A linear layer whose weight is 4-bit, asymmetric, with a scale and a zero point per group of input columns,
     packed in the layout torch's CPU int4 kernel reads."""
 
@@ -80,18 +93,8 @@ class Int4Linear(nn.Module):
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(dtype), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_and_zeros)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
-
-
-def quantizable(linear: nn.Linear, weights: WeightFormat) -> bool:
-    if weights == "int4":
-        return linear.in_features % INT4_GROUP == 0
-    return True
+    def product(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_and_zeros)
 
 
 def apply_cpu_weights(model: nn.Module, weights: WeightFormat) -> nn.Module:
@@ -116,7 +119,7 @@ def apply_cpu_weights(model: nn.Module, weights: WeightFormat) -> nn.Module:
                 # The LM head stays 8-bit in int4 too (as llama.cpp keeps its output tensor at 6 or 8 bits): at 4
                 # bits it alone cost the demo model 10% perplexity.
                 setattr(parent, name, Int8Linear(child, dtype))
-            elif quantizable(child, weights):
+            elif child.in_features % INT4_GROUP == 0:
                 setattr(parent, name, Int4Linear(child, dtype))
             else:
                 kept += 1
